@@ -1,0 +1,5 @@
+import sys
+
+from ksmith.cli import main
+
+sys.exit(main())

@@ -1,0 +1,55 @@
+"""The `ksmith` command: a thin shell over the package's pure functions.
+
+Each sub-package contributes its sub-commands through a module with
+``register(subparsers) -> None``; each sub-command sets ``func(args) -> int | None``. Handlers
+import heavy libraries inside the function, so `ksmith --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from ksmith import __version__
+from ksmith.errors import KsmithError
+
+# Modules that add sub-commands, in help order.
+COMMAND_MODULES: tuple[str, ...] = (
+    "ksmith.spec.commands",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ksmith",
+        description="Benchmark knowledge editing and unlearning in language models.",
+    )
+    parser.add_argument("--version", action="version", version=f"ksmith {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KsmithError as e:
+        print(f"ksmith {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""The update contract shared by every editing and unlearning method.
+
+DESIGN.md, "The unified problem": a request set R of size k defines Q+ (what must change) and Q-
+(what must stay); every method solves, exactly or approximately,
+
+    theta' = argmin L_target(theta'; Q+, q_target) + lambda_pres L_pres(theta'; Q-)
+                    + lambda_reg R(theta', theta)
+
+A method is a class registered in `METHODS` with a pydantic `Params` model (defaults in
+``specs/methods/<name>.yaml``) and one entry point, ``apply(model, tokenizer, problem)``, which
+changes the model in place (or returns a prompt prefix, for in-context editing). The runner
+(``ksmith update``) diffs the weights to store a delta, so methods never handle files.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from ksmith.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerBase
+
+Kind = Literal["edit", "unlearn"]
+TargetKind = Literal["new_object", "neutral", "idk"]
+Mode = Literal["batch", "sequential"]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One intervention: (subject, relation, old_object) -> new_object, or -> nothing.
+
+    `prompt` is the training-template cloze prompt with the subject filled in, ending right
+    before the answer (no trailing space); the answer is scored as ``" " + object``.
+    """
+
+    request_id: str
+    subject: str
+    relation: str
+    prompt: str
+    old_object: str
+    new_object: str | None  # None for unlearn
+
+    @property
+    def target(self) -> str | None:
+        return self.new_object
+
+
+@dataclass(frozen=True)
+class TextPair:
+    """A (prompt, answer) training pair; the answer continues the prompt after one space."""
+
+    prompt: str
+    answer: str
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class UpdateProblem:
+    """Everything a method may see. Never the held-out evaluation probes.
+
+    `plus` is the Q+ training view: prompts (training templates only) whose answer must become
+    the new object (edit) or must stop being the old one (unlearn; `answer` is then the old
+    object). `minus` is the Q- training view (retain set): facts that must stay, disjoint from the
+    evaluation's contextual probes. `target` says what an unlearned prompt should turn into.
+    """
+
+    kind: Kind
+    requests: tuple[Request, ...]
+    plus: tuple[TextPair, ...] = ()
+    minus: tuple[TextPair, ...] = ()
+    target: TargetKind = "new_object"
+    mode: Mode = "batch"
+    idk_answers: tuple[str, ...] = ("I don't know",)
+    seed: int = 0
+
+    def subproblems(self) -> list[UpdateProblem]:
+        """One problem per request (sequential, lifelong editing), each with its own Q+ view
+        and the shared Q- view."""
+        return [
+            replace(
+                self,
+                requests=(r,),
+                plus=tuple(p for p in self.plus if p.request_id == r.request_id),
+                mode="batch",
+            )
+            for r in self.requests
+        ]
+
+
+@dataclass
+class UpdateResult:
+    """What `apply` returns besides changing the model in place.
+
+    `prompt_prefix` (in-context editing) maps request ids to a text the evaluator prepends to
+    that request's probes. `added_modules` tells the runner to save a full model, not a delta.
+    `log` holds per-step numbers (losses) for the update record.
+    """
+
+    prompt_prefix: dict[str, str] = field(default_factory=dict)
+    added_modules: bool = False
+    log: dict[str, Any] = field(default_factory=dict)
+
+
+class MethodParams(BaseModel):
+    """Base for each method's hyper-parameters: frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class UpdateMethod(ABC):
+    """One editing or unlearning algorithm.
+
+    Subclasses set `name`, `kind`, `paper` (citation with arXiv id), `Params`, and implement
+    `apply_batch`. Sequential mode is handled here: requests are applied one after another on the
+    same model, and the method instance keeps any running state (AlphaEdit's key cache).
+    """
+
+    name: ClassVar[str]
+    kind: ClassVar[Kind]
+    paper: ClassVar[str]
+    Params: ClassVar[type[MethodParams]] = MethodParams
+
+    def __init__(self, params: MethodParams | None = None):
+        self.params = params if params is not None else self.Params()
+
+    def apply(
+        self,
+        model: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        problem: UpdateProblem,
+    ) -> UpdateResult:
+        if problem.mode == "sequential":
+            merged = UpdateResult()
+            for i, sub in enumerate(problem.subproblems()):
+                res = self.apply_batch(model, tokenizer, sub)
+                merged.prompt_prefix.update(res.prompt_prefix)
+                merged.added_modules |= res.added_modules
+                merged.log[f"step{i}"] = res.log
+            return merged
+        return self.apply_batch(model, tokenizer, problem)
+
+    @abstractmethod
+    def apply_batch(
+        self,
+        model: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        problem: UpdateProblem,
+    ) -> UpdateResult:
+        """Apply all of `problem.requests` at once, in place."""
+
+
+METHODS: Registry[type[UpdateMethod]] = Registry("method", entry_point_group="ksmith.methods")
+
