@@ -18,6 +18,11 @@ from ksmith.errors import KsmithError
 # Modules that add sub-commands, in help order.
 COMMAND_MODULES: tuple[str, ...] = (
     "ksmith.spec.commands",
+    "ksmith.data.commands",
+    "ksmith.world.commands",
+    "ksmith.evaluate.commands",
+    "ksmith.leaderboard.commands",
+    "ksmith.pipeline.commands",
 )
 
 

@@ -31,3 +31,4 @@ class Backend(ABC):
 
 
 BACKENDS: Registry[type[Backend]] = Registry("backend", entry_point_group="ksmith.backends")
+BACKENDS.register_lazy("vllm", "ksmith.evaluate.vllm_backend:VLLMBackend")

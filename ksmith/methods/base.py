@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -99,7 +99,9 @@ class UpdateResult:
 
     `prompt_prefix` (in-context editing) maps request ids to a text the evaluator prepends to
     that request's probes. `added_modules` tells the runner to save a full model, not a delta.
-    `log` holds per-step numbers (losses) for the update record.
+    `log` holds per-step numbers (losses) for the update record, JSON-serialisable; every number
+    under a key containing ``"loss"`` (at any depth, in lists too) must be finite: the runner
+    checks it and stops the run otherwise.
     """
 
     prompt_prefix: dict[str, str] = field(default_factory=dict)
@@ -117,8 +119,12 @@ class UpdateMethod(ABC):
     """One editing or unlearning algorithm.
 
     Subclasses set `name`, `kind`, `paper` (citation with arXiv id), `Params`, and implement
-    `apply_batch`. Sequential mode is handled here: requests are applied one after another on the
-    same model, and the method instance keeps any running state (AlphaEdit's key cache).
+    `apply_batch`; register with ``@register_method``. Sequential mode is handled here: requests
+    are applied one after another on the same model, and the method instance keeps any running
+    state (AlphaEdit's key cache). The runner seeds torch before `apply`, puts the model in eval
+    mode (no dropout), and restores nothing itself: a method leaves the model with its update
+    applied, and should leave `requires_grad` flags and `.grad` as it found them
+    (``ksmith.methods.train_utils.trainable`` does that).
     """
 
     name: ClassVar[str]
@@ -128,6 +134,12 @@ class UpdateMethod(ABC):
 
     def __init__(self, params: MethodParams | None = None):
         self.params = params if params is not None else self.Params()
+
+    def target_kind(self) -> TargetKind:
+        """What an updated Q+ prompt should produce: the new object (edit), or for unlearning a
+        neutral answer (the old object made unlikely) by default; IdK-style methods override
+        this to return ``"idk"``. The runner sets ``UpdateProblem.target`` from it."""
+        return "new_object" if self.kind == "edit" else "neutral"
 
     def apply(
         self,
@@ -156,4 +168,22 @@ class UpdateMethod(ABC):
 
 
 METHODS: Registry[type[UpdateMethod]] = Registry("method", entry_point_group="ksmith.methods")
+
+_M = TypeVar("_M", bound=type[UpdateMethod])
+
+
+def register_method(cls: _M) -> _M:
+    """Class decorator: register `cls` in METHODS under ``cls.name`` (with its kind and paper).
+
+    Checks the class declares what the registry and ``ksmith methods`` need; a duplicate name
+    raises. ``@METHODS.register(name, kind=...)`` also works but this keeps name and kind in one
+    place.
+    """
+    for attr in ("name", "kind", "paper"):
+        if not isinstance(getattr(cls, attr, None), str):
+            raise TypeError(f"{cls.__qualname__} must set class attribute {attr!r} (a string)")
+    if cls.kind not in ("edit", "unlearn"):
+        raise TypeError(f"{cls.__qualname__}.kind must be 'edit' or 'unlearn', not {cls.kind!r}")
+    METHODS.register(cls.name, kind=cls.kind, paper=cls.paper)(cls)
+    return cls
 

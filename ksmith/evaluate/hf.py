@@ -1,0 +1,333 @@
+"""The `hf` backend: batched scoring and greedy generation with a transformers causal LM.
+
+Conventions follow lm-eval's ``HFLM``: a (context, continuation) pair is scored by tokenizing
+the two SEPARATELY and concatenating the ids, so the continuation's tokens are exactly those of
+the answer however the tokenizer would merge across the boundary; requests are sorted by length
+(longest first) and batched with right padding for scoring and left padding for generation; all
+forward passes run under ``torch.inference_mode``. Identical requests are computed once.
+
+Besides the three `Backend` methods it offers what drift metrics need: the next-token
+distribution after a prompt (KL) and a block's last-token hidden state (CKA).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from transformers import StoppingCriteria
+
+from ksmith.errors import KsmithError
+from ksmith.evaluate.backend import BACKENDS, Backend
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ContinuationScore:
+    """Teacher-forced score of one continuation after its context.
+
+    `loglikelihood` = sum_t log p(y_t | x, y_<t); `token_accuracy` = share of t with
+    y_t = argmax p(. | x, y_<t); `greedy_ids` are those argmax tokens (the model's own
+    teacher-forced answer), so `is_greedy` means greedy decoding would produce the continuation.
+    """
+
+    loglikelihood: float
+    token_accuracy: float
+    n_tokens: int
+    greedy_ids: tuple[int, ...]
+
+    @property
+    def is_greedy(self) -> bool:
+        return self.token_accuracy == 1.0
+
+
+def _chunks(seq: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+    for start in range(0, len(seq), size):
+        yield seq[start : start + size]
+
+
+class HFBackend(Backend):
+    """Batched evaluation of a transformers causal LM (CPU or GPU)."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        batch_size: int = 64,
+        device: str | torch.device | None = None,
+        max_length: int | None = None,
+    ):
+        if batch_size < 1:
+            raise KsmithError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        if device is not None:
+            model.to(device)
+        self.device = next(model.parameters()).device
+        self.max_length = max_length or self._model_max_length()
+        pad = tokenizer.pad_token_id
+        if pad is None:
+            pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+        self.pad_id: int = pad
+        self.eos_id: int | None = tokenizer.eos_token_id
+        # The token that stands in for an empty context (lm-eval uses EOT the same way).
+        self.prefix_id: int = (
+            tokenizer.bos_token_id if tokenizer.bos_token_id is not None else self.pad_id
+        )
+        if self.eos_id is not None and tokenizer.bos_token_id is None:
+            self.prefix_id = self.eos_id
+
+    @classmethod
+    def from_path(
+        cls,
+        path_or_id: str | Path,
+        *,
+        device: str = "auto",
+        dtype: str | torch.dtype | None = None,
+        batch_size: int = 64,
+    ) -> HFBackend:
+        """Load a model with `ksmith.models.load_model` and wrap it."""
+        from ksmith.models.loading import load_model
+
+        model, tokenizer = load_model(path_or_id, device=device, dtype=dtype)
+        return cls(model, tokenizer, batch_size=batch_size)
+
+    def _model_max_length(self) -> int:
+        cfg = self.model.config
+        for key in ("max_position_embeddings", "n_positions", "n_ctx"):
+            value = getattr(cfg, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return 2048
+
+    # -- tokenization -----------------------------------------------------------------------
+
+    def _encode(self, texts: Sequence[str], special: bool) -> list[list[int]]:
+        if not texts:
+            return []
+        return list(self.tokenizer(list(texts), add_special_tokens=special)["input_ids"])
+
+    def _encode_contexts(self, texts: Sequence[str]) -> list[list[int]]:
+        return [ids or [self.prefix_id] for ids in self._encode(texts, special=True)]
+
+    # -- scoring ----------------------------------------------------------------------------
+
+    def score(self, requests: Sequence[tuple[str, str]]) -> list[ContinuationScore]:
+        """Log-likelihood, token accuracy and greedy tokens of each continuation, in order."""
+        unique = list(dict.fromkeys((c, x) for c, x in requests))
+        contexts = self._encode_contexts([c for c, _ in unique])
+        continuations = self._encode([x for _, x in unique], special=False)
+        inputs: list[list[int]] = []
+        for (ctx_text, cont_text), ctx, cont in zip(unique, contexts, continuations):
+            if not cont:
+                raise KsmithError(f"continuation {cont_text!r} (after {ctx_text!r}) is empty")
+            if len(cont) > self.max_length:
+                raise KsmithError(f"continuation {cont_text!r} is longer than the model window")
+            # The model reads ctx + cont[:-1] and predicts cont; truncate from the left.
+            inputs.append((ctx + cont)[:-1][-self.max_length :])
+        results: list[ContinuationScore | None] = [None] * len(unique)
+        order = sorted(range(len(unique)), key=lambda i: -len(inputs[i]))
+        with torch.inference_mode():
+            for batch in _chunks(order, self.batch_size):
+                scores = self._score_batch([inputs[i] for i in batch], [continuations[i] for i in batch])
+                for i, s in zip(batch, scores):
+                    results[i] = s
+        by_request = dict(zip(unique, results))
+        return [by_request[(c, x)] for c, x in requests]  # type: ignore[misc]
+
+    def _right_padded(self, seqs: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, s in enumerate(seqs):
+            ids[row, : len(s)] = torch.tensor(s, dtype=torch.long)
+            mask[row, : len(s)] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _score_batch(
+        self, inputs: Sequence[list[int]], continuations: Sequence[list[int]]
+    ) -> list[ContinuationScore]:
+        ids, mask = self._right_padded(inputs)
+        logits = self.model(input_ids=ids, attention_mask=mask).logits  # [B, L, V]
+        # Positions whose next-token prediction is a continuation token: the last k inputs.
+        rows, cols, targets, owner = [], [], [], []
+        for b, (inp, cont) in enumerate(zip(inputs, continuations)):
+            k = len(cont)
+            rows.extend([b] * k)
+            cols.extend(range(len(inp) - k, len(inp)))
+            targets.extend(cont)
+            owner.extend([b] * k)
+        dev = logits.device
+        picked = logits[torch.tensor(rows, device=dev), torch.tensor(cols, device=dev)]  # [T, V]
+        logp = torch.log_softmax(picked.float(), dim=-1)  # [T, V]
+        target = torch.tensor(targets, device=dev)  # [T]
+        token_ll = logp.gather(-1, target[:, None]).squeeze(-1)  # [T]
+        greedy = logp.argmax(-1)  # [T]
+        hit = (greedy == target).float()  # [T]
+        own = torch.tensor(owner, device=dev)
+        ll = torch.zeros(len(inputs), device=dev).index_add_(0, own, token_ll)  # [B]
+        hits = torch.zeros(len(inputs), device=dev).index_add_(0, own, hit)  # [B]
+        ll_l, hits_l, greedy_l = ll.tolist(), hits.tolist(), greedy.tolist()
+        out, start = [], 0
+        for b, cont in enumerate(continuations):
+            k = len(cont)
+            out.append(
+                ContinuationScore(
+                    loglikelihood=ll_l[b],
+                    token_accuracy=hits_l[b] / k,
+                    n_tokens=k,
+                    greedy_ids=tuple(greedy_l[start : start + k]),
+                )
+            )
+            start += k
+        return out
+
+    def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[float]:
+        return [s.loglikelihood for s in self.score(requests)]
+
+    def token_accuracy(self, requests: Sequence[tuple[str, str]]) -> list[float]:
+        return [s.token_accuracy for s in self.score(requests)]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    # -- generation -------------------------------------------------------------------------
+
+    def generate(
+        self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] = ("\n",)
+    ) -> list[str]:
+        """Greedy continuations, batched with left padding, cut at the first stop string."""
+        from transformers import GenerationConfig, StoppingCriteriaList
+
+        if max_new_tokens < 1:
+            raise KsmithError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        unique = list(dict.fromkeys(prompts))
+        window = self.max_length - max_new_tokens
+        if window < 1:
+            raise KsmithError(f"max_new_tokens={max_new_tokens} fills the model window")
+        encoded = [ids[-window:] for ids in self._encode_contexts(unique)]
+        config = GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=self.pad_id,
+            eos_token_id=self.eos_id,
+        )
+        texts: list[str] = [""] * len(unique)
+        order = sorted(range(len(unique)), key=lambda i: -len(encoded[i]))
+        with torch.inference_mode():
+            for batch in _chunks(order, self.batch_size):
+                seqs = [encoded[i] for i in batch]
+                width = max(len(s) for s in seqs)
+                ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+                mask = torch.zeros((len(seqs), width), dtype=torch.long)
+                for row, s in enumerate(seqs):
+                    ids[row, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+                    mask[row, width - len(s) :] = 1
+                criteria = StoppingCriteriaList([_StopOnStrings(self, width, tuple(stop))])
+                out = self.model.generate(
+                    input_ids=ids.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    generation_config=config,
+                    stopping_criteria=criteria,
+                )
+                for row, i in enumerate(batch):
+                    texts[i] = _cut(self._decode_new(out[row, width:].tolist()), stop)
+        by_prompt = dict(zip(unique, texts))
+        return [by_prompt[p] for p in prompts]
+
+    def _decode_new(self, new_ids: list[int]) -> str:
+        if self.eos_id is not None and self.eos_id in new_ids:
+            new_ids = new_ids[: new_ids.index(self.eos_id)]
+        return self.decode(new_ids)
+
+    # -- extras for drift metrics -----------------------------------------------------------
+
+    def _last_token_forward(
+        self, prompts: Sequence[str], hidden: bool
+    ) -> Iterator[tuple[Sequence[int], torch.Tensor, object]]:
+        encoded = [ids[-self.max_length :] for ids in self._encode_contexts(prompts)]
+        order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+        with torch.inference_mode():
+            for batch in _chunks(order, self.batch_size):
+                seqs = [encoded[i] for i in batch]
+                ids, mask = self._right_padded(seqs)
+                out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=hidden)
+                last = torch.tensor([len(s) - 1 for s in seqs], device=ids.device)  # [B]
+                yield batch, last, out
+
+    def next_token_logprobs(self, prompts: Sequence[str]) -> torch.Tensor:
+        """log p(. | prompt) over the vocabulary for each prompt: float32 [n, vocab], on CPU."""
+        result: torch.Tensor | None = None
+        for batch, last, out in self._last_token_forward(prompts, hidden=False):
+            logits = out.logits  # type: ignore[attr-defined]  # [B, L, V]
+            rows = torch.arange(len(batch), device=logits.device)
+            logp = torch.log_softmax(logits[rows, last].float(), dim=-1).cpu()  # [B, V]
+            if result is None:
+                result = torch.empty((len(prompts), logp.shape[-1]), dtype=torch.float32)
+            result[torch.tensor(list(batch))] = logp
+        return result if result is not None else torch.empty((0, 0))
+
+    def hidden_states(self, prompts: Sequence[str], layer: int) -> torch.Tensor:
+        """The last prompt token's hidden state after block `layer`: float32 [n, hidden], CPU.
+
+        `layer` counts transformer blocks from 0; negative values count from the last block
+        (``-1`` is the model's final hidden state, as transformers returns it).
+        """
+        n_layers = int(getattr(self.model.config, "num_hidden_layers", 0) or 0)
+        if n_layers and not -n_layers <= layer < n_layers:
+            raise KsmithError(f"layer {layer} out of range: the model has {n_layers} layers")
+        index = layer + 1 if layer >= 0 else layer  # hidden_states[0] is the embedding output
+        result: torch.Tensor | None = None
+        for batch, last, out in self._last_token_forward(prompts, hidden=True):
+            h = out.hidden_states[index]  # type: ignore[attr-defined]  # [B, L, H]
+            rows = torch.arange(len(batch), device=h.device)
+            vec = h[rows, last].float().cpu()  # [B, H]
+            if result is None:
+                result = torch.empty((len(prompts), vec.shape[-1]), dtype=torch.float32)
+            result[torch.tensor(list(batch))] = vec
+        return result if result is not None else torch.empty((0, 0))
+
+
+def _cut(text: str, stop: Sequence[str]) -> str:
+    """`text` up to (not including) the earliest stop string."""
+    end = len(text)
+    for s in stop:
+        if s:
+            pos = text.find(s)
+            if pos != -1:
+                end = min(end, pos)
+    return text[:end]
+
+
+class _StopOnStrings(StoppingCriteria):
+    """Stopping criterion: a row is done once its new text holds a stop string (or EOS)."""
+
+    def __init__(self, backend: HFBackend, start: int, stop: tuple[str, ...]):
+        super().__init__()
+        self.backend = backend
+        self.start = start
+        self.stop = tuple(s for s in stop if s)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        if not self.stop:
+            return done
+        for row, ids in enumerate(input_ids[:, self.start :].tolist()):
+            text = self.backend._decode_new(ids)
+            done[row] = any(s in text for s in self.stop)
+        return done
+
+
+if "hf" not in BACKENDS:
+    BACKENDS.register("hf")(HFBackend)

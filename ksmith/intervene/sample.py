@@ -1,0 +1,175 @@
+"""Sampling update requests: stratified per level, non-contradicting within a group.
+
+A request targets one base fact (never a hierarchy edge) whose subject sits at the requested
+level. Within one group no two requests touch the same (subject, relation), and no request's
+fact, dependents or new-object implications overlap another's ("footprints" are disjoint), so
+every probe's expected answer after the update is determined by the group's changed world.
+Candidates are stratified by relation (round-robin over per-relation shuffles), so every relation
+of the level is represented at small scales.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+
+from ksmith.errors import KsmithError
+
+Key = tuple[str, str]  # (subject, relation)
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed from any parts, stable across processes (no Python hash randomization)."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+@dataclass(frozen=True)
+class PlannedRequest:
+    """One request of a group: the base fact it changes and (edit) the new object."""
+
+    group: int
+    index: int
+    kind: str
+    level: str
+    fact: object  # ksmith.graph.Fact
+    new_object: str | None
+
+    @property
+    def request_id(self) -> str:
+        return f"g{self.group}.r{self.index}"
+
+    @property
+    def key(self) -> Key:
+        return (self.fact.subject, self.fact.relation)
+
+
+class CandidatePool:
+    """The base facts of one world that may be targeted, per level, stratified by relation."""
+
+    def __init__(self, world):
+        self.world = world
+        spec = world.spec
+        hier = spec.hierarchy.relation
+        self._inverse = dict(spec.inverse_pairs())
+        self._symmetric = set(spec.symmetric())
+        self._ranges: dict[str, list[str]] = {}
+        by_level: dict[str, dict[str, list]] = {}
+        for f in sorted(_values(world.base_facts), key=lambda f: f.id):
+            if f.relation == hier or spec.relations[f.relation].derived:
+                continue
+            level = world.level_of(f.subject)
+            by_level.setdefault(level, {}).setdefault(f.relation, []).append(f)
+        self._by_level = by_level
+
+    def count(self, level: str) -> int:
+        return sum(len(v) for v in self._by_level.get(level, {}).values())
+
+    def range_of(self, relation: str) -> list[str]:
+        if relation not in self._ranges:
+            self._ranges[relation] = list(self.world.range_values(relation))
+        return self._ranges[relation]
+
+    def stratified_order(self, level: str, rng: random.Random) -> list:
+        """All candidates of `level`: each relation shuffled, then interleaved round-robin."""
+        per_rel = self._by_level.get(level, {})
+        lists = []
+        for rel in sorted(per_rel):
+            items = list(per_rel[rel])
+            rng.shuffle(items)
+            lists.append(items)
+        rng.shuffle(lists)
+        out = []
+        for i in range(max((len(x) for x in lists), default=0)):
+            out.extend(x[i] for x in lists if i < len(x))
+        return out
+
+    def new_object(self, fact, rng: random.Random) -> str | None:
+        """A value from the relation's range that `fact.subject` does not hold (None if none).
+
+        For cardinality-one relations only the old object is excluded; for cardinality-many
+        relations every value the subject already holds is.
+        """
+        held = {g.object for g in self.world.lookup(fact.subject, fact.relation)}
+        held.add(fact.object)
+        values = self.range_of(fact.relation)
+        for _ in range(8):  # rejection sampling: ranges are usually much larger than `held`
+            v = values[rng.randrange(len(values))] if values else None
+            if v is None:
+                return None
+            if v not in held:
+                return v
+        free = [v for v in values if v not in held]
+        return free[rng.randrange(len(free))] if free else None
+
+    def footprint(self, fact, new_object: str | None) -> tuple[set[Key], set[str]]:
+        """Keys and fact ids a request on `fact` may change: its own key, its dependents'
+        keys, and the keys its new object will gain through inverse or symmetric rules."""
+        keys = {(fact.subject, fact.relation)}
+        ids = {fact.id}
+        for d in self.world.dependents(fact.id):
+            keys.add((d.subject, d.relation))
+            ids.add(d.id)
+        inv = self._inverse.get(fact.relation)
+        for obj in (fact.object, new_object):
+            if obj is None:
+                continue
+            if inv is not None:
+                keys.add((obj, inv))
+            if fact.relation in self._symmetric:
+                keys.add((obj, fact.relation))
+        return keys, ids
+
+
+def _values(collection) -> list:
+    return list(collection.values()) if isinstance(collection, dict) else list(collection)
+
+
+def sample_group(
+    pool: CandidatePool,
+    *,
+    kind: str,
+    level: str,
+    scale: int,
+    group: int,
+    seed: int,
+    where: str,
+) -> list[PlannedRequest]:
+    """`scale` mutually compatible requests at `level`, or a KsmithError saying how many exist.
+
+    `where` names the suite and graph for the error message.
+    """
+    available = pool.count(level)
+    if available < scale:
+        raise KsmithError(
+            f"{where}: level '{level}' has only {available} targetable base facts, fewer than "
+            f"scale {scale}; lower the scale for this level (intervention spec `level_scales`) "
+            "or use a larger size"
+        )
+    rng = random.Random(seed)
+    taken_keys: set[Key] = set()
+    taken_ids: set[str] = set()
+    out: list[PlannedRequest] = []
+    for fact in pool.stratified_order(level, rng):
+        if len(out) == scale:
+            break
+        if (fact.subject, fact.relation) in taken_keys or fact.id in taken_ids:
+            continue
+        new = pool.new_object(fact, rng) if kind == "edit" else None
+        if kind == "edit" and new is None:
+            continue
+        keys, ids = pool.footprint(fact, new)
+        if not keys.isdisjoint(taken_keys) or not ids.isdisjoint(taken_ids):
+            continue
+        taken_keys |= keys
+        taken_ids |= ids
+        out.append(PlannedRequest(group, len(out), kind, level, fact, new))
+    if len(out) < scale:
+        raise KsmithError(
+            f"{where}: level '{level}' scale {scale} group {group}: only {len(out)} mutually "
+            f"compatible requests could be sampled from {available} base facts (requests in a "
+            "group must not share a subject and relation or each other's dependents); lower "
+            "the scale for this level (`level_scales`) or use a larger size"
+        )
+    return out

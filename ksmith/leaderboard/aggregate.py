@@ -1,0 +1,314 @@
+"""Aggregation of verified submissions into ranked tables, and the composite score.
+
+Composite score
+---------------
+For each kind, a few *component* metrics (`COMPONENTS`) cover the questions the benchmark asks
+of an update: did the requested fact change (efficacy), does the change hold under held-out
+wordings (generalization), does it ripple through entailed facts (propagation), and was
+everything else left alone (locality). Each component is put on [0, 1] with higher = better using
+its direction from the ONE metric registry (`ksmith.evaluate.metrics.METRICS`): ``v`` for
+``higher``, ``1 - v`` for ``lower``. The composite of a cell (one dataset config) is the
+**harmonic mean** of its components; the composite of a row is the mean of its cells' composites.
+
+Why the harmonic mean: like F1 it is high only when every component is high, so a method cannot
+buy rank by trading one property for another. That trade is exactly what KnowledgeSmith
+(arXiv 2510.02392) reports: editing over-spreads (high efficacy, low locality) and unlearning
+under-spreads (the direct fact is gone, entailed facts survive). An arithmetic mean would hide
+both; a single component of 0 gives a composite of 0. A component that does not apply to a
+cell (value null, no probes of that type) is left out of that cell's mean rather than counted as
+0. Every table shows the components next to the composite, so the composite never stands alone.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ksmith.errors import KsmithError
+from ksmith.leaderboard.schema import Cell, Submission
+
+KINDS = ("edit", "unlearn")
+KIND_TITLES = {"edit": "Editing", "unlearn": "Unlearning"}
+
+# The composite's component metrics per kind (names in the metric registry).
+COMPONENTS: dict[str, tuple[str, ...]] = {
+    "edit": ("efficacy", "generalization", "propagation", "locality"),
+    "unlearn": ("efficacy", "generalization", "propagation", "locality"),
+}
+
+
+# Fallback order of scoring modes when a component is reported in several (the metric module's
+# HEADLINE_MODES, cloze first, is used when importable).
+DEFAULT_MODES = ("any", "cloze", "mcq", "gen_exact", "gen_contains", "mixed")
+COST_METRIC = "cost.wall_seconds@update"
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """A registry entry as the leaderboard shows it."""
+
+    name: str
+    direction: str  # "higher" | "lower"
+    description: str
+    group: str
+    kinds: tuple[str, ...]
+    source: str = "predictions"  # only these are recomputed by verify
+
+    @property
+    def verified(self) -> bool:
+        return self.source == "predictions"
+
+
+def base_name(full: str) -> str:
+    """`propagation.multi_hop.h2@cloze` -> `propagation` (the registry name)."""
+    return full.partition("@")[0].partition(".")[0]
+
+
+def mode_order() -> tuple[str, ...]:
+    try:
+        from ksmith.evaluate.metrics import HEADLINE_MODES
+    except ImportError:
+        return DEFAULT_MODES
+    return tuple(HEADLINE_MODES)
+
+
+def registry_snapshot() -> dict[str, MetricInfo]:
+    """Every metric in `ksmith.evaluate.metrics.METRICS` with its direction and definition."""
+    from ksmith.evaluate.metrics import METRICS
+
+    out = {}
+    for name in METRICS.names():
+        meta = METRICS.meta(name)
+        kinds = meta.get("kinds") or KINDS
+        out[name] = MetricInfo(
+            name=name,
+            direction=str(meta.get("direction", "higher")),
+            description=str(meta.get("description", "")),
+            group=str(meta.get("group", "")),
+            kinds=tuple(kinds) if not isinstance(kinds, str) else (kinds,),
+            source=str(meta.get("source", "predictions")),
+        )
+    return out
+
+
+def check_components(registry: Mapping[str, MetricInfo]) -> None:
+    """Every composite component must be a registered metric of its kind with a direction."""
+    for kind, names in COMPONENTS.items():
+        for name in names:
+            info = registry.get(name)
+            if info is None:
+                raise KsmithError(f"composite component '{name}' is not in the metric registry")
+            if kind not in info.kinds:
+                raise KsmithError(f"composite component '{name}' does not apply to kind {kind}")
+            if info.direction not in ("higher", "lower"):
+                raise KsmithError(f"metric '{name}' has direction {info.direction!r}")
+            if not info.verified:
+                raise KsmithError(f"composite component '{name}' is not prediction-derived")
+
+
+def oriented(value: float | None, direction: str) -> float | None:
+    """`value` on a higher-is-better [0, 1] scale."""
+    if value is None:
+        return None
+    return value if direction == "higher" else 1.0 - value
+
+
+def harmonic_mean(values: Iterable[float | None]) -> float | None:
+    """Harmonic mean of the non-null values (0 if any is 0); None if all are null."""
+    xs = [max(0.0, min(1.0, v)) for v in values if v is not None]
+    if not xs:
+        return None
+    if any(x == 0.0 for x in xs):
+        return 0.0
+    return len(xs) / sum(1.0 / x for x in xs)
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    xs = [v for v in values if v is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def component(cell: Cell, base: str) -> tuple[str | None, float | None]:
+    """The cell's headline value of a component: its whole-set metric (no slice) in the first
+    scoring mode of `mode_order()` that has a value; (None, None) if there is none."""
+    for mode in mode_order():
+        name = f"{base}@{mode}"
+        m = cell.metrics.get(name)
+        if m is not None and m.value is not None:
+            return name, m.value
+    return None, None
+
+
+def cell_composite(cell: Cell, registry: Mapping[str, MetricInfo]) -> float | None:
+    """Harmonic mean of the cell's oriented component metrics."""
+    return harmonic_mean(
+        oriented(component(cell, base)[1], registry[base].direction)
+        for base in COMPONENTS[cell.kind]
+    )
+
+
+@dataclass(frozen=True)
+class Row:
+    """One submission's line in one table (a kind, optionally restricted to a level or scale)."""
+
+    submission: str
+    method: str
+    model: str
+    cells: int
+    composite: float | None
+    components: dict[str, float | None]
+    modes: dict[str, tuple[str, ...]]  # component -> full metric names averaged (their modes)
+    wall_seconds: float | None  # mean over cells of the mean update seconds per group
+
+
+@dataclass(frozen=True)
+class Table:
+    """A ranked table: best composite first, ties and nulls broken by submission id."""
+
+    title: str
+    kind: str
+    suite: str
+    fingerprint: str
+    rows: list[Row]
+    slice: str = "all"  # "all", "level=<name>" or "scale=<k>"
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Composite and components against scale k, one series per submission."""
+
+    kind: str
+    suite: str
+    fingerprint: str
+    metric: str  # "composite" or a component name
+    series: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+
+def _row(sub: Submission, cells: list[Cell], registry: Mapping[str, MetricInfo]) -> Row:
+    kind = cells[0].kind
+    picked = {base: [component(c, base) for c in cells] for base in COMPONENTS[kind]}
+    walls = [c.metrics[COST_METRIC].value if COST_METRIC in c.metrics else None for c in cells]
+    return Row(
+        submission=sub.id,
+        method=sub.method.name,
+        model=sub.model.id,
+        cells=len(cells),
+        composite=_mean(cell_composite(c, registry) for c in cells),
+        components={base: _mean(v for _, v in pairs) for base, pairs in picked.items()},
+        modes={
+            base: tuple(sorted({n for n, _ in pairs if n is not None}))
+            for base, pairs in picked.items()
+        },
+        wall_seconds=None if any(w is None for w in walls) else _mean(walls),
+    )
+
+
+def _ranked(rows: list[Row]) -> list[Row]:
+    return sorted(rows, key=lambda r: (r.composite is None, -(r.composite or 0.0), r.submission))
+
+
+def level_order(levels: Iterable[str]) -> list[str]:
+    """Default levels general-to-specific first, then any others alphabetically."""
+    default = ["root", "intermediate", "leaf"]
+    levels = set(levels)
+    return [lv for lv in default if lv in levels] + sorted(levels - set(default))
+
+
+def build_tables(
+    subs: list[Submission], registry: Mapping[str, MetricInfo]
+) -> tuple[list[Table], list[Curve]]:
+    """All ranked tables (per dataset and kind: overall, per level, per scale) and scale curves."""
+    check_components(registry)
+    by_board: dict[tuple[str, str, str], list[tuple[Submission, list[Cell]]]] = defaultdict(list)
+    for sub in sorted(subs, key=lambda s: s.id):
+        for kind in KINDS:
+            cells = [c for c in sub.cells if c.kind == kind]
+            if cells:
+                key = (sub.dataset.fingerprint, sub.dataset.suite, kind)
+                by_board[key].append((sub, cells))
+    tables: list[Table] = []
+    curves: list[Curve] = []
+    order = sorted(by_board, key=lambda k: (k[1], k[0], KINDS.index(k[2])))
+    for fp, suite, kind in order:
+        entries = by_board[(fp, suite, kind)]
+        title = KIND_TITLES[kind]
+
+        def table(
+            slice_: str, heading: str, pick, entries=entries, fp=fp, suite=suite, kind=kind
+        ) -> Table:
+            rows = []
+            for sub, cells in entries:
+                chosen = [c for c in cells if pick(c)]
+                if chosen:
+                    rows.append(_row(sub, chosen, registry))
+            return Table(heading, kind, suite, fp, _ranked(rows), slice_)
+
+        tables.append(table("all", f"{title}: all cells", lambda c: True))
+        all_cells = [c for _, cells in entries for c in cells]
+        for level in level_order({c.level for c in all_cells}):
+            tables.append(
+                table(
+                    f"level={level}", f"{title}: level {level}", lambda c, lv=level: c.level == lv
+                )
+            )
+        scales = sorted({c.scale for c in all_cells})
+        for k in scales:
+            tables.append(table(f"scale={k}", f"{title}: scale k={k}", lambda c, k=k: c.scale == k))
+        for metric in ("composite", *COMPONENTS[kind]):
+            curve = Curve(kind, suite, fp, metric)
+            for sub, cells in entries:
+                points = []
+                for k in scales:
+                    at_k = [c for c in cells if c.scale == k]
+                    if not at_k:
+                        continue
+                    row = _row(sub, at_k, registry)
+                    v = row.composite if metric == "composite" else row.components[metric]
+                    if v is not None:
+                        points.append((k, v))
+                if points:
+                    curve.series[sub.id] = points
+            curves.append(curve)
+    return tables, curves
+
+
+def cell_records(
+    subs: list[Submission], registry: Mapping[str, MetricInfo]
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """One flat record per (submission, cell) for the CSV: columns, then rows (sorted)."""
+    metric_names = sorted({name for s in subs for c in s.cells for name in c.metrics})
+    base = [
+        "submission",
+        "method",
+        "model",
+        "suite",
+        "dataset_fingerprint",
+        "config",
+        "domain",
+        "kind",
+        "level",
+        "scale",
+        "composite",
+    ]
+    records = []
+    for sub in sorted(subs, key=lambda s: s.id):
+        for cell in sorted(sub.cells, key=lambda c: c.config):
+            rec: dict[str, Any] = {
+                "submission": sub.id,
+                "method": sub.method.name,
+                "model": sub.model.id,
+                "suite": sub.dataset.suite,
+                "dataset_fingerprint": sub.dataset.fingerprint,
+                "config": cell.config,
+                "domain": cell.domain,
+                "kind": cell.kind,
+                "level": cell.level,
+                "scale": cell.scale,
+                "composite": cell_composite(cell, registry),
+            }
+            for name in metric_names:
+                rec[name] = cell.metrics[name].value if name in cell.metrics else None
+            records.append(rec)
+    return [*base, *metric_names], records

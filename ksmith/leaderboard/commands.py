@@ -1,0 +1,140 @@
+"""CLI: `ksmith submit`, `ksmith leaderboard verify`, `ksmith leaderboard build`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ROOT = "leaderboard"
+
+
+def _add_dataset_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--root", default=DEFAULT_ROOT, help="leaderboard folder (default: ./leaderboard)"
+    )
+    p.add_argument(
+        "--datasets",
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help="released dataset folders to verify against (found by their card's fingerprint); "
+        "others are regenerated from ROOT/datasets.yaml",
+    )
+    p.add_argument(
+        "--cache",
+        default=None,
+        metavar="DIR",
+        help="where datasets from datasets.yaml are regenerated (default ~/.cache/ksmith/datasets)",
+    )
+
+
+def _resolver(args: argparse.Namespace):
+    from ksmith.leaderboard.datasets import DatasetResolver
+
+    root = Path(args.root)
+    return DatasetResolver(args.datasets, registry=root / "datasets.yaml", cache_dir=args.cache)
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from ksmith.leaderboard.submit import SubmitOptions, write_submission
+
+    options = SubmitOptions(
+        method_url=args.method_url,
+        method_version=args.method_version or "",
+        dataset=args.dataset,
+        model_id=args.model_id,
+        model_revision=args.model_revision,
+    )
+    sub = write_submission(args.results, args.out, options)
+    print(f"{args.out}: submission '{sub.id}' with {len(sub.cells)} cell(s)")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from ksmith.leaderboard.verify import submission_folders, verify_all
+
+    root = Path(args.root)
+    folders = [Path(p) for p in args.paths] or submission_folders(root / "submissions")
+    subs = verify_all(folders, _resolver(args), board_dir=root / "submissions")
+    for sub in subs:
+        print(f"ok {sub.id}: {len(sub.cells)} cell(s) recomputed and matching")
+    if not subs:
+        print("no submissions to verify")
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    from ksmith.leaderboard.build import BoardPaths, build_board
+
+    root = Path(args.root)
+    changed = build_board(BoardPaths(root), _resolver(args), check=args.check)
+    if args.check:
+        if changed:
+            print(
+                f"{root}: out of date: {', '.join(changed)}; run `ksmith leaderboard build`",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"{root}: up to date")
+        return 0
+    print(f"{root}: {'updated ' + ', '.join(changed) if changed else 'already up to date'}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "submit",
+        help="build a leaderboard submission from evaluation results folders",
+        description="Collect the results folders (ksmith evaluate outputs) of ONE method into "
+        "leaderboard/submissions/<id> (id = the --out folder name): submission.yaml with the "
+        "metadata and every cell's metrics, and predictions.parquet with every prediction.",
+    )
+    p.add_argument("results", nargs="+", metavar="RESULTS_DIR", help="ksmith evaluate outputs")
+    p.add_argument("--out", required=True, help="leaderboard/submissions/<id>")
+    p.add_argument("--method-url", default=None, help="paper or code URL of the method")
+    p.add_argument("--method-version", default=None, help="version of the method")
+    p.add_argument(
+        "--dataset",
+        default=None,
+        metavar="DIR",
+        help="the evaluated dataset folder (suite name, fingerprint cross-check)",
+    )
+    p.add_argument(
+        "--model-id",
+        default=None,
+        help="public id of the model (default: the path eval.json records)",
+    )
+    p.add_argument("--model-revision", default=None, help="Hub revision of the model")
+    p.set_defaults(func=_submit)
+
+    lb = subparsers.add_parser("leaderboard", help="verify submissions and build the leaderboard")
+    sub = lb.add_subparsers(dest="leaderboard_command", metavar="ACTION")
+    v = sub.add_parser(
+        "verify",
+        help="recompute every number of submissions from their predictions",
+        description="Check schema, dataset fingerprint, cells, and recompute every flag and "
+        "metric from the predictions against the dataset's expected answers. Read-only.",
+    )
+    v.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="submission folders (default: every folder under ROOT/submissions)",
+    )
+    _add_dataset_args(v)
+    v.set_defaults(func=_verify)
+    b = sub.add_parser(
+        "build",
+        help="render README.md, leaderboard.csv and index.html from verified submissions",
+    )
+    b.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 if the built files are not up to date",
+    )
+    _add_dataset_args(b)
+    b.set_defaults(func=_build)

@@ -1,0 +1,236 @@
+"""Markdown (leaderboard/README.md) and CSV (leaderboard/leaderboard.csv) renderings.
+
+Pure functions from verified submissions and the metric registry to text: same input, same bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping
+
+from ksmith.leaderboard.aggregate import (
+    COMPONENTS,
+    KIND_TITLES,
+    MetricInfo,
+    Table,
+    build_tables,
+    cell_records,
+)
+from ksmith.leaderboard.schema import Submission
+
+ARROW = {"higher": "↑", "lower": "↓"}
+
+COMPOSITE_DOC = """\
+**Composite score.** Each component metric is put on a higher-is-better [0, 1] scale using its
+direction from the metric registry (`v` if higher is better, `1 - v` if lower is better). A
+cell's composite (one dataset config: domain, kind, level, scale) is the *harmonic mean* of its
+components; a row's composite is the mean over the cells it covers (the `cells` column). Like F1,
+the harmonic mean is high only when every component is high, so an update cannot buy rank by
+trading one property for another: editing that over-spreads (high efficacy, poor locality) or
+unlearning that under-spreads (the direct fact gone, entailed facts kept), the trade-offs
+KnowledgeSmith (arXiv 2510.02392) reports, both score low. A component with no applicable probes
+in a cell is left out of that cell's mean. Each component is taken whole (no slice) in the first
+scoring mode that has a value, cloze first (the metric module's headline order). Every table
+also shows the components, averaged over the same cells, in their own units and directions (↑
+higher is better, ↓ lower is better). Rows compare only within one dataset (fingerprint); rows
+covering different cells are not strictly comparable, so check `cells`."""
+
+
+def composite_components() -> list[str]:
+    """One line per kind: its component metrics."""
+    return [
+        f"{KIND_TITLES[kind]}: " + ", ".join(f"`{n}`" for n in names)
+        for kind, names in COMPONENTS.items()
+    ]
+
+
+def composite_doc() -> str:
+    """The composite's definition, with its components per kind, as Markdown."""
+    return (
+        COMPOSITE_DOC
+        + "\n\nComponents:\n\n"
+        + "\n".join(f"- {line}" for line in composite_components())
+    )
+
+
+def fmt(v: float | None, digits: int = 3) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def fmt_seconds(v: float | None) -> str:
+    return "–" if v is None else f"{v:.1f}"
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def component_label(table: Table, base: str) -> str:
+    """`efficacy@cloze` when every row used the same full metric, else the base name."""
+    names = {n for row in table.rows for n in row.modes[base]}
+    return names.pop() if len(names) == 1 else base
+
+
+def table_headers(table: Table, registry: Mapping[str, MetricInfo]) -> list[str]:
+    comps = [
+        f"{component_label(table, n)} {ARROW[registry[n].direction]}"
+        for n in COMPONENTS[table.kind]
+    ]
+    return ["rank", "submission", "method", "model", "cells", "composite ↑", *comps, "update s"]
+
+
+def table_cells(table: Table) -> list[list[str]]:
+    out = []
+    for i, row in enumerate(table.rows, 1):
+        out.append(
+            [
+                str(i),
+                row.submission,
+                row.method,
+                row.model,
+                str(row.cells),
+                fmt(row.composite),
+                *[fmt(row.components[n]) for n in COMPONENTS[table.kind]],
+                fmt_seconds(row.wall_seconds),
+            ]
+        )
+    return out
+
+
+def _md_table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(_md_escape(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def board_key(table: Table) -> tuple[str, str, str]:
+    return (table.suite, table.fingerprint, table.kind)
+
+
+def group_boards(tables: list[Table]) -> list[tuple[tuple[str, str, str], list[Table]]]:
+    """Tables grouped by (suite, fingerprint, kind), in build order."""
+    out: list[tuple[tuple[str, str, str], list[Table]]] = []
+    for t in tables:
+        if not out or out[-1][0] != board_key(t):
+            out.append((board_key(t), []))
+        out[-1][1].append(t)
+    return out
+
+
+METRIC_HEADERS = ["metric", "direction", "group", "kinds", "source", "verified", "definition"]
+
+
+def metric_rows(registry: Mapping[str, MetricInfo]) -> list[list[str]]:
+    return [
+        [
+            m.name,
+            f"{ARROW.get(m.direction, '')} {m.direction}",
+            m.group,
+            ", ".join(m.kinds),
+            m.source,
+            "recomputed" if m.verified else "self-reported",
+            m.description,
+        ]
+        for m in (registry[n] for n in sorted(registry))
+    ]
+
+
+def submission_rows(subs: list[Submission]) -> list[list[str]]:
+    rows = []
+    for s in sorted(subs, key=lambda s: s.id):
+        model = s.model.id + (f"@{s.model.revision}" if s.model.revision else "")
+        rows.append(
+            [
+                s.id,
+                s.method.name + (f" {s.method.version}" if s.method.version else ""),
+                s.method.url or "",
+                model,
+                s.model.dtype,
+                f"{s.dataset.suite} ({s.dataset.fingerprint[:12]})",
+                s.ksmith_version,
+                f"{s.hardware.count}× {s.hardware.device} {s.hardware.name}".strip(),
+                ", ".join(str(x) for x in s.seeds),
+                str(len(s.cells)),
+            ]
+        )
+    return rows
+
+
+SUBMISSION_HEADERS = [
+    "id",
+    "method",
+    "paper/code",
+    "model",
+    "dtype",
+    "dataset",
+    "ksmith",
+    "hardware",
+    "seeds",
+    "cells",
+]
+
+INTRO = """\
+Knowledge editing and machine unlearning, measured on one released ksmith dataset. Every number
+below was **recomputed** by `ksmith leaderboard verify` from the submission's per-probe
+predictions against the dataset's own expected answers; submissions whose numbers, flags,
+dataset fingerprint or cells do not check out are rejected. Metrics that need the model itself
+(fluency, drift, general capability) and the update cost (`update s`: mean wall seconds per
+group, averaged over cells) are self-reported; the Metrics table says which is which. Names
+read `<metric>[.<slice>]@<mode>`, the mode being how probes were scored (mcq, cloze, gen_exact,
+gen_contains; `any`: any of them).
+
+To submit: evaluate with `ksmith evaluate`, then
+`ksmith submit RESULTS_DIR [RESULTS_DIR ...] --out leaderboard/submissions/<id> --dataset DIR`,
+run `ksmith leaderboard verify leaderboard/submissions/<id>` and `ksmith leaderboard build`, and
+open a pull request. The format is described by `submission.schema.json`."""
+
+
+def render_markdown(
+    subs: list[Submission], registry: Mapping[str, MetricInfo], tables: list[Table] | None = None
+) -> str:
+    """The whole leaderboard/README.md text."""
+    if tables is None:
+        tables, _ = build_tables(subs, registry)
+    out = [
+        "# ksmith leaderboard",
+        "",
+        "<!-- Generated by `ksmith leaderboard build` from leaderboard/submissions/. "
+        "Do not edit by hand. -->",
+        "",
+        INTRO,
+        "",
+        "## How the ranking works",
+        "",
+        composite_doc(),
+        "",
+    ]
+    if not subs:
+        out += ["_No verified submissions yet._", ""]
+    for (suite, fp, kind), group in group_boards(tables):
+        out += [f"## {KIND_TITLES[kind]} — suite `{suite}` (`{fp[:12]}`)", ""]
+        for t in group:
+            level = "###" if t.slice == "all" else "####"
+            out += [f"{level} {t.title}", "", _md_table(table_headers(t, registry), table_cells(t))]
+            out.append("")
+    out += ["## Submissions", ""]
+    out += [_md_table(SUBMISSION_HEADERS, submission_rows(subs)), ""]
+    out += ["## Metrics", "", "From the metric registry (`ksmith.evaluate.metrics.METRICS`).", ""]
+    out += [_md_table(METRIC_HEADERS, metric_rows(registry))]
+    return "\n".join(out) + "\n"
+
+
+def render_csv(subs: list[Submission], registry: Mapping[str, MetricInfo]) -> str:
+    """One row per (submission, cell), every metric value as a column (full precision)."""
+    columns, records = cell_records(subs, registry)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for rec in records:
+        writer.writerow(
+            [
+                "" if rec[c] is None else (repr(rec[c]) if isinstance(rec[c], float) else rec[c])
+                for c in columns
+            ]
+        )
+    return buf.getvalue()

@@ -1,0 +1,326 @@
+"""`ksmith leaderboard verify`: recompute every number of a submission from its predictions.
+
+Never trusts the submission: the dataset is found by fingerprint (datasets.py), each prediction
+string is judged again against the dataset's own expected answers with the evaluator's rules
+(`ksmith.evaluate.scoring`), `correct` and `changed` are derived again as docs/contracts.md
+section 6 defines them, and the metrics are recomputed with the same function the evaluator uses
+(`ksmith.evaluate.metrics.compute_metrics`). Any disagreement is an error naming the submission
+and the field. Verification only reads the submission's files.
+
+Judging a prediction string (what can be recomputed from it):
+
+- ``mcq``: the prediction must be one of the options; it matches an answer when equal to it.
+- ``gen_exact`` / ``gen_contains``: normalized exact match / whole-word containment; the row's
+  ``score`` must equal its stage's match (1.0 or 0.0).
+- ``cloze``: the evaluator decides a match by teacher-forced token accuracy (score = 1.0), which
+  needs the model. Checked: the stage's flag agrees with its score, and a claimed match is
+  backed by the prediction (its leading words, normalized, are the answer's).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ksmith.errors import KsmithError, SpecError
+from ksmith.leaderboard.datasets import DatasetResolver
+from ksmith.leaderboard.predictions import read_predictions
+from ksmith.leaderboard.schema import (
+    PREDICTIONS_FILE,
+    SUBMISSION_FILE,
+    Cell,
+    Submission,
+    load_submission,
+    parse_config,
+)
+
+log = logging.getLogger(__name__)
+
+REL_TOL = 1e-9
+ABS_TOL = 1e-12
+
+
+class SubmissionError(SpecError):
+    """A submission failed verification: names the submission, the file and the field."""
+
+    def __init__(self, submission: str, message: str, *, file: str | Path, field: str | None):
+        where = f"submission '{submission}' ({file})"
+        if field:
+            where += f": field '{field}'"
+        SpecError.__init__(self, f"{where}: {message}")
+        self.submission, self.file, self.field, self.message = submission, str(file), field, message
+
+
+def _words(text: str) -> list[str]:
+    from ksmith.evaluate.scoring import normalize_answer
+
+    return normalize_answer(text).split()
+
+
+def judge(probe: Mapping[str, Any], mode: str, prediction: str, answer: str) -> bool | None:
+    """Does `prediction` give `answer`? None for cloze, which only the model can decide."""
+    from ksmith.evaluate.scoring import contains_match, exact_match
+
+    if mode == "mcq":
+        return prediction == answer
+    if mode == "gen_exact":
+        return exact_match(prediction, answer)
+    if mode == "gen_contains":
+        return contains_match(prediction, answer)
+    return None
+
+
+def _cloze_backed(prediction: str, answer: str) -> bool:
+    want = _words(answer)
+    return bool(want) and _words(prediction)[: len(want)] == want
+
+
+class _Ctx:
+    def __init__(self, sid: str, folder: Path):
+        self.sid, self.folder = sid, folder
+
+    def fail(self, message: str, field: str | None, file: str = SUBMISSION_FILE) -> SubmissionError:
+        return SubmissionError(self.sid, message, file=self.folder / file, field=field)
+
+    def pfail(self, message: str, field: str) -> SubmissionError:
+        return self.fail(message, field, PREDICTIONS_FILE)
+
+
+def rescore(
+    ctx: _Ctx, config: str, probes: Sequence[Mapping[str, Any]], rows: Sequence[Mapping]
+) -> list[dict[str, Any]]:
+    """The rows with `match_*`, `correct` and `changed` recomputed; a declared flag that
+    disagrees with the recomputation is an error naming the probe."""
+    from ksmith.evaluate.scoring import MODES_BY_FORMAT, correct_after
+
+    by_id = {p["id"]: p for p in probes}
+    seen: set[tuple[str, str, str]] = set()
+    before_pred: dict[tuple[str, str], str] = {}
+    for r in rows:
+        where = f"{config} {r['probe_id']} {r['stage']} {r['mode']}"
+        p = by_id.get(r["probe_id"])
+        if p is None:
+            raise ctx.pfail(f"{where}: not a probe of config {config}", "probe_id")
+        if int(r["group"]) != int(p["group"]):
+            raise ctx.pfail(f"{where}: group {r['group']}, the dataset says {p['group']}", "group")
+        if r["mode"] not in MODES_BY_FORMAT[p["format"]]:
+            raise ctx.pfail(f"{where}: mode not used for {p['format']} probes", "mode")
+        key = (r["probe_id"], r["stage"], r["mode"])
+        if key in seen:
+            raise ctx.pfail(f"{where}: appears twice", "probe_id")
+        seen.add(key)
+        if r["stage"] == "before":
+            before_pred[(r["probe_id"], r["mode"])] = r["prediction"]
+
+    out = []
+    for r in rows:
+        p = by_id[r["probe_id"]]
+        mode, stage, pred = r["mode"], r["stage"], r["prediction"]
+        where = f"{config} {r['probe_id']} {stage} {mode}"
+        if mode == "mcq" and pred not in list(p["options"]):
+            raise ctx.pfail(f"{where}: {pred!r} is not one of the options", "prediction")
+        m_b = judge(p, mode, pred, p["answer_before"])
+        m_a = judge(p, mode, pred, p["answer_after"])
+        if mode == "cloze":  # the model decided; check what the row itself can show
+            m_b, m_a = bool(r["match_before"]), bool(r["match_after"])
+            own = m_b if stage == "before" else m_a
+            if own != (float(r["score"]) >= 1.0):
+                raise ctx.pfail(f"{where}: match flag disagrees with score {r['score']}", "score")
+            for flag, answer in (
+                ("match_before", p["answer_before"]),
+                ("match_after", p["answer_after"]),
+            ):
+                if r[flag] and not _cloze_backed(pred, answer):
+                    raise ctx.pfail(f"{where}: {pred!r} does not start with {answer!r}", flag)
+        elif mode.startswith("gen_"):
+            own = m_b if stage == "before" else m_a
+            if float(r["score"]) != float(own):
+                raise ctx.pfail(f"{where}: declared {r['score']}, recomputed {float(own)}", "score")
+        if stage == "before":
+            correct, changed = bool(m_b), False
+        else:
+            prev = before_pred.get((r["probe_id"], mode))
+            if prev is None:
+                raise ctx.pfail(f"{where}: no before-stage prediction", "stage")
+            correct, changed = correct_after(bool(m_a), p["expect_after"]), pred != prev
+        fresh = {
+            "match_before": bool(m_b),
+            "match_after": bool(m_a),
+            "correct": correct,
+            "changed": changed,
+        }
+        for col, value in fresh.items():
+            if bool(r[col]) != value:
+                raise ctx.pfail(f"{where}: declared {bool(r[col])}, recomputed {value}", col)
+        out.append({**r, **fresh})
+    return out
+
+
+def _close(a: float | None, b: float | None) -> bool:
+    """Equal up to float noise; null and NaN are the same (metrics.json has no NaN)."""
+    a = None if a is None or math.isnan(a) else a
+    b = None if b is None or math.isnan(b) else b
+    if a is None or b is None:
+        return a is None and b is None
+    return math.isclose(a, b, rel_tol=REL_TOL, abs_tol=ABS_TOL)
+
+
+def compare_metrics(
+    ctx: _Ctx, i: int, cell: Cell, recomputed: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """Declared aggregates must equal the recomputed ones, name by name and field by field."""
+    from ksmith.evaluate.metrics import METRICS
+
+    for name, fresh in recomputed.items():
+        field = f"cells[{i}].metrics.{name}"
+        got = cell.metrics.get(name)
+        if got is None:
+            raise ctx.fail(f"missing; recomputed value {fresh['value']}", field)
+        if not _close(got.value, fresh["value"]):
+            raise ctx.fail(f"declared {got.value}, recomputed {fresh['value']}", field + ".value")
+        lo, hi = fresh["ci"]
+        if not (_close(got.ci[0], lo) and _close(got.ci[1], hi)):
+            raise ctx.fail(f"declared {list(got.ci)}, recomputed {[lo, hi]}", field + ".ci")
+        if got.n != fresh["n"]:
+            raise ctx.fail(f"declared {got.n}, recomputed {fresh['n']}", field + ".n")
+        if got.mode != fresh["mode"]:
+            raise ctx.fail(f"declared {got.mode!r}, recomputed {fresh['mode']!r}", field + ".mode")
+    for name in cell.metrics:
+        if name in recomputed:
+            continue
+        field = f"cells[{i}].metrics.{name}"
+        base = name.partition("@")[0].partition(".")[0]
+        if base not in METRICS:
+            raise ctx.fail(f"unknown metric '{base}'; known: {', '.join(METRICS.names())}", field)
+        if METRICS.meta(base).get("source", "predictions") == "predictions":
+            raise ctx.fail("not produced by recomputing this cell from its predictions", field)
+
+
+def _check_cell_in_dataset(ctx: _Ctx, i: int, cell: Cell, configs: list[str], suite: str) -> None:
+    if cell.config in configs:
+        return
+    parts = parse_config(cell.config)
+    levels = sorted({parse_config(c)["level"] for c in configs})
+    scales = sorted({int(parse_config(c)["scale"]) for c in configs})
+    domains = sorted({parse_config(c)["domain"] for c in configs})
+    if parts["level"] not in levels:
+        msg = f"level {parts['level']!r} is not a level of dataset '{suite}' ({', '.join(levels)})"
+        raise ctx.fail(msg, f"cells[{i}].level")
+    if int(parts["scale"]) not in scales:
+        msg = f"scale {parts['scale']} is not a scale of dataset '{suite}' ({scales})"
+        raise ctx.fail(msg, f"cells[{i}].scale")
+    if parts["domain"] not in domains:
+        msg = f"domain {parts['domain']!r} is not in dataset '{suite}' ({', '.join(domains)})"
+        raise ctx.fail(msg, f"cells[{i}].config")
+    raise ctx.fail(f"config {cell.config!r} is not in dataset '{suite}'", f"cells[{i}].config")
+
+
+def verify_submission(folder: str | Path, resolver: DatasetResolver) -> Submission:
+    """Check one submission folder end to end; return it if every number checks out."""
+    from ksmith.data import list_configs, load_probes, read_card
+    from ksmith.evaluate.metrics import compute_metrics
+
+    folder = Path(folder)
+    ctx = _Ctx(folder.name, folder)
+    if not folder.is_dir():
+        raise ctx.fail("submission folder does not exist", None, "")
+    for name in (SUBMISSION_FILE, PREDICTIONS_FILE):
+        if not (folder / name).is_file():
+            raise ctx.fail("missing file", None, name)
+    try:
+        sub = load_submission(folder)
+        rows = read_predictions(folder / PREDICTIONS_FILE)
+    except SpecError as e:
+        file = Path(e.file).name if e.file else SUBMISSION_FILE
+        raise ctx.fail(e.message, e.field, file) from e
+    ctx.sid = sub.id
+    if sub.id != folder.name:
+        raise ctx.fail(f"id {sub.id!r} differs from its folder name {folder.name!r}", "id")
+
+    dataset = resolver.resolve(sub.dataset.fingerprint)
+    if dataset is None:
+        known = ", ".join(f[:12] for f in resolver.known()) or "none"
+        raise ctx.fail(
+            f"unknown dataset fingerprint {sub.dataset.fingerprint} (known: {known}); pass "
+            "--datasets DIR or add its suite spec to leaderboard/datasets.yaml",
+            "dataset.fingerprint",
+        )
+    card = read_card(dataset)
+    if card.get("suite") != sub.dataset.suite:
+        raise ctx.fail(f"the dataset's suite is {card.get('suite')!r}", "dataset.suite")
+    configs = list_configs(dataset)
+
+    by_config: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_config[r["config"]].append(r)
+    declared = {c.config for c in sub.cells}
+    for config in sorted(set(by_config) - declared):
+        raise ctx.pfail(f"predictions for config {config!r}, which no cell declares", "config")
+
+    for i, cell in enumerate(sub.cells):
+        _check_cell_in_dataset(ctx, i, cell, configs, sub.dataset.suite)
+        if cell.config not in by_config:
+            raise ctx.fail("no predictions for this cell", f"cells[{i}].config")
+        # Same probe order as the evaluator (group, id): the bootstrap resamples in that order.
+        probes = sorted(load_probes(dataset, cell.config), key=lambda p: (int(p["group"]), p["id"]))
+        for key in ("kind", "level"):
+            actual = {str(p[key]) for p in probes}
+            if actual and actual != {getattr(cell, key)}:
+                raise ctx.fail(
+                    f"the dataset's probes have {key} {sorted(actual)}", f"cells[{i}].{key}"
+                )
+        fresh = rescore(ctx, cell.config, probes, by_config[cell.config])
+        try:
+            recomputed = compute_metrics(
+                probes, fresh, kind=cell.kind, seed=sub.bootstrap.seed, n_boot=sub.bootstrap.n_boot
+            )
+        except KsmithError as e:
+            raise ctx.pfail(f"{cell.config}: {e}", "probe_id") from e
+        compare_metrics(ctx, i, cell, recomputed)
+    log.info("verified submission %s: %d cells", sub.id, len(sub.cells))
+    return sub
+
+
+def submission_folders(submissions_dir: str | Path) -> list[Path]:
+    """Every submission folder under `submissions_dir` (hidden temporary folders skipped)."""
+    root = Path(submissions_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def verify_all(
+    folders: Sequence[str | Path],
+    resolver: DatasetResolver,
+    *,
+    board_dir: str | Path | None = None,
+) -> list[Submission]:
+    """Verify every folder; raise one error listing every failure. `board_dir` (the
+    submissions folder) guards ids: a folder outside it may not reuse an id on the board."""
+    from tqdm.auto import tqdm
+
+    board_ids: dict[str, Path] = {}
+    if board_dir is not None:
+        board_ids = {p.name: p.resolve() for p in submission_folders(board_dir)}
+    errors: list[str] = []
+    subs: list[Submission] = []
+    seen: dict[str, Path] = {}
+    for folder in tqdm([Path(f) for f in folders], desc="verify", unit="submission", leave=False):
+        try:
+            sub = verify_submission(folder, resolver)
+        except KsmithError as e:
+            errors.append(str(e))
+            continue
+        other = seen.get(sub.id) or board_ids.get(sub.id)
+        if other is not None and other != folder.resolve():
+            errors.append(str(_Ctx(sub.id, folder).fail(f"id already used by {other}", "id")))
+            continue
+        seen[sub.id] = folder.resolve()
+        subs.append(sub)
+    if errors:
+        raise KsmithError(f"{len(errors)} submission(s) failed verification:\n" + "\n".join(errors))
+    return subs

@@ -1,0 +1,208 @@
+"""CLI: ``ksmith update`` (apply a method to a dataset config) and ``ksmith methods`` (list)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ksmith.errors import KsmithError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UpdateRun:
+    """Everything ``ksmith update`` needs (the options object behind the CLI)."""
+
+    model: str
+    dataset: str
+    config: str
+    method: str
+    out: str
+    overrides: tuple[str, ...] = ()
+    mode: str = "batch"
+    groups: tuple[int, ...] | None = None
+    device: str = "auto"
+    seed: int = 0
+    specs_dir: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; anything else as given."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _model_type(path: str) -> str | None:
+    """config.model_type read without loading weights (None if the config is not local)."""
+    try:
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(path, local_files_only=True).model_type
+    except Exception:  # not a local folder or cached id: decided after loading the model
+        return None
+
+
+def _card_fingerprint(card: dict[str, Any]) -> str | None:
+    block = card.get("ksmith", card) if isinstance(card, dict) else {}
+    return block.get("fingerprint") if isinstance(block, dict) else None
+
+
+def update_from_dataset(run: UpdateRun) -> dict[str, Any]:
+    """Load the model once, apply `run.method` to each group of `run.config`, write `run.out`.
+
+    Returns the update.json content. Errors (unknown method, kind mismatch, bad parameter,
+    missing group, diverged update) are KsmithErrors raised before anything is written.
+    """
+    from ksmith.data import load_requests, read_card
+    from ksmith.methods import get_method
+    from ksmith.methods.params import resolve_params
+    from ksmith.methods.problem import build_problems, config_kind
+    from ksmith.methods.runner import run_update
+    from ksmith.models import load_model, model_fingerprint
+
+    if run.mode not in ("batch", "sequential"):
+        raise KsmithError(f"--mode must be batch or sequential, not {run.mode!r}")
+    cls = get_method(run.method)
+    where = f"{run.dataset} config {run.config}"
+    rows = load_requests(run.dataset, run.config)
+    kind = config_kind(rows, where=where)
+    if cls.kind != kind:
+        raise KsmithError(
+            f"method '{cls.name}' is a {cls.kind} method but config {run.config} holds {kind} "
+            "requests; list methods and their kinds with `ksmith methods`"
+        )
+    model_type = _model_type(run.model)
+    params = None
+    if model_type is not None:  # validate parameters before the (slow) model load
+        params = resolve_params(
+            cls, model_type=model_type, overrides=run.overrides, specs_dir=run.specs_dir
+        )
+    device = resolve_device(run.device)
+    model, tokenizer = load_model(run.model, device=device)
+    if params is None:
+        params = resolve_params(
+            cls,
+            model_type=model.config.model_type,
+            overrides=run.overrides,
+            specs_dir=run.specs_dir,
+        )
+    method = cls(params)
+    problems = build_problems(
+        rows, target=method.target_kind(), mode=run.mode, seed=run.seed, groups=run.groups,
+        where=where,
+    )  # fmt: skip
+    record = {
+        "model": {
+            "path": run.model,
+            "fingerprint": model_fingerprint(run.model),
+            "model_type": model.config.model_type,
+        },
+        "dataset_path": str(run.dataset),
+        "dataset_fingerprint": _card_fingerprint(read_card(run.dataset)),
+        "config": run.config,
+        **run.extra,
+    }
+    return run_update(
+        model,
+        tokenizer,
+        method,
+        problems,
+        run.out,
+        record=record,
+        reload_model=lambda: load_model(run.model, device=device)[0],
+    )
+
+
+def _parse_groups(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError as e:
+        raise KsmithError(f"--groups expects comma-separated integers, got {text!r}") from e
+
+
+def _cmd_update(args: argparse.Namespace) -> int:
+    run = UpdateRun(
+        model=args.model,
+        dataset=args.dataset,
+        config=args.config,
+        method=args.method,
+        out=args.out,
+        overrides=tuple(args.set or ()),
+        mode=args.mode,
+        groups=_parse_groups(args.groups),
+        device=args.device,
+        seed=args.seed,
+        specs_dir=args.specs_dir,
+    )
+    info = update_from_dataset(run)
+    changed = sum(g["changed_parameters"] for g in info["groups"])
+    log.info(
+        "wrote %s: %s on %d group(s), %d parameters changed in all, %.1fs",
+        Path(args.out), info["method"], len(info["groups"]), changed, info["wall_seconds"],
+    )  # fmt: skip
+    return 0
+
+
+def method_table() -> list[dict[str, str]]:
+    """name, kind, paper of every registered method (built-ins and plugins), by name."""
+    from ksmith.methods import METHODS, load_builtin_methods
+
+    load_builtin_methods()
+    rows = []
+    for name in METHODS.names():
+        cls = METHODS.get(name)
+        rows.append({"name": name, "kind": cls.kind, "paper": cls.paper})
+    return rows
+
+
+def _cmd_methods(args: argparse.Namespace) -> int:
+    rows = method_table()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in ("name", "kind")}
+    print(f"{'name':<{widths['name']}}  {'kind':<{widths['kind']}}  paper")
+    for r in rows:
+        print(f"{r['name']:<{widths['name']}}  {r['kind']:<{widths['kind']}}  {r['paper']}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "update",
+        help="apply an editing or unlearning method to every group of a dataset config",
+        description="Apply METHOD to each group of CONFIG (each on a fresh copy of the base "
+        "weights) and write the update folder (docs/contracts.md section 5).",
+    )
+    p.add_argument("--model", required=True, help="model folder or Hub id")
+    p.add_argument("--dataset", required=True, help="dataset folder (ksmith generate)")
+    p.add_argument("--config", required=True, help="config name, e.g. biology.edit.leaf.k10")
+    p.add_argument("--method", required=True, help="method name (see `ksmith methods`)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a method hyper-parameter (YAML value); repeatable",
+    )
+    p.add_argument("--mode", choices=("batch", "sequential"), default="batch")
+    p.add_argument("--groups", help="comma-separated group indices (default: all)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--seed", type=int, default=0, help="torch seed set before each group")
+    p.add_argument("--specs-dir", help="folder holding methods/<name>.yaml (default: ./specs)")
+    p.add_argument("--out", required=True, help="update folder to write")
+    p.set_defaults(func=_cmd_update)
+
+    m = subparsers.add_parser("methods", help="list update methods: name, kind, paper")
+    m.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    m.set_defaults(func=_cmd_methods)

@@ -1,0 +1,414 @@
+"""Shared pieces of the locate-then-edit editors (ROME, MEMIT, AlphaEdit).
+
+One implementation of each step the three papers share:
+
+- the *lookup token*: the subject's last token in a prompt (ROME, arXiv 2202.05262, Sec. 3.1);
+- *context prefixes*: short texts sampled from the model and put before the prompt, so that keys
+  and values hold across contexts (ROME Eq. 3, the average over x_j + p);
+- *keys* k: the input of a layer's MLP down-projection at the lookup token, averaged over the
+  prefixes (ROME Eq. 3: k* = 1/N Σ_j k(x_j + s));
+- *values* v*: the output of a module at the lookup token that makes the model produce the new
+  object, found by gradient descent on an additive δ (ROME Eq. 4, MEMIT Eq. 16):
+  v* = v + argmin_δ  -1/N Σ_j log P(o* | x_j + p; v + δ)  +  D_KL(P(· | p'; v + δ) ‖ P(· | p'))
+  plus the weight decay and the L2-ball clamp of the reference implementation.
+
+Methods hold a `ModelState` per model object: the fingerprint, prefixes and second moments of
+the *unedited* model, so sequential editing keeps using the statistics of the original weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from pydantic import Field
+
+from ksmith.errors import KsmithError
+from ksmith.methods.base import MethodParams, UpdateProblem
+from ksmith.methods.stats import MomentSettings, StatsSource, second_moments, weights_fingerprint
+from ksmith.methods.train_utils import IGNORE, chunks, encode_pair_ids, model_device, trainable
+from ksmith.models.arch import arch_of, get_module, layer_path, linear_weight_out_in
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+
+class LocateParams(MethodParams):
+    """Hyper-parameters shared by ROME, MEMIT and AlphaEdit (names as in the reference code)."""
+
+    fact_token: Literal["subject_last", "last"] = Field(
+        "subject_last", description="lookup token: the subject's last token, or the prompt's last"
+    )
+    context_lengths: tuple[tuple[int, int], ...] = Field(
+        ((5, 5),), description="context prefixes to sample: (length in tokens, how many) pairs"
+    )
+    context_starts: tuple[str, ...] = Field(
+        ("The", "Therefore", "Because", "I", "You"),
+        description="texts the sampled prefixes start from; unknown-token starts are skipped",
+    )
+    v_num_grad_steps: int = Field(25, ge=1, description="gradient steps of the v* optimization")
+    v_lr: float = Field(0.5, gt=0, description="Adam learning rate of δ")
+    v_weight_decay: float = Field(0.5, ge=0, description="weight of ‖δ‖ / ‖v‖² in the v* loss")
+    kl_factor: float = Field(0.0625, ge=0, description="weight of the essence-drift KL term")
+    kl_prompt: str = Field("{} is a", description="essence prompt; {} is the subject")
+    clamp_norm_factor: float = Field(4.0, gt=0, description="‖δ‖ is clamped to this times ‖v‖")
+    v_loss_stop: float = Field(0.05, ge=0, description="stop a request's optimization below this")
+    v_batch_requests: int = Field(16, ge=1, description="requests optimized together per batch")
+    key_batch_size: int = Field(64, ge=1, description="sequences per forward pass for keys")
+    mom2_corpus_path: str | None = Field(
+        None,
+        description="corpus for E[kkᵀ]: dataset folder (its corpus), .txt, .parquet or .jsonl; "
+        "used when the UpdateProblem carries no corpus",
+    )
+    mom2_n_tokens: int = Field(100_000, ge=1, description="tokens over which E[kkᵀ] is taken")
+    mom2_batch_tokens: int = Field(4096, ge=1, description="max padded tokens per forward pass")
+    mom2_seed: int = Field(0, description="seed of the corpus order for the token sample")
+    mom2_cache_dir: str | None = Field(
+        None, description="statistics cache; default $KSMITH_CACHE/stats or ~/.cache/ksmith/stats"
+    )
+
+
+@dataclass(frozen=True)
+class EditTarget:
+    """One request as the editors see it: the prompt, its subject, and the answer to write."""
+
+    prompt: str
+    subject: str
+    answer: str
+
+
+def edit_targets(problem: UpdateProblem, method: str) -> list[EditTarget]:
+    """The new object for an edit; an "I don't know" answer for unlearning with target ``idk``
+    (the unified objective's neutral target). Other unlearning targets have no value to write."""
+    out = []
+    for i, r in enumerate(problem.requests):
+        if problem.kind == "edit":
+            if not r.new_object:
+                raise KsmithError(f"{method}: edit request {r.request_id!r} has no new_object")
+            answer = r.new_object
+        elif problem.target == "idk":
+            answer = problem.idk_answers[i % len(problem.idk_answers)]
+        else:
+            raise KsmithError(
+                f"{method} writes a target answer: for unlearning set the intervention target "
+                f"to 'idk' (got {problem.target!r})"
+            )
+        out.append(EditTarget(r.prompt, r.subject, answer))
+    return out
+
+
+@dataclass
+class ModelState:
+    """What a method remembers about one model object (its unedited self)."""
+
+    model: weakref.ref
+    fingerprint: str | None = None
+    prefixes: list[str] | None = None
+    moments: dict[int, torch.Tensor] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # per-method running state
+
+
+def state_for(current: ModelState | None, model: torch.nn.Module) -> ModelState:
+    """`current` if it belongs to `model`, else a fresh state (a new model starts afresh)."""
+    if current is not None and current.model() is model:
+        return current
+    return ModelState(weakref.ref(model))
+
+
+def moments_for(
+    state: ModelState,
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    problem: UpdateProblem,
+    params: LocateParams,
+    layers: Sequence[int],
+    method: str,
+) -> dict[int, torch.Tensor]:
+    """E[kkᵀ] at `layers` of the model as first seen (call before editing it).
+
+    The corpus is ``problem.corpus`` when the UpdateProblem carries one, else
+    ``params.mom2_corpus_path``; the model fingerprint is ``problem.model_fingerprint`` when
+    given, else a hash of the weights as first seen.
+    """
+    missing = [layer for layer in layers if layer not in state.moments]
+    if missing:
+        corpus = getattr(problem, "corpus", None)
+        if corpus:
+            source = StatsSource.from_texts(corpus, name="problem.corpus")
+        elif params.mom2_corpus_path:
+            source = StatsSource.from_path(params.mom2_corpus_path)
+        else:
+            raise KsmithError(
+                f"{method} needs a corpus for its second-moment statistics: set "
+                f"params.mom2_corpus_path in specs/methods/{method}.yaml (a dataset folder, or "
+                "a .txt/.parquet/.jsonl file)"
+            )
+        if state.fingerprint is None:
+            state.fingerprint = getattr(problem, "model_fingerprint", None) or weights_fingerprint(
+                model
+            )
+        settings = MomentSettings(params.mom2_n_tokens, params.mom2_batch_tokens,
+                                  params.mom2_seed, params.mom2_cache_dir)
+        state.moments.update(second_moments(model, tokenizer, missing, source, settings,
+                                            model_fingerprint=state.fingerprint))
+    return {layer: state.moments[layer] for layer in layers}
+
+
+@torch.no_grad()
+def context_prefixes(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    lengths: Sequence[tuple[int, int]],
+    starts: Sequence[str],
+    seed: int,
+    top_k: int = 5,
+) -> list[str]:
+    """``[""]`` plus texts sampled from the model (top-k), each ending in ``". "`` (ROME's
+    context templates). Deterministic given `seed`."""
+    unk = tokenizer.unk_token_id
+    start_ids = [ids for s in starts
+                 if (ids := tokenizer(s, add_special_tokens=True)["input_ids"]) and unk not in ids]
+    if not start_ids and tokenizer.bos_token_id is not None:
+        start_ids = [[tokenizer.bos_token_id]]
+    device = model_device(model)
+    gen = torch.Generator().manual_seed(seed)
+    prefixes = [""]
+    for length, count in lengths:
+        per_start = max(1, count // max(1, len(start_ids)))
+        for ids in start_ids:
+            seq = torch.tensor([ids] * per_start, device=device)  # (n, t)
+            while seq.shape[1] < max(length, len(ids) + 1):
+                logits = model(input_ids=seq).logits[:, -1, :].float().cpu()  # (n, V)
+                top = logits.topk(min(top_k, logits.shape[-1]), dim=-1)
+                pick = torch.multinomial(top.values.softmax(-1), 1, generator=gen)  # (n, 1)
+                seq = torch.cat([seq, top.indices.gather(1, pick).to(device)], dim=1)
+            for row in seq.tolist():
+                text = tokenizer.decode(row, skip_special_tokens=True)
+                prefixes.append(text.replace("{", " ").replace("}", " ").strip() + ". ")
+    return prefixes
+
+
+def lookup_index(tokenizer: PreTrainedTokenizerBase, text: str, subject: str,
+                 fact_token: str) -> int:
+    """Token index (in ``tokenizer(text)``) of the subject's last token, or of the text's last
+    token for ``fact_token="last"`` or when the subject does not occur in the text."""
+    specials = set(getattr(tokenizer, "all_special_ids", []) or [])
+
+    def n_tokens(s: str) -> int:
+        ids = tokenizer(s, add_special_tokens=True)["input_ids"]
+        while len(ids) > 1 and ids[-1] in specials and ids[-1] != ids[0]:
+            ids = ids[:-1]  # a tokenizer that appends EOS
+        return len(ids)
+
+    if fact_token == "subject_last":
+        pos = text.rfind(subject)
+        if pos < 0:
+            pos = text.lower().rfind(subject.lower())
+        if pos >= 0:
+            return n_tokens(text[: pos + len(subject)]) - 1
+        log.warning("subject %r not in %r: using the last token", subject, text)
+    return n_tokens(text) - 1
+
+
+def _pad(seqs: Sequence[Sequence[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for b, s in enumerate(seqs):
+        ids[b, : len(s)] = torch.tensor(list(s))
+        mask[b, : len(s)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    pad = tokenizer.pad_token_id
+    return int(pad if pad is not None else (tokenizer.eos_token_id or 0))
+
+
+def _first(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, tuple) else out
+
+
+@torch.no_grad()
+def module_io(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    sites: Sequence[tuple[str, str]],
+    module_path: str,
+    fact_token: str,
+    batch_size: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input, output) of the module at `module_path` at the lookup token of each
+    (text, subject) site: (n, d_in), (n, d_out) float32 on the model's device."""
+    module = get_module(model, module_path)
+    device = model_device(model)
+    ins: list[torch.Tensor] = []
+    outs: list[torch.Tensor] = []
+    pos: list[torch.Tensor] = []
+
+    def hook(_mod, args, kwargs, out):
+        rows = torch.arange(len(pos[0]), device=device)
+        x = args[0] if args else kwargs["hidden_states"]  # (B, T, d_in)
+        ins.append(x[rows, pos[0]].float())
+        outs.append(_first(out)[rows, pos[0]].float())
+
+    handle = module.register_forward_hook(hook, with_kwargs=True)
+    try:
+        for chunk in chunks(list(sites), batch_size):
+            seqs = [tokenizer(t, add_special_tokens=True)["input_ids"] for t, _ in chunk]
+            idx = [lookup_index(tokenizer, t, s, fact_token) for t, s in chunk]
+            ids, mask = _pad(seqs, _pad_id(tokenizer), device)
+            pos[:] = [torch.tensor(idx, device=device)]
+            model(input_ids=ids, attention_mask=mask)
+    finally:
+        handle.remove()
+    return torch.cat(ins), torch.cat(outs)
+
+
+def compute_keys(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    targets: Sequence[EditTarget],
+    layer: int,
+    prefixes: Sequence[str],
+    params: LocateParams,
+) -> torch.Tensor:
+    """k* per request (ROME Eq. 3): the MLP down-projection input at layer `layer` at the
+    lookup token, averaged over the context prefixes. Returns (n, d_in)."""
+    sites = [(p + t.prompt, t.subject) for t in targets for p in prefixes]
+    k, _ = module_io(model, tokenizer, sites, layer_path(model, layer, "mlp_out"),
+                     params.fact_token, params.key_batch_size)
+    return k.view(len(targets), len(prefixes), -1).mean(dim=1)  # (n, d_in)
+
+
+def optimize_values(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    targets: Sequence[EditTarget],
+    module_path: str,
+    prefixes: Sequence[str],
+    params: LocateParams,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """v* per request (ROME Eq. 4 / MEMIT Eq. 16) at the output of `module_path`.
+
+    Requests in a batch are optimized jointly but independently: each has its own δ_i, and a
+    request stops moving once its loss is below ``v_loss_stop``. Returns (n, d_out) float32
+    and a log of mean final losses.
+    """
+    parts, logs = [], []
+    for chunk in chunks(list(targets), params.v_batch_requests):
+        v, lg = _optimize_chunk(model, tokenizer, chunk, module_path, prefixes, params)
+        parts.append(v)
+        logs.append(lg)
+    n = len(targets)
+    log_out = {k: sum(lg[k] * lg["n"] for lg in logs) / n for k in ("nll", "kl", "steps")}
+    return torch.cat(parts), log_out
+
+
+def _optimize_chunk(model, tokenizer, targets, module_path, prefixes, params):
+    device = model_device(model)
+    n, P = len(targets), len(prefixes)
+    seqs, labels, look = [], [], []
+    for t in targets:  # rewriting rows: prefix + prompt + answer, loss on the answer tokens
+        for p in prefixes:
+            ctx, ans = encode_pair_ids(tokenizer, p + t.prompt, t.answer)
+            seqs.append(ctx + ans)
+            labels.append([IGNORE] * len(ctx) + ans)
+            look.append(lookup_index(tokenizer, p + t.prompt, t.subject, params.fact_token))
+    for t in targets:  # essence rows: KL at the subject's last token
+        text = params.kl_prompt.format(t.subject)
+        ids = tokenizer(text, add_special_tokens=True)["input_ids"]
+        seqs.append(ids)
+        labels.append([IGNORE] * len(ids))
+        look.append(lookup_index(tokenizer, text, t.subject, "subject_last"))
+    ids, mask = _pad(seqs, _pad_id(tokenizer), device)
+    lab = torch.full_like(ids, IGNORE)
+    for b, row in enumerate(labels):
+        lab[b, : len(row)] = torch.tensor(row)
+    rows = torch.arange(len(seqs), device=device)
+    look_t = torch.tensor(look, device=device)
+    owner = torch.cat([torch.arange(n).repeat_interleave(P), torch.arange(n)]).to(device)
+    kl_rows = rows[n * P:]
+
+    module = get_module(model, module_path)
+    width = _first_dim(model, module_path)
+    delta = torch.zeros(n, width, device=device, requires_grad=True)  # δ_i: (n, d)
+    v_init: list[torch.Tensor] = []  # v_i at the clean prompt (prefix ""): (n, d)
+
+    def hook(_mod, _args, out):
+        h = _first(out)  # (B, T, d)
+        if not v_init:
+            v_init.append(h[rows[: n * P : P], look_t[: n * P : P]].detach().float())
+        h = torch.index_put(h, (rows, look_t), delta[owner].to(h.dtype), accumulate=True)
+        return (h, *out[1:]) if isinstance(out, tuple) else h
+
+    opt = torch.optim.Adam([delta], lr=params.v_lr)
+    done = torch.zeros(n, dtype=torch.bool, device=device)
+    kl_init = None
+    handle = module.register_forward_hook(hook)
+    was_training = model.training
+    model.eval()
+    steps = 0
+    try:
+        with trainable(model, []):
+            for it in range(params.v_num_grad_steps):
+                logits = model(input_ids=ids, attention_mask=mask).logits  # (B, T, V)
+                shift = logits[: n * P, :-1].float().log_softmax(-1)  # (nP, T-1, V)
+                tgt = lab[: n * P, 1:]
+                tok = shift.gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+                tok = tok * (tgt != IGNORE)
+                per_row = tok.sum(1) / (tgt != IGNORE).sum(1)  # mean log p per answer token
+                nll = -per_row.view(n, P).mean(1)  # (n,)
+                kl_logp = logits[kl_rows, look_t[n * P:]].float().log_softmax(-1)  # (n, V)
+                if kl_init is None:
+                    kl_init = kl_logp.detach()
+                kl = (kl_logp.exp() * (kl_logp - kl_init)).sum(-1)  # KL(P_δ ‖ P_0): (n,)
+                v0 = v_init[0]
+                wd = params.v_weight_decay * delta.norm(dim=1) / v0.norm(dim=1) ** 2
+                loss = nll + params.kl_factor * kl + wd  # (n,)
+                done |= loss.detach() < params.v_loss_stop
+                if bool(done.all()) or it == params.v_num_grad_steps - 1:
+                    break
+                opt.zero_grad()
+                loss[~done].sum().backward()
+                before = delta.detach().clone()
+                opt.step()
+                steps += 1
+                with torch.no_grad():
+                    delta[done] = before[done]
+                    max_norm = params.clamp_norm_factor * v0.norm(dim=1, keepdim=True)
+                    norm = delta.norm(dim=1, keepdim=True)
+                    delta.mul_(torch.where(norm > max_norm, max_norm / norm, torch.ones_like(norm)))
+    finally:
+        handle.remove()
+        model.train(was_training)
+    v_star = (v_init[0] + delta.detach()).float()  # (n, d)
+    return v_star, {"nll": float(nll.mean()), "kl": float(kl.mean()), "steps": steps, "n": n}
+
+
+def _first_dim(model: torch.nn.Module, module_path: str) -> int:
+    """Output width of an MLP down-projection or of a block (the model's hidden size)."""
+    module = get_module(model, module_path)
+    if hasattr(module, "weight") and getattr(module, "weight").dim() == 2:
+        return int(linear_weight_out_in(module, arch_of(model)).shape[0])
+    return int(model.config.hidden_size)
+
+
+def solve_device(model: torch.nn.Module) -> torch.device:
+    """Where float64 linear algebra runs: the model's device, or CPU where float64 is missing."""
+    device = model_device(model)
+    return torch.device("cpu") if device.type == "mps" else device
+
+
+@torch.no_grad()
+def add_to_weight(model: torch.nn.Module, layer: int, delta: torch.Tensor) -> None:
+    """W ← W + ∆ for the MLP down-projection at `layer`; ∆ is (d_out, d_in)."""
+    module = get_module(model, layer_path(model, layer, "mlp_out"))
+    w = linear_weight_out_in(module, arch_of(model))  # (d_out, d_in) view
+    w.add_(delta.to(device=w.device, dtype=w.dtype))

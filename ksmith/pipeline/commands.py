@@ -1,0 +1,151 @@
+"""CLI: ``ksmith pipeline pretrain|update|evaluate|report``, the stages `dvc.yaml` runs.
+
+Each stage reads `params.yaml` (the keys dvc.yaml declares for it) and loops over its cells in one
+process, so a stage pays Python's and torch's start-up once, not once per cell. A stage's output
+folder is written atomically: a stage killed part-way leaves the previous output or none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from ksmith.errors import KsmithError
+
+log = logging.getLogger(__name__)
+
+POINTER = "ksmith-model.json"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("pipeline", help="the DVC pipeline's stages (see dvc.yaml)")
+    sub = p.add_subparsers(dest="stage", metavar="STAGE", required=True)
+
+    def stage(name: str, help: str) -> argparse.ArgumentParser:
+        s = sub.add_parser(name, help=help)
+        s.add_argument("--params", default="params.yaml", help="pipeline parameters")
+        return s
+
+    s = stage("pretrain", "train the world model, or fine-tune / point at params' model.base")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=_pretrain)
+
+    s = stage("update", "apply one method to every cell of the matrix")
+    s.add_argument("--method", required=True)
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--model", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=_update)
+
+    s = stage("evaluate", "evaluate one method's cells (or the no-update baseline: --method none)")
+    s.add_argument("--method", required=True)
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--model", required=True)
+    s.add_argument("--updates", help="the method's update folder (not for --method none)")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=_evaluate)
+
+    s = stage("report", "tables, plots and DVC metrics from every evaluated cell")
+    s.add_argument("--results", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=_report)
+
+
+def resolve_model(path: str | Path) -> str:
+    """The model a pipeline model folder stands for: itself, or the model its pointer names."""
+    pointer = Path(path) / POINTER
+    if pointer.exists():
+        return json.loads(pointer.read_text())["model"]
+    return str(path)
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from ksmith.io import atomic_output_dir, write_json
+    from ksmith.pipeline.params import load_params
+    from ksmith.world.pretrain import pretrain
+    from ksmith.world.spec import load_world_spec
+
+    params = load_params(args.params)
+    m = params.model
+    if m.base is not None and not m.finetune:
+        # A given model used as it is: the stage's output only names it.
+        with atomic_output_dir(args.out, kind="model-pointer") as tmp:
+            write_json(tmp / POINTER, {"model": m.base})
+        return 0
+    overrides = [f"{k}={json.dumps(v)}" for k, v in sorted(m.world_overrides.items())]
+    spec = load_world_spec(m.world_spec, overrides)
+    meta = pretrain(args.dataset, args.out, spec, base=m.base, device=params.device)
+    log.info("world model: recall=%s mcq_accuracy=%s train_seconds=%s",
+             meta["recall"], meta["mcq_accuracy"], meta["train_seconds"])
+    return 0
+
+
+def _method_cells(args: argparse.Namespace, method: str | None):
+    from ksmith.data import list_configs
+    from ksmith.pipeline.matrix import cells_for
+    from ksmith.pipeline.params import load_params
+
+    params = load_params(args.params)
+    kind = None
+    if method is not None:
+        from ksmith.methods import get_method
+
+        if method not in params.methods:
+            raise KsmithError(f"{args.params}: method '{method}' is not in field 'methods'")
+        kind = get_method(method).kind
+    return params, cells_for(params, method, kind, list_configs(args.dataset))
+
+
+def _update(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ksmith.io import atomic_output_dir
+    from ksmith.methods.commands import UpdateRun, update_from_dataset
+
+    params, cells = _method_cells(args, args.method)
+    overrides = tuple(
+        f"{k}={json.dumps(v)}" for k, v in sorted(params.overrides.get(args.method, {}).items())
+    )
+    model = resolve_model(args.model)
+    with atomic_output_dir(args.out, kind="pipeline-updates") as tmp:
+        for cell in tqdm(cells, desc=f"update {args.method}", unit="cell"):
+            update_from_dataset(UpdateRun(
+                model=model, dataset=args.dataset, config=cell.config, method=args.method,
+                out=str(tmp / cell.cell_id), overrides=overrides, mode=params.mode,
+                device=params.device, seed=cell.seed,
+            ))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ksmith.evaluate.runner import EvalOptions, evaluate
+    from ksmith.io import atomic_output_dir
+
+    method = None if args.method == "none" else args.method
+    if method is not None and not args.updates:
+        raise KsmithError("--updates is required unless --method none")
+    params, cells = _method_cells(args, method)
+    options = EvalOptions(
+        backend=params.backend, device=params.device, batch_size=params.batch_size,
+        lmeval_tasks=tuple(params.lmeval.tasks), lmeval_limit=params.lmeval.limit,
+    )
+    model = resolve_model(args.model)
+    with atomic_output_dir(args.out, kind="pipeline-results") as tmp:
+        for cell in tqdm(cells, desc=f"evaluate {args.method}", unit="cell"):
+            update = None if method is None else Path(args.updates) / cell.cell_id
+            evaluate(model, args.dataset, cell.config, out=tmp / cell.cell_id, update=update,
+                     options=options)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from ksmith.pipeline.report import write_report
+
+    cells = write_report(args.results, args.out)
+    log.info("report: %d cells -> %s", len(cells), args.out)
+    return 0

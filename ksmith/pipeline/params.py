@@ -1,0 +1,93 @@
+"""`params.yaml`: every knob of the DVC pipeline, validated like any other spec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ksmith.errors import SpecError
+
+Level = Literal["root", "intermediate", "leaf"]
+Kind = Literal["edit", "unlearn"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelParams(_Frozen):
+    base: str | None = Field(
+        None,
+        description="A real causal LM (local path or Hub id) to use instead of training the "
+        "world model; null trains the world model from scratch on CPU.",
+    )
+    finetune: bool = Field(
+        True,
+        description="With `base` set: fine-tune it on the world's corpus first (TOFU-style), so "
+        "that updates start from known knowledge. Ignored when `base` is null.",
+    )
+    world_spec: str = Field(
+        "specs/world/default.yaml", description="World-model spec (architecture, training)."
+    )
+    world_overrides: dict[str, Any] = Field(
+        default_factory=dict, description="key -> value overrides of the world-model spec."
+    )
+
+
+class LmEvalParams(_Frozen):
+    tasks: list[str] = Field(
+        default_factory=list,
+        description="lm-eval tasks run on every updated model for general capability "
+        "(e.g. [mmlu, hellaswag] on a machine that has their data). Empty: skipped.",
+    )
+    limit: int | None = Field(None, description="Examples per lm-eval task (null: all).")
+
+
+class PipelineParams(_Frozen):
+    """The whole benchmark run: what to generate, which model, which update matrix."""
+
+    suite: str = Field(description="Suite spec to generate (specs/suites/*.yaml).")
+    size: str = Field("small", description="World size preset declared by the graph specs.")
+    model: ModelParams = Field(default_factory=ModelParams, description="The model to update.")
+    backend: Literal["hf", "vllm"] = Field("hf", description="Evaluation backend.")
+    device: str = Field("auto", description="torch device: auto, cpu, cuda, cuda:1 ...")
+    batch_size: int = Field(64, gt=0, description="Evaluation batch size.")
+    methods: list[str] = Field(description="Update methods (names in `ksmith methods`).")
+    overrides: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per-method hyper-parameter overrides: method -> {key: value}. Every "
+        "method in `methods` has an entry (may be empty) so DVC tracks it per method.",
+    )
+    kinds: list[Kind] = Field(description="Intervention kinds to run.")
+    levels: list[Level] = Field(description="Hierarchy levels to run.")
+    scales: list[int] = Field(description="Scales k (requests applied together).")
+    seeds: list[int] = Field(description="Seeds of the update methods (one cell per seed).")
+    mode: Literal["batch", "sequential"] = Field("batch", description="How requests are applied.")
+    lmeval: LmEvalParams = Field(default_factory=LmEvalParams, description="General capability.")
+
+    @field_validator("scales")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if not v or any(k <= 0 for k in v):
+            raise ValueError("scales must be a non-empty list of positive integers")
+        return v
+
+
+def load_params(path: str | Path = "params.yaml") -> PipelineParams:
+    """Read and validate params.yaml; errors name the file and the field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpecError("file not found", file=path) from None
+    except yaml.YAMLError as e:
+        raise SpecError(f"not valid YAML: {e}", file=path) from None
+    try:
+        return PipelineParams.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise SpecError(f"{err['msg']} (got {err.get('input')!r})", file=path, field=field) from None

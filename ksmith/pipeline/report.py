@@ -1,0 +1,205 @@
+"""The pipeline's report: tables, scale curves and the KnowledgeSmith questions.
+
+Reads every cell's `metrics.json` under the results root (``<root>/<method>/<cell>/``) and
+writes, deterministically:
+
+- ``metrics.json``: method -> config -> headline metric -> value (what `dvc metrics show` prints);
+- ``plots/*.png``: scale curves (efficacy, propagation, locality against k, one panel per level,
+  one line per method) and the consistency-capacity view (conflict rate and drift against k);
+- ``README.md``: the tables and the answers, measured, to KnowledgeSmith's questions (arXiv
+  2510.02392): does editing over-spread (CCR, collateral change of Q-), does unlearning
+  under-spread (RR, residual retention; propagation of the removal to entailed facts), and how
+  each changes with level and scale.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ksmith.evaluate.metrics import headline, metric_info, parse_metric_name
+from ksmith.pipeline.matrix import parse_config
+
+LEVELS = ("root", "intermediate", "leaf")
+SCALE_CURVES = ("efficacy", "propagation", "locality")
+CONSISTENCY = ("conflict_rate", "drift_kl")
+
+
+@dataclass(frozen=True)
+class CellResult:
+    method: str
+    config: str
+    domain: str
+    kind: str
+    level: str
+    scale: int
+    seed: int
+    metrics: dict[str, dict[str, Any]]  # full metrics.json "metrics"
+
+    def value(self, base: str) -> float | None:
+        """The headline value of a base metric name (``efficacy``), in its headline mode."""
+        for name, m in headline(self.metrics).items():
+            if parse_metric_name(name)[0] == base:
+                return m.get("value")
+        return None
+
+
+def collect(root: str | Path) -> list[CellResult]:
+    """Every `<root>/<method>/<config>.s<seed>/metrics.json`, in a stable order."""
+    cells = []
+    for path in sorted(Path(root).glob("*/*/metrics.json")):
+        method = path.parent.parent.name
+        config, _, seed = path.parent.name.rpartition(".s")
+        domain, kind, level, scale = parse_config(config)
+        data = json.loads(path.read_text())
+        cells.append(
+            CellResult(method, config, domain, kind, level, scale, int(seed), data["metrics"])
+        )
+    return cells
+
+
+def _fmt(x: float | None) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def _mean(xs: Sequence[float | None]) -> float | None:
+    vals = [x for x in xs if x is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def _headline_bases(cells: Sequence[CellResult]) -> list[str]:
+    seen: dict[str, None] = {}
+    for c in cells:
+        for name in headline(c.metrics):
+            seen.setdefault(parse_metric_name(name)[0], None)
+    return list(seen)
+
+
+def dvc_metrics(cells: Sequence[CellResult]) -> dict[str, Any]:
+    out: dict[str, Any] = defaultdict(dict)
+    for c in cells:
+        out[c.method][f"{c.config}.s{c.seed}"] = {
+            name: m.get("value") for name, m in sorted(headline(c.metrics).items())
+        }
+    return dict(out)
+
+
+def _table(cells: Sequence[CellResult], bases: Sequence[str]) -> list[str]:
+    head = ["method", "level", "k", *bases]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for c in sorted(cells, key=lambda c: (c.method, LEVELS.index(c.level), c.scale, c.seed)):
+        row = [c.method, c.level, str(c.scale), *(_fmt(c.value(b)) for b in bases)]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _by_level_scale(cells: Sequence[CellResult], base: str) -> list[str]:
+    """Mean of one metric over methods, per level (rows) and scale (columns)."""
+    scales = sorted({c.scale for c in cells})
+    lines = ["| level | " + " | ".join(f"k={k}" for k in scales) + " |",
+             "|---|" + "---|" * len(scales)]
+    for level in LEVELS:
+        row = [_mean([c.value(base) for c in cells if c.level == level and c.scale == k])
+               for k in scales]
+        if any(v is not None for v in row):
+            lines.append(f"| {level} | " + " | ".join(_fmt(v) for v in row) + " |")
+    return lines
+
+
+def _plot(cells: Sequence[CellResult], kind: str, bases: Sequence[str], path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sel = [c for c in cells if c.kind == kind]
+    levels = [lv for lv in LEVELS if any(c.level == lv for c in sel)]
+    if not sel or not levels:
+        return False
+    methods = sorted({c.method for c in sel})
+    fig, axes = plt.subplots(len(bases), len(levels), figsize=(4 * len(levels), 3 * len(bases)),
+                             squeeze=False)
+    for i, base in enumerate(bases):
+        for j, level in enumerate(levels):
+            ax = axes[i][j]
+            for m in methods:
+                pts = defaultdict(list)
+                for c in sel:
+                    if c.method == m and c.level == level and c.value(base) is not None:
+                        pts[c.scale].append(c.value(base))
+                if pts:
+                    ks = sorted(pts)
+                    ax.plot(ks, [sum(pts[k]) / len(pts[k]) for k in ks], marker="o", label=m)
+            ax.set_xscale("log")
+            ax.set_title(f"{kind} · {level}", fontsize=9)
+            ax.set_xlabel("scale k")
+            ax.set_ylabel(base)
+            ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 7), fontsize=8)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    # No timestamps in the PNG, so the same results give the same bytes.
+    fig.savefig(path, dpi=80, metadata={"Software": None})
+    plt.close(fig)
+    return True
+
+
+def _questions(cells: Sequence[CellResult]) -> list[str]:
+    edit = [c for c in cells if c.kind == "edit"]
+    unl = [c for c in cells if c.kind == "unlearn"]
+    out = ["## KnowledgeSmith's questions, measured", ""]
+    if edit:
+        out += ["### Does editing over-spread? (CCR: share of Q- probes that changed; lower is "
+                "better)", "", *_by_level_scale(edit, "ccr"), ""]
+        out += ["Propagation of edits to entailed facts (higher is better):", "",
+                *_by_level_scale(edit, "propagation"), ""]
+    if unl:
+        out += ["### Does unlearning under-spread? (RR: share of unlearned facts still "
+                "recoverable by some probe; lower is better)", "", *_by_level_scale(unl, "rr"), ""]
+        out += ["Propagation of the removal to entailed facts (higher is better):", "",
+                *_by_level_scale(unl, "propagation"), ""]
+    if edit and unl:
+        ccr_e, ccr_u = _mean([c.value("ccr") for c in edit]), _mean([c.value("ccr") for c in unl])
+        pr_e = _mean([c.value("propagation") for c in edit])
+        pr_u = _mean([c.value("propagation") for c in unl])
+        out += [f"Averaged over every method, level and scale: collateral change (CCR) is "
+                f"{_fmt(ccr_e)} for editing and {_fmt(ccr_u)} for unlearning; propagation is "
+                f"{_fmt(pr_e)} for editing and {_fmt(pr_u)} for unlearning.", ""]
+    return out
+
+
+def write_report(results_root: str | Path, out: str | Path) -> list[CellResult]:
+    """Write README.md, metrics.json and plots/ under `out` (a plain folder DVC tracks)."""
+    cells = collect(results_root)
+    out = Path(out)
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(dvc_metrics(cells), indent=2, sort_keys=True)
+                                      + "\n")
+    bases = _headline_bases(cells)
+    lines = ["# ksmith run report", "",
+             f"{len(cells)} cells from `{results_root}`. Each value is the headline mode of the "
+             "metric (see the metric table below); per-item predictions sit next to every "
+             "cell's metrics.json.", ""]
+    for kind in ("edit", "unlearn"):
+        sel = [c for c in cells if c.kind == kind]
+        if not sel:
+            continue
+        kb = [b for b in bases if kind in metric_info(b).get("kinds", (kind,))]
+        lines += [f"## {'Editing' if kind == 'edit' else 'Unlearning'}", "", *_table(sel, kb), ""]
+        for name, bset in ((f"scale_{kind}.png", SCALE_CURVES),
+                           (f"consistency_{kind}.png", CONSISTENCY)):
+            if _plot(cells, kind, bset, out / "plots" / name):
+                lines += [f"![{name}](plots/{name})", ""]
+    lines += _questions(cells)
+    lines += ["## Metrics", "", "| metric | direction | meaning |", "|---|---|---|"]
+    for b in bases:
+        info = metric_info(b)
+        lines.append(f"| {b} | {info['direction']} is better | {info['description']} |")
+    (out / "README.md").write_text("\n".join(lines) + "\n")
+    return cells

@@ -1,0 +1,130 @@
+"""The world-model spec: architecture, tokenizer and training budget, declared in YAML.
+
+Defaults live in ``specs/world/default.yaml``; ``--set key=value`` overrides one field with the
+same type checking as the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ksmith.errors import SpecError
+
+DEFAULT_SPEC = Path(__file__).resolve().parents[2] / "specs" / "world" / "default.yaml"
+
+
+class WorldModelSpec(BaseModel):
+    """How to build the world model: a small causal LM trained on the world's corpus."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: int = Field(1, description="Spec format version.")
+    arch: Literal["llama", "gpt2"] = Field(
+        "llama", description="Architecture family (Llama-style keeps real module paths)."
+    )
+    layers: int = Field(2, ge=1, description="Number of transformer blocks.")
+    hidden: int = Field(128, ge=8, description="Hidden (embedding) width.")
+    heads: int = Field(4, ge=1, description="Attention heads; must divide `hidden`.")
+    intermediate: int = Field(512, ge=8, description="MLP inner width.")
+    max_position: int = Field(
+        256, ge=16, description="Context window in tokens (probes with options are longest)."
+    )
+    tie_embeddings: bool = Field(True, description="Share input embedding and LM head weights.")
+    tokenizer: Literal["word", "bpe"] = Field(
+        "word",
+        description=(
+            "word: one token per word or punctuation mark, vocabulary = every word of the "
+            "corpus and the probes (exact, short sequences); bpe: byte-level BPE trained on "
+            "the same texts."
+        ),
+    )
+    bpe_vocab_size: int = Field(4096, ge=300, description="Vocabulary size for tokenizer=bpe.")
+    lr: float = Field(1e-3, gt=0, description="Peak AdamW learning rate, training from scratch.")
+    finetune_lr: float = Field(
+        5e-5, gt=0, description="Peak AdamW learning rate when fine-tuning a --base model."
+    )
+    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay.")
+    warmup_steps: int = Field(100, ge=0, description="Linear warm-up steps before cosine decay.")
+    grad_clip: float = Field(1.0, gt=0, description="Gradient-norm clip.")
+    batch_size: int = Field(32, ge=1, description="Corpus lines per optimizer step.")
+    max_steps: int = Field(6000, ge=1, description="Step budget (the cosine schedule's length).")
+    max_seconds: float = Field(
+        540.0, gt=0, description="Wall-clock budget in seconds; training stops when reached."
+    )
+    eval_every: int = Field(250, ge=1, description="Steps between recall checks.")
+    eval_sample: int = Field(
+        1000,
+        ge=0,
+        description="Direct cloze probes in each recall check (a fixed seeded sample; 0 = all).",
+    )
+    recall_threshold: float = Field(
+        0.99,
+        ge=0,
+        le=1,
+        description="Stop once direct cloze recall (greedy, on the check sample) reaches this.",
+    )
+    mcq_threshold: float = Field(
+        0.95, ge=0, le=1, description="... and direct MCQ accuracy reaches this."
+    )
+    eval_batch_size: int = Field(128, ge=1, description="Batch size of the recall checks.")
+    seed: int = Field(0, description="Seeds initialisation, data order and the check sample.")
+
+
+def _override(data: dict[str, Any], item: str, source: str) -> None:
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise SpecError(f"--set expects key=value, got {item!r}", file=source)
+    if key not in WorldModelSpec.model_fields:
+        known = ", ".join(WorldModelSpec.model_fields)
+        raise SpecError(f"unknown field; known fields: {known}", file=source, field=key)
+    try:
+        data[key] = yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError as e:
+        raise SpecError(f"cannot parse value {raw!r}: {e}", file=source, field=key) from e
+
+
+def build_spec(data: Mapping[str, Any], source: str) -> WorldModelSpec:
+    """Validate a mapping into a spec, turning pydantic errors into a SpecError for people."""
+    try:
+        spec = WorldModelSpec(**data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise SpecError(f"{err['msg']} (got {err.get('input')!r})", file=source, field=field) from e
+    if spec.hidden % spec.heads:
+        raise SpecError(
+            f"hidden={spec.hidden} is not divisible by heads={spec.heads}", file=source, field="heads"
+        )
+    return spec
+
+
+def load_world_spec(
+    path: str | Path | None = None, overrides: Sequence[str] = ()
+) -> WorldModelSpec:
+    """Read a world-model spec (default: ``specs/world/default.yaml``) and apply ``key=value``
+    overrides, each type-checked like the file."""
+    file = Path(path) if path is not None else DEFAULT_SPEC
+    data: dict[str, Any] = {}
+    if path is not None or file.exists():
+        try:
+            loaded = yaml.safe_load(file.read_text())
+        except OSError as e:
+            raise SpecError(f"cannot read the spec: {e}", file=file) from e
+        except yaml.YAMLError as e:
+            raise SpecError(f"not valid YAML: {e}", file=file) from e
+        if loaded is not None and not isinstance(loaded, dict):
+            raise SpecError("expected a mapping of fields", file=file)
+        data = dict(loaded or {})
+    spec = build_spec(data, str(file))
+    if not overrides:
+        return spec
+    data = spec.model_dump()
+    for item in overrides:
+        _override(data, item, "--set")
+    return build_spec(data, "--set")

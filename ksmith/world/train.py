@@ -1,0 +1,201 @@
+"""Train (or fine-tune) a causal LM on a world's corpus until it knows the world.
+
+From scratch: a word-level tokenizer and a small Llama- or GPT-2-style model made from a config.
+With a base model: the same loop fine-tunes it on the corpus, as TOFU (arXiv 2401.06121) does
+with its fictitious authors. Every corpus line is one sequence (``<bos> line <eos>``), batches
+are right-padded, the loss is next-token cross-entropy on all real tokens; AdamW with linear
+warm-up and cosine decay. Training stops at the recall and MCQ thresholds (checked every
+`eval_every` steps on a fixed sample of direct probes), the step budget or the time budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ksmith.errors import KsmithError
+from ksmith.evaluate.hf import HFBackend
+from ksmith.world.probes import KnowledgeProbes, measure
+from ksmith.world.spec import WorldModelSpec
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a training run reached; `history` holds one record per recall check."""
+
+    steps: int
+    train_seconds: float
+    recall: float | None
+    mcq_accuracy: float | None
+    stopped_by: str  # "threshold" | "max_steps" | "max_seconds"
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def build_model(spec: WorldModelSpec, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """A freshly initialised model of the spec's shape, seeded by ``spec.seed``."""
+    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
+
+    ids = {
+        "vocab_size": len(tokenizer),
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "tie_word_embeddings": spec.tie_embeddings,
+    }
+    if spec.arch == "llama":
+        config = LlamaConfig(
+            hidden_size=spec.hidden,
+            intermediate_size=spec.intermediate,
+            num_hidden_layers=spec.layers,
+            num_attention_heads=spec.heads,
+            num_key_value_heads=spec.heads,
+            max_position_embeddings=spec.max_position,
+            **ids,
+        )
+    else:
+        config = GPT2Config(
+            n_embd=spec.hidden,
+            n_inner=spec.intermediate,
+            n_layer=spec.layers,
+            n_head=spec.heads,
+            n_positions=spec.max_position,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            **ids,
+        )
+    torch.manual_seed(spec.seed)
+    return AutoModelForCausalLM.from_config(config)
+
+
+def encode_lines(
+    tokenizer: PreTrainedTokenizerBase, lines: Sequence[str], max_length: int
+) -> list[list[int]]:
+    """Token ids of each line with the tokenizer's own specials, then EOS; checked against
+    the context window."""
+    eos = tokenizer.eos_token_id
+    out = []
+    for line, ids in zip(lines, tokenizer(list(lines))["input_ids"]):
+        ids = list(ids) + ([eos] if eos is not None and (not ids or ids[-1] != eos) else [])
+        if len(ids) > max_length:
+            raise KsmithError(
+                f"corpus line of {len(ids)} tokens exceeds max_position={max_length}: {line!r}"
+            )
+        out.append(ids)
+    return out
+
+
+def _lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up to 1, then cosine decay to 0.1 at `total` steps."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator):
+    """Endless deterministic stream of index batches: a fresh permutation per epoch."""
+    while True:
+        perm = torch.randperm(n, generator=generator).tolist()
+        for start in range(0, n, batch_size):
+            yield perm[start : start + batch_size]
+
+
+def train(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    lines: Sequence[str],
+    probes: KnowledgeProbes,
+    spec: WorldModelSpec,
+    *,
+    lr: float,
+    progress: bool = True,
+) -> TrainResult:
+    """Train `model` in place on `lines`; returns what it reached (on the full probe sets)."""
+    if not lines:
+        raise KsmithError("the corpus is empty: nothing to train on")
+    device = next(model.parameters()).device
+    max_len = HFBackend(model, tokenizer).max_length
+    data = encode_lines(tokenizer, lines, max_len)
+    pad = tokenizer.pad_token_id
+    check = probes.sample(spec.eval_sample, spec.seed)
+    generator = torch.Generator().manual_seed(spec.seed)
+    torch.manual_seed(spec.seed)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=spec.weight_decay
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: _lr_factor(s, spec.warmup_steps, spec.max_steps)
+    )
+    history: list[dict[str, Any]] = []
+    stopped_by, step, loss_ema = "max_steps", 0, None
+    start = time.perf_counter()
+    bar = tqdm(total=spec.max_steps, desc="pretrain", unit="step", disable=not progress)
+    model.train()
+    for batch in _batches(len(data), spec.batch_size, generator):
+        seqs = [data[i] for i in batch]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, s in enumerate(seqs):
+            ids[row, : len(s)] = torch.tensor(s)
+            mask[row, : len(s)] = 1
+        labels = ids.masked_fill(mask == 0, -100)  # loss on every real token, never on padding
+        out = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device))
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
+        optimizer.step()
+        schedule.step()
+        step += 1
+        loss = out.loss.item()
+        loss_ema = loss if loss_ema is None else 0.95 * loss_ema + 0.05 * loss
+        bar.update(1)
+        elapsed = time.perf_counter() - start
+        if step % spec.eval_every == 0 or step >= spec.max_steps or elapsed >= spec.max_seconds:
+            model.eval()
+            recall, mcq = measure(HFBackend(model, tokenizer, batch_size=spec.eval_batch_size), check)
+            model.train()
+            history.append(
+                {"step": step, "loss": loss_ema, "recall": recall, "mcq_accuracy": mcq,
+                 "seconds": round(time.perf_counter() - start, 2)}
+            )
+            bar.set_postfix(loss=f"{loss_ema:.3f}", recall=_fmt(recall), mcq=_fmt(mcq))
+            log.debug("step %d: %s", step, history[-1])
+            if (recall is None or recall >= spec.recall_threshold) and (
+                mcq is None or mcq >= spec.mcq_threshold
+            ):
+                stopped_by = "threshold"
+                break
+        elif step % 10 == 0:
+            bar.set_postfix(loss=f"{loss_ema:.3f}", recall=_fmt(history[-1]["recall"] if history else None))
+        if step >= spec.max_steps:
+            break
+        if elapsed >= spec.max_seconds:
+            stopped_by = "max_seconds"
+            break
+    bar.close()
+    train_seconds = time.perf_counter() - start
+    model.eval()
+    recall, mcq = measure(HFBackend(model, tokenizer, batch_size=spec.eval_batch_size), probes)
+    log.info(
+        "trained %d steps in %.1fs (%s): recall=%s mcq=%s",
+        step, train_seconds, stopped_by, _fmt(recall), _fmt(mcq),
+    )
+    return TrainResult(step, train_seconds, recall, mcq, stopped_by, history)
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"

@@ -1,0 +1,145 @@
+"""The batched `hf` backend must agree with plain unbatched forward passes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import make_model, make_tokenizer
+from ksmith.errors import KsmithError
+from ksmith.evaluate import BACKENDS
+from ksmith.evaluate.hf import HFBackend
+
+# Mixed lengths (1 to 9 context words, 1 to 3 answer words) so padding matters.
+REQUESTS = [
+    ("bira eats", " grass"),
+    ("the question is : what does tolan eat ? answer :", " meat"),
+    ("karo lives in the", " forest"),
+    ("mesu", " red blue green"),
+    ("where does vindel live ? answer : vindel lives in the", " ocean"),
+    ("bira eats", " grass"),  # duplicate: computed once, returned twice
+    ("lumo has color", " blue ."),
+    ("a", " b"),
+]
+PROMPTS = ["bira eats", "what does tolan eat ? answer :", "the", "karo lives in the mountain and"]
+
+
+def reference_scores(model, tok, requests):
+    """One unbatched forward per request: (loglik, token accuracy)."""
+    out = []
+    with torch.inference_mode():
+        for ctx, cont in requests:
+            c = tok(ctx)["input_ids"]
+            x = tok(cont, add_special_tokens=False)["input_ids"]
+            ids = torch.tensor([c + x])
+            logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)  # [L, V]
+            pos = range(len(c) - 1, len(c) + len(x) - 1)
+            ll = sum(logp[p, t].item() for p, t in zip(pos, x))
+            acc = sum(int(logp[p].argmax().item() == t) for p, t in zip(pos, x)) / len(x)
+            out.append((ll, acc))
+    return out
+
+
+def reference_generate(model, tok, prompt, max_new_tokens, stop):
+    ids = tok(prompt)["input_ids"]
+    new: list[int] = []
+    with torch.inference_mode():
+        for _ in range(max_new_tokens):
+            nxt = int(model(input_ids=torch.tensor([ids + new])).logits[0, -1].argmax())
+            if nxt == tok.eos_token_id:
+                break
+            new.append(nxt)
+    text = tok.decode(new, skip_special_tokens=True)
+    cuts = [text.find(s) for s in stop if s in text]
+    return text[: min(cuts)] if cuts else text
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("batch_size", [1, 3, 64])
+def test_scores_match_unbatched_forward(arch, batch_size):
+    tok = make_tokenizer()
+    model = make_model(arch, seed=1)
+    backend = HFBackend(model, tok, batch_size=batch_size)
+    ref = reference_scores(model, tok, REQUESTS)
+    ll = backend.loglikelihood(REQUESTS)
+    acc = backend.token_accuracy(REQUESTS)
+    assert len(ll) == len(acc) == len(REQUESTS)
+    for (r_ll, r_acc), b_ll, b_acc in zip(ref, ll, acc):
+        assert b_ll == pytest.approx(r_ll, abs=1e-4)
+        assert b_acc == pytest.approx(r_acc, abs=1e-4)
+    # Greedy ids reproduce the token accuracy.
+    for s, (ctx, cont) in zip(backend.score(REQUESTS), REQUESTS):
+        target = tok(cont, add_special_tokens=False)["input_ids"]
+        assert s.n_tokens == len(target)
+        assert sum(a == b for a, b in zip(s.greedy_ids, target)) / len(target) == s.token_accuracy
+
+
+def test_token_accuracy_is_one_for_the_models_own_greedy_answer():
+    tok = make_tokenizer()
+    model = make_model("llama", vocab_size=len(tok), seed=2)
+    backend = HFBackend(model, tok)
+    prompt = "where does bira live ?"
+    ids = tok(prompt)["input_ids"]
+    new: list[int] = []
+    with torch.inference_mode():
+        for _ in range(3):
+            new.append(int(model(input_ids=torch.tensor([ids + new])).logits[0, -1].argmax()))
+    answer = " " + tok.decode(new)
+    assert tok(answer, add_special_tokens=False)["input_ids"] == new  # round trip
+    assert backend.token_accuracy([(prompt, answer)]) == [1.0]
+    wrong = [(new[0] + 1) % len(tok), *new[1:]]
+    assert backend.token_accuracy([(prompt, " " + tok.decode(wrong))])[0] < 1.0
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_generate_matches_manual_greedy_loop(arch):
+    tok = make_tokenizer()
+    model = make_model(arch, seed=3)
+    backend = HFBackend(model, tok, batch_size=3)
+    for stop in [(), (".", "fish")]:
+        got = backend.generate(PROMPTS, max_new_tokens=6, stop=stop)
+        want = [reference_generate(model, tok, p, 6, stop) for p in PROMPTS]
+        assert got == want
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_next_token_logprobs_and_hidden_states(arch):
+    tok = make_tokenizer()
+    model = make_model(arch, seed=4)
+    backend = HFBackend(model, tok, batch_size=2)
+    logp = backend.next_token_logprobs(PROMPTS)
+    hidden = backend.hidden_states(PROMPTS, layer=0)
+    last = backend.hidden_states(PROMPTS, layer=-1)
+    assert logp.shape == (len(PROMPTS), model.config.vocab_size)
+    assert hidden.shape == last.shape == (len(PROMPTS), model.config.hidden_size)
+    with torch.inference_mode():
+        for i, p in enumerate(PROMPTS):
+            out = model(input_ids=torch.tensor([tok(p)["input_ids"]]), output_hidden_states=True)
+            want = torch.log_softmax(out.logits[0, -1].float(), -1)
+            torch.testing.assert_close(logp[i], want, atol=1e-4, rtol=0)
+            torch.testing.assert_close(hidden[i], out.hidden_states[1][0, -1], atol=1e-4, rtol=0)
+            torch.testing.assert_close(last[i], out.hidden_states[-1][0, -1], atol=1e-4, rtol=0)
+    with pytest.raises(KsmithError, match="out of range"):
+        backend.hidden_states(PROMPTS, layer=2)
+
+
+def test_long_context_is_truncated_from_the_left():
+    tok = make_tokenizer()
+    model = make_model("gpt2", seed=5)
+    backend = HFBackend(model, tok, max_length=8)
+    long_ctx = " ".join(["bira"] * 20)
+    # The model reads ctx + answer[:-1]: with a one-token answer, the last 8 context tokens.
+    short_ctx = " ".join(["bira"] * 8)
+    [a] = backend.loglikelihood([(long_ctx, " grass")])
+    [b] = backend.loglikelihood([(short_ctx, " grass")])
+    assert a == pytest.approx(b, abs=1e-5)
+
+
+def test_empty_continuation_is_an_error():
+    backend = HFBackend(make_model("gpt2"), make_tokenizer())
+    with pytest.raises(KsmithError, match="empty"):
+        backend.loglikelihood([("bira eats", "")])
+
+
+def test_registered_as_hf():
+    assert BACKENDS.get("hf") is HFBackend

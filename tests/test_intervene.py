@@ -1,0 +1,146 @@
+"""Requests and probes on the small biology world: consistency with the changed closure."""
+
+from __future__ import annotations
+
+import pytest
+
+from ksmith.errors import KsmithError
+from ksmith.graph import build_world
+from ksmith.intervene import CandidatePool, WorldIndex, derive_seed, sample_group
+from ksmith.spec import load_spec
+from test_data_helpers import BIOLOGY, write_suite
+
+
+@pytest.fixture(scope="module")
+def world():
+    return build_world(load_spec(BIOLOGY), "small")
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    from ksmith.data import load_corpus, load_probes, load_requests
+    from ksmith.data.generate import generate_dataset
+
+    root = tmp_path_factory.mktemp("iv")
+    out = root / "ds"
+    generate_dataset(write_suite(root / "specs", scales=[1, 20], groups={1: 2, 20: 1},
+                                 levels=["root", "intermediate", "leaf"]), out, progress=False)
+    from ksmith.data import list_configs
+
+    cfgs = list_configs(out)
+    return {
+        "corpus": load_corpus(out),
+        "probes": {c: load_probes(out, c) for c in cfgs},
+        "requests": {c: load_requests(out, c) for c in cfgs},
+    }
+
+
+@pytest.mark.parametrize("level", ["root", "intermediate", "leaf"])
+def test_groups_never_contradict(world, level):
+    pool = CandidatePool(world)
+    reqs = sample_group(pool, kind="edit", level=level, scale=20, group=0, seed=derive_seed(1),
+                        where="test")
+    assert len(reqs) == 20
+    keys = [r.key for r in reqs]
+    assert len(set(keys)) == len(keys)
+    ids = {r.fact.id for r in reqs}
+    for r in reqs:
+        assert r.fact.base and r.fact.relation != "is_a"
+        assert world.level_of(r.fact.subject) == level
+        deps = world.dependents(r.fact.id)
+        assert not ids & {d.id for d in deps}
+        other_keys = set(keys) - {r.key}
+        assert not other_keys & {(d.subject, d.relation) for d in deps}
+        assert r.new_object != r.fact.object
+        assert r.new_object in world.range_values(r.fact.relation)
+        assert r.new_object not in world.objects(r.fact.subject, r.fact.relation)
+
+
+def test_groups_are_fresh_samples(world):
+    pool = CandidatePool(world)
+    a = sample_group(pool, kind="edit", level="leaf", scale=10, group=0, seed=1, where="t")
+    b = sample_group(pool, kind="edit", level="leaf", scale=10, group=1, seed=2, where="t")
+    assert [r.fact.id for r in a] != [r.fact.id for r in b]
+    again = sample_group(pool, kind="edit", level="leaf", scale=10, group=0, seed=1, where="t")
+    assert [(r.fact.id, r.new_object) for r in a] == [(r.fact.id, r.new_object) for r in again]
+
+
+def test_too_small_raises_with_counts(world):
+    pool = CandidatePool(world)
+    with pytest.raises(KsmithError, match=r"suite 's'.*level 'root' has only 100 .*scale 500"):
+        sample_group(pool, kind="edit", level="root", scale=500, group=0, seed=0,
+                     where="suite 's', graph 'biology'")
+
+
+def test_multi_hop_answers_follow_the_changed_world(world, generated):
+    index = WorldIndex(world)
+    n = 0
+    for cfg, probes in generated["probes"].items():
+        reqs = {r["request_id"]: r for r in generated["requests"][cfg]}
+        by_group: dict[int, dict] = {}
+        for r in reqs.values():
+            fid = next(f.id for f in world.lookup(r["subject"], r["relation"])
+                       if f.base and f.object == r["object"])
+            by_group.setdefault(r["group"], {})[fid] = r["new_object"] or None
+        afters = {g: world.with_changes(ch) for g, ch in by_group.items()}
+        for p in probes:
+            if p["type"] != "multi_hop":
+                continue
+            n += 1
+            after = afters[p["group"]]
+            assert p["hops"] >= 1
+            assert world.holds(p["subject"], p["relation"], p["object"])
+            assert not after.holds(p["subject"], p["relation"], p["object"])
+            if p["kind"] == "edit":
+                assert after.holds(p["subject"], p["relation"], p["answer_after"])
+                assert p["expect_after"] == "match"
+            else:
+                assert p["answer_after"] == p["answer_before"] and p["expect_after"] == "avoid"
+    assert n > 20
+    assert index.facts
+
+
+def test_unlearn_q_plus_avoid_and_q_minus_match(generated):
+    for cfg, probes in generated["probes"].items():
+        for p in probes:
+            if p["kind"] == "unlearn" and p["qset"] == "Q+":
+                assert p["expect_after"] == "avoid" and p["answer_after"] == p["answer_before"]
+            else:
+                assert p["expect_after"] == "match"
+            if p["qset"] == "Q-":
+                assert p["answer_after"] == p["answer_before"]
+        for r in generated["requests"][cfg]:
+            if r["kind"] == "unlearn":
+                assert r["new_object"] == "" and set(r["plus_answers"]) == {r["object"]}
+
+
+def test_probe_shapes(generated):
+    types = set()
+    for probes in generated["probes"].values():
+        pairs: dict[str, int] = {}
+        for p in probes:
+            types.add(p["type"])
+            if p["format"] == "mcq":
+                assert p["answer_before"] in p["options"] and p["answer_after"] in p["options"]
+                if p["type"] == "negation":
+                    assert p["options"] == ["true", "false"]
+                elif p["type"] != "comparison":
+                    assert len(p["options"]) == 4 == len(set(p["options"]))
+            else:
+                assert p["options"] == []
+            assert not p["prompt"].endswith(" ")
+            if p["pair_id"]:
+                pairs[p["pair_id"]] = pairs.get(p["pair_id"], 0) + 1
+        assert set(pairs.values()) <= {2}
+    assert types == {"direct", "paraphrase", "reverse", "multi_hop", "comparison", "contextual",
+                     "negation"}
+
+
+def test_comparison_flips_with_the_update(generated):
+    seen = 0
+    for probes in generated["probes"].values():
+        for p in probes:
+            if p["type"] == "comparison" and p["kind"] == "edit":
+                assert {p["answer_before"], p["answer_after"]} == {"yes", "no"}
+                seen += 1
+    assert seen
