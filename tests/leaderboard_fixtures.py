@@ -66,30 +66,95 @@ def make_probes(config: str) -> list[dict[str, Any]]:
             expect = "match" if kind == "edit" else "avoid"
             rid = f"g{g}.r{r}"
             fact = {"subject": s, "relation": "eats", "object": old}
-            plus = {"qset": "Q+", "answer_before": old, "answer_after": after,
-                    "expect_after": expect, **fact}
+            plus = {
+                "qset": "Q+",
+                "answer_before": old,
+                "answer_after": after,
+                "expect_after": expect,
+                **fact,
+            }
             base = dict(group=g, rid=rid, kind=kind, level=level)
             probes += [
-                _probe(f"{rid}.direct.cloze.0", **base, type="direct", format="cloze",
-                       prompt=f"{s} eats", pair_id=f"{rid}.p0", **plus),
-                _probe(f"{rid}.direct.mcq.0", **base, type="direct", format="mcq",
-                       prompt=f"question : what does {s} eat ? answer :", options=FOODS, **plus),
-                _probe(f"{rid}.direct.qa.0", **base, type="direct", format="qa",
-                       prompt=f"what does {s} eat ?", **plus),
-                _probe(f"{rid}.paraphrase.cloze.0", **base, type="paraphrase", format="cloze",
-                       prompt=f"the {s} does eat", **plus),
-                _probe(f"{rid}.reverse.mcq.0", **base, type="reverse", format="mcq",
-                       prompt=f"who eats {after} ?", options=FOODS, pair_id=f"{rid}.p0", **plus),
-                _probe(f"{rid}.multi_hop.cloze.0", **base, type="multi_hop", format="cloze",
-                       prompt=f"the young of {s} eat", hops=1, **plus),
-                _probe(f"{rid}.contextual.cloze.0", **base, type="contextual", format="cloze",
-                       prompt=f"{other} lives in the", qset="Q-", answer_before="forest",
-                       answer_after="forest", subject=other, relation="lives_in",
-                       object="forest"),
-                _probe(f"{rid}.contextual.mcq.0", **base, type="contextual", format="mcq",
-                       prompt=f"question : what does {other} eat ? answer :", options=FOODS,
-                       qset="Q-", answer_before=FOODS[0], answer_after=FOODS[0], subject=other,
-                       relation="eats", object=FOODS[0]),
+                _probe(
+                    f"{rid}.direct.cloze.0",
+                    **base,
+                    type="direct",
+                    format="cloze",
+                    prompt=f"{s} eats",
+                    pair_id=f"{rid}.p0",
+                    **plus,
+                ),
+                _probe(
+                    f"{rid}.direct.mcq.0",
+                    **base,
+                    type="direct",
+                    format="mcq",
+                    prompt=f"question : what does {s} eat ? answer :",
+                    options=FOODS,
+                    **plus,
+                ),
+                _probe(
+                    f"{rid}.direct.qa.0",
+                    **base,
+                    type="direct",
+                    format="qa",
+                    prompt=f"what does {s} eat ?",
+                    **plus,
+                ),
+                _probe(
+                    f"{rid}.paraphrase.cloze.0",
+                    **base,
+                    type="paraphrase",
+                    format="cloze",
+                    prompt=f"the {s} does eat",
+                    **plus,
+                ),
+                _probe(
+                    f"{rid}.reverse.mcq.0",
+                    **base,
+                    type="reverse",
+                    format="mcq",
+                    prompt=f"who eats {after} ?",
+                    options=FOODS,
+                    pair_id=f"{rid}.p0",
+                    **plus,
+                ),
+                _probe(
+                    f"{rid}.multi_hop.cloze.0",
+                    **base,
+                    type="multi_hop",
+                    format="cloze",
+                    prompt=f"the young of {s} eat",
+                    hops=1,
+                    **plus,
+                ),
+                _probe(
+                    f"{rid}.contextual.cloze.0",
+                    **base,
+                    type="contextual",
+                    format="cloze",
+                    prompt=f"{other} lives in the",
+                    qset="Q-",
+                    answer_before="forest",
+                    answer_after="forest",
+                    subject=other,
+                    relation="lives_in",
+                    object="forest",
+                ),
+                _probe(
+                    f"{rid}.contextual.mcq.0",
+                    **base,
+                    type="contextual",
+                    format="mcq",
+                    prompt=f"question : what does {other} eat ? answer :",
+                    options=FOODS,
+                    qset="Q-",
+                    answer_before=FOODS[0],
+                    answer_after=FOODS[0],
+                    subject=other,
+                    relation="eats",
+                    object=FOODS[0],
+                ),
             ]
     return probes
 
@@ -113,8 +178,15 @@ def make_dataset(folder: str | Path, seed: int = 0) -> Path:
             "groups": len(groups),
         }
     info = CardInfo(
-        suite=SUITE, fingerprint=fingerprint(seed), format_version="1", ksmith_version="0.1.0",
-        seed=seed, size="tiny", spec_yaml="name: tinyzoo\n", corpus_lines=0, counts=counts,
+        suite=SUITE,
+        fingerprint=fingerprint(seed),
+        format_version="1",
+        ksmith_version="0.1.0",
+        seed=seed,
+        size="tiny",
+        spec_yaml="name: tinyzoo\n",
+        corpus_lines=0,
+        counts=counts,
     )
     (folder / "README.md").write_text(render_card(info))
     return folder
@@ -158,9 +230,18 @@ def judgements(probes, stage: str, skill: float, method: str) -> list[dict[str, 
                 match = exact_match if mode == "gen_exact" else contains_match
                 m_b, m_a = match(text, a_b), match(text, a_a)
                 s_b, s_a = float(m_b), float(m_a)
-            out.append({"probe_id": p["id"], "group": p["group"], "mode": mode,
-                        "prediction": said, "score_before": s_b, "score_after": s_a,
-                        "match_before": m_b, "match_after": m_a})
+            out.append(
+                {
+                    "probe_id": p["id"],
+                    "group": p["group"],
+                    "mode": mode,
+                    "prediction": said,
+                    "score_before": s_b,
+                    "score_after": s_a,
+                    "match_before": m_b,
+                    "match_after": m_a,
+                }
+            )
     return out
 
 
@@ -168,10 +249,15 @@ def make_update(folder: str | Path, method: str, *, seed: int = 0, lr: float = 0
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     record = {
-        "method": method, "kind": "edit", "params": {"lr": lr, "seed": seed},
-        "model": {"path": "models/world", "fingerprint": "m" * 8}, "seed": seed,
-        "wall_seconds": [1.5, 2.5], "peak_memory_bytes": [1000, 1200],
-        "changed_parameters": [64, 64], "ksmith_version": "0.1.0",
+        "method": method,
+        "kind": "edit",
+        "params": {"lr": lr, "seed": seed},
+        "model": {"path": "models/world", "fingerprint": "m" * 8},
+        "seed": seed,
+        "wall_seconds": [1.5, 2.5],
+        "peak_memory_bytes": [1000, 1200],
+        "changed_parameters": [64, 64],
+        "ksmith_version": "0.1.0",
     }
     (folder / "update.json").write_text(json.dumps(record))
     return folder
@@ -200,9 +286,14 @@ def make_results(
     before = judgements(probes, "before", 0.9, method)
     after = judgements(probes, "after", skill, method)
     rows = stage_rows(probes, before, "before") + stage_rows(probes, after, "after", before)
-    schema_types = {"group": pa.int32(), "score": pa.float64(), "correct": pa.bool_(),
-                    "changed": pa.bool_(), "match_before": pa.bool_(),
-                    "match_after": pa.bool_()}
+    schema_types = {
+        "group": pa.int32(),
+        "score": pa.float64(),
+        "correct": pa.bool_(),
+        "changed": pa.bool_(),
+        "match_before": pa.bool_(),
+        "match_after": pa.bool_(),
+    }
     schema = pa.schema([(c, schema_types.get(c, pa.string())) for c in PREDICTION_COLUMNS])
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), folder / "predictions.parquet")
     _, kind, level, k = config.split(".")
@@ -210,8 +301,14 @@ def make_results(
     update_info = json.loads((Path(update) / "update.json").read_text()) if update else None
     metrics.update(cost_metrics(update_info, 2, seed=seed, n_boot=n_boot))
     metrics["fluency@generation"] = {"value": 4.5, "ci": [4.0, 5.0], "n": 4, "mode": "generation"}
-    record = {"config": config, "method": method, "kind": kind, "level": level,
-              "scale": int(k[1:]), "metrics": dict(sorted(metrics.items()))}
+    record = {
+        "config": config,
+        "method": method,
+        "kind": kind,
+        "level": level,
+        "scale": int(k[1:]),
+        "metrics": dict(sorted(metrics.items())),
+    }
     (folder / "metrics.json").write_text(json.dumps(record, indent=2, sort_keys=True))
     card = read_card(dataset)
     ev = {
@@ -219,9 +316,12 @@ def make_results(
         "update": None if update is None else str(update),
         "method": method,
         "dataset": {"path": str(dataset), "fingerprint": card["fingerprint"]},
-        "config": config, "backend": "hf",
+        "config": config,
+        "backend": "hf",
         "options": {"seed": seed, "n_boot": n_boot},
-        "kind": kind, "level": level, "scale": int(k[1:]),
+        "kind": kind,
+        "level": level,
+        "scale": int(k[1:]),
         "versions": {"ksmith": "0.1.0"},
     }
     (folder / "eval.json").write_text(json.dumps(ev, indent=2, sort_keys=True))
@@ -229,8 +329,14 @@ def make_results(
 
 
 def make_submission(
-    tmp: Path, dataset: Path, sub_id: str, method: str, *, skill: float = 0.8,
-    configs: tuple[str, ...] = CONFIGS, board: Path | None = None,
+    tmp: Path,
+    dataset: Path,
+    sub_id: str,
+    method: str,
+    *,
+    skill: float = 0.8,
+    configs: tuple[str, ...] = CONFIGS,
+    board: Path | None = None,
 ) -> Path:
     """Evaluate `method` on `configs` (simulated) and submit into BOARD/submissions/<id>."""
     from ksmith.leaderboard import SubmitOptions, write_submission

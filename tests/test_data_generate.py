@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_data_helpers import write_suite
 
 from ksmith.cli import main
 from ksmith.data import (
@@ -21,8 +22,6 @@ from ksmith.data import (
 )
 from ksmith.data.generate import generate_dataset
 from ksmith.io import MARKER
-
-from test_data_helpers import write_suite
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +43,9 @@ def test_layout_and_card(dataset):
     card = read_card(dataset)
     configs = list_configs(dataset)
     assert configs == sorted(
-        f"biology.{k}.{lv}.k{s}" for k in ("edit", "unlearn") for lv in ("root", "leaf")
+        f"biology.{k}.{lv}.k{s}"
+        for k in ("edit", "unlearn")
+        for lv in ("root", "leaf")
         for s in (1, 5)
     )
     assert len(card["fingerprint"]) == 64 and card["suite"] == "tiny"
@@ -52,7 +53,8 @@ def test_layout_and_card(dataset):
         assert (dataset / "data" / cfg / "test.parquet").is_file()
         probes, requests = load_probes(dataset, cfg), load_requests(dataset, cfg)
         assert card["counts"][cfg] == {
-            "requests": len(requests), "probes": len(probes),
+            "requests": len(requests),
+            "probes": len(probes),
             "groups": len({r["group"] for r in requests}),
         }
         assert list(probes[0]) == list(PROBE_COLUMNS)
@@ -69,24 +71,34 @@ def test_load_dataset_round_trip(dataset, tmp_path, monkeypatch):
     cfg = "biology.edit.leaf.k5"
     ds = datasets.load_dataset(str(dataset), name=cfg, cache_dir=str(tmp_path / "cache"))
     assert ds["test"].to_list() == load_probes(dataset, cfg)
-    req = datasets.load_dataset(str(dataset), name=cfg + ".requests",
-                                cache_dir=str(tmp_path / "cache"))
+    req = datasets.load_dataset(
+        str(dataset), name=cfg + ".requests", cache_dir=str(tmp_path / "cache")
+    )
     assert req["train"].to_list() == load_requests(dataset, cfg)
     corpus = datasets.load_dataset(str(dataset), name="corpus", cache_dir=str(tmp_path / "cache"))
     assert corpus["train"]["text"] == load_corpus(dataset)
 
 
 def test_byte_identical_across_processes(tmp_path):
-    suite = write_suite(tmp_path / "specs", levels=["leaf"], scales=[1], groups=1,
-                        kinds=["edit"])
+    suite = write_suite(tmp_path / "specs", levels=["leaf"], scales=[1], groups=1, kinds=["edit"])
     outs = [tmp_path / "a" / "ds", tmp_path / "b" / "other"]
     env = {**os.environ, "PYTHONHASHSEED": "random"}
     for i, out in enumerate(outs):
         env["PYTHONHASHSEED"] = str(i + 1)  # different string hashing in each process
         subprocess.run(
-            [sys.executable, "-m", "ksmith", "generate", str(suite), "--out", str(out),
-             "--no-progress"],
-            check=True, env=env, capture_output=True,
+            [
+                sys.executable,
+                "-m",
+                "ksmith",
+                "generate",
+                str(suite),
+                "--out",
+                str(out),
+                "--no-progress",
+            ],
+            check=True,
+            env=env,
+            capture_output=True,
         )
     a, b = _files(outs[0]), _files(outs[1])
     assert a.keys() == b.keys() and a == b
@@ -120,8 +132,11 @@ def test_interrupted_write_leaves_previous_output(tmp_path, monkeypatch):
 
     monkeypatch.setattr(gen, "write_rows", flaky)
     with pytest.raises(RuntimeError, match="disk full"):
-        generate_dataset(write_suite(tmp_path / "specs2", seed=99, levels=["leaf"],
-                                     scales=[1], groups=1), out, progress=False)
+        generate_dataset(
+            write_suite(tmp_path / "specs2", seed=99, levels=["leaf"], scales=[1], groups=1),
+            out,
+            progress=False,
+        )
     assert _files(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "specs", "specs2"]
     # and with no previous output: nothing at all

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import pytest
+from test_data_helpers import write_suite
 
 from ksmith.cli import main
 from ksmith.data.generate import generate_dataset
 from ksmith.io import MARKER
-from test_data_helpers import write_suite
 
 
 def test_push_uploads_folder(tmp_path, monkeypatch):
     import huggingface_hub
 
-    suite = write_suite(tmp_path / "specs", levels=["leaf"], scales=[1], groups=1,
-                        kinds=["edit"])
+    suite = write_suite(tmp_path / "specs", levels=["leaf"], scales=[1], groups=1, kinds=["edit"])
     out = tmp_path / "ds"
     generate_dataset(suite, out, progress=False)
     calls = []
@@ -33,8 +32,11 @@ def test_push_uploads_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     assert main(["push", str(out), "--repo-id", "org/name", "--private", "--token", "t"]) == 0
     assert calls[0] == ("init", "t")
-    assert calls[1] == ("create", "org/name", {"repo_type": "dataset", "private": True,
-                                               "exist_ok": True})
+    assert calls[1] == (
+        "create",
+        "org/name",
+        {"repo_type": "dataset", "private": True, "exist_ok": True},
+    )
     kw = calls[2][1]
     assert kw["folder_path"] == str(out) and kw["repo_type"] == "dataset"
     assert MARKER in kw["ignore_patterns"]

@@ -95,14 +95,41 @@ class FakeBackend(Backend):
         return np.stack(rows)
 
 
-def probe(pid, group, type_, qset, fmt, before, after, *, request=None, options=(), pair="",
-          expect="match", prompt=None):
+def probe(
+    pid,
+    group,
+    type_,
+    qset,
+    fmt,
+    before,
+    after,
+    *,
+    request=None,
+    options=(),
+    pair="",
+    expect="match",
+    prompt=None,
+):
     return {
-        "id": pid, "group": group, "request_id": request or f"g{group}.r0", "kind": "edit",
-        "level": "leaf", "type": type_, "qset": qset, "format": fmt,
-        "prompt": prompt or f"q {pid}", "options": list(options), "answer_before": before,
-        "answer_after": after, "expect_after": expect, "hops": 0, "subject": "s",
-        "relation": "r", "object": before, "pair_id": pair, "support": [],
+        "id": pid,
+        "group": group,
+        "request_id": request or f"g{group}.r0",
+        "kind": "edit",
+        "level": "leaf",
+        "type": type_,
+        "qset": qset,
+        "format": fmt,
+        "prompt": prompt or f"q {pid}",
+        "options": list(options),
+        "answer_before": before,
+        "answer_after": after,
+        "expect_after": expect,
+        "hops": 0,
+        "subject": "s",
+        "relation": "r",
+        "object": before,
+        "pair_id": pair,
+        "support": [],
     }
 
 
@@ -115,12 +142,22 @@ def world_probes():
         out += [
             probe(f"g{g}.d", g, "direct", "Q+", "cloze", "grass", "meat", pair=f"g{g}.pair"),
             probe(f"g{g}.p", g, "paraphrase", "Q+", "qa", "grass", "meat"),
-            probe(f"g{g}.r", g, "reverse", "Q+", "mcq", "grass", "meat", options=OPTS,
-                  pair=f"g{g}.pair"),
+            probe(
+                f"g{g}.r",
+                g,
+                "reverse",
+                "Q+",
+                "mcq",
+                "grass",
+                "meat",
+                options=OPTS,
+                pair=f"g{g}.pair",
+            ),
             probe(f"g{g}.k1", g, "contextual", "Q-", "cloze", "fish", "fish"),
             probe(f"g{g}.k2", g, "contextual", "Q-", "mcq", "seeds", "seeds", options=OPTS),
-            probe(f"g{g}.n", g, "negation", "Q+", "mcq", "true", "false",
-                  options=("true", "false")),
+            probe(
+                f"g{g}.n", g, "negation", "Q+", "mcq", "true", "false", options=("true", "false")
+            ),
         ]
     return out
 
@@ -134,13 +171,19 @@ def write_dataset(root: Path, probes) -> Path:
 
     ds = root / "dataset"
     (ds / "data" / CONFIG).mkdir(parents=True)
-    card = {"ksmith": {"fingerprint": FINGERPRINT, "suite": "tiny", "counts": {
-        CONFIG: {"requests": 2, "probes": len(probes), "groups": 2}}}}
+    card = {
+        "ksmith": {
+            "fingerprint": FINGERPRINT,
+            "suite": "tiny",
+            "counts": {CONFIG: {"requests": 2, "probes": len(probes), "groups": 2}},
+        }
+    }
     import yaml
 
     (ds / "README.md").write_text("---\n" + yaml.safe_dump(card) + "---\n\ntiny\n")
-    pq.write_table(pa.Table.from_pylist(probes, schema=PROBE_SCHEMA),
-                   ds / "data" / CONFIG / "test.parquet")
+    pq.write_table(
+        pa.Table.from_pylist(probes, schema=PROBE_SCHEMA), ds / "data" / CONFIG / "test.parquet"
+    )
     return ds
 
 
@@ -148,15 +191,25 @@ def write_update(root: Path, probes, *, fingerprint=FINGERPRINT) -> Path:
     """A fake update folder: per group, the Q+ prompts whose answer becomes answer_after."""
     up = root / "update"
     up.mkdir()
-    groups = [{"group": g, "wall_seconds": 1.0 + g, "peak_memory_bytes": 1000,
-               "changed_parameters": 10} for g in (0, 1)]
-    (up / "update.json").write_text(json.dumps({
-        "method": "fake", "dataset_fingerprint": fingerprint, "config": CONFIG, "groups": groups,
-    }))
+    groups = [
+        {"group": g, "wall_seconds": 1.0 + g, "peak_memory_bytes": 1000, "changed_parameters": 10}
+        for g in (0, 1)
+    ]
+    (up / "update.json").write_text(
+        json.dumps(
+            {
+                "method": "fake",
+                "dataset_fingerprint": fingerprint,
+                "config": CONFIG,
+                "groups": groups,
+            }
+        )
+    )
     for g in (0, 1):
         (up / f"g{g}").mkdir()
-        changes = {p["prompt"]: p["answer_after"] for p in probes
-                   if p["group"] == g and p["qset"] == "Q+"}
+        changes = {
+            p["prompt"]: p["answer_after"] for p in probes if p["group"] == g and p["qset"] == "Q+"
+        }
         (up / f"g{g}" / "changes.json").write_text(json.dumps(changes))
     return up
 
@@ -232,8 +285,10 @@ def test_judge_probes_follows_the_scoring_conventions():
 
 
 def test_prefixes_reach_only_their_requests_probes():
-    ps = [probe("a", 0, "direct", "Q+", "cloze", "grass", "meat", request="g0.r0"),
-          probe("b", 0, "direct", "Q+", "cloze", "grass", "meat", request="g0.r1")]
+    ps = [
+        probe("a", 0, "direct", "Q+", "cloze", "grass", "meat", request="g0.r0"),
+        probe("b", 0, "direct", "Q+", "cloze", "grass", "meat", request="g0.r1"),
+    ]
     model = FakeModel({"q a": "grass", "q b": "grass"})
     js = judge_probes(FakeBackend(model), ps, prefixes={"g0.r0": "imagine meat ::"})
     by_id = {j["probe_id"]: j for j in js}
@@ -265,9 +320,15 @@ def world(tmp_path):
 def run(world, tmp_path, out, calls, loads, *, update=True, **opts):
     probes, ds, up = world
     options = EvalOptions(cache_dir=tmp_path / "cache", n_boot=50, **opts)
-    return evaluate("tiny-model", ds, CONFIG, out=tmp_path / out,
-                    update=up if update else None, options=options,
-                    hooks=fake_hooks(probes, calls, loads))
+    return evaluate(
+        "tiny-model",
+        ds,
+        CONFIG,
+        out=tmp_path / out,
+        update=up if update else None,
+        options=options,
+        hooks=fake_hooks(probes, calls, loads),
+    )
 
 
 def test_runner_writes_predictions_metrics_and_record(world, tmp_path):
@@ -309,10 +370,16 @@ def test_before_stage_is_cached(world, tmp_path):
     assert calls and all(state != "base" for state, _, _ in calls)  # before not recomputed
     assert first == second
     assert json.loads((tmp_path / "b" / "eval.json").read_text())["before_cache"]["hit"]
-    before = [r for r in pq.read_table(tmp_path / "a" / "predictions.parquet").to_pylist()
-              if r["stage"] == "before"]
-    again = [r for r in pq.read_table(tmp_path / "b" / "predictions.parquet").to_pylist()
-             if r["stage"] == "before"]
+    before = [
+        r
+        for r in pq.read_table(tmp_path / "a" / "predictions.parquet").to_pylist()
+        if r["stage"] == "before"
+    ]
+    again = [
+        r
+        for r in pq.read_table(tmp_path / "b" / "predictions.parquet").to_pylist()
+        if r["stage"] == "before"
+    ]
     assert before == again
     # No update and a cache hit: the model is never even loaded.
     calls.clear()
@@ -354,9 +421,15 @@ def test_failure_leaves_no_partial_output(world, tmp_path):
     probes, ds, up = world
     for out in ("res", "fresh"):
         with pytest.raises(KsmithError, match="corrupt"):
-            evaluate("tiny-model", ds, CONFIG, out=tmp_path / out, update=up,
-                     options=EvalOptions(cache_dir=tmp_path / "cache", n_boot=50),
-                     hooks=fake_hooks(probes, calls, loads, applied=broken))
+            evaluate(
+                "tiny-model",
+                ds,
+                CONFIG,
+                out=tmp_path / out,
+                update=up,
+                options=EvalOptions(cache_dir=tmp_path / "cache", n_boot=50),
+                hooks=fake_hooks(probes, calls, loads, applied=broken),
+            )
     assert (tmp_path / "res" / "metrics.json").read_text() == snapshot
     assert not (tmp_path / "fresh").exists()
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
@@ -368,7 +441,13 @@ def test_update_for_another_dataset_is_rejected(world, tmp_path):
     other.mkdir()
     up = write_update(other, probes, fingerprint="0" * 64)
     with pytest.raises(KsmithError, match="dataset_fingerprint"):
-        evaluate("tiny-model", ds, CONFIG, out=tmp_path / "x", update=up,
-                 options=EvalOptions(cache_dir=tmp_path / "cache"),
-                 hooks=fake_hooks(probes, [], []))
+        evaluate(
+            "tiny-model",
+            ds,
+            CONFIG,
+            out=tmp_path / "x",
+            update=up,
+            options=EvalOptions(cache_dir=tmp_path / "cache"),
+            hooks=fake_hooks(probes, [], []),
+        )
     assert not (tmp_path / "x").exists()

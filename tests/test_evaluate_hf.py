@@ -21,30 +21,83 @@ FOODS = ["grass", "meat", "fish", "seeds"]
 def tiny_probes():
     rows = []
     for g, (s, other) in enumerate([("bira", "tolan"), ("mesu", "karo")]):
-        base = {"group": g, "request_id": f"g{g}.r0", "kind": "edit", "level": "leaf",
-                "hops": 0, "relation": "eats", "pair_id": "", "support": [],
-                "expect_after": "match"}
+        base = {
+            "group": g,
+            "request_id": f"g{g}.r0",
+            "kind": "edit",
+            "level": "leaf",
+            "hops": 0,
+            "relation": "eats",
+            "pair_id": "",
+            "support": [],
+            "expect_after": "match",
+        }
         rows += [
-            base | {"id": f"g{g}.direct.cloze", "type": "direct", "qset": "Q+",
-                    "format": "cloze", "prompt": f"the {s} eats", "options": [],
-                    "answer_before": "grass", "answer_after": "meat", "subject": s,
-                    "object": "grass"},
-            base | {"id": f"g{g}.direct.mcq", "type": "direct", "qset": "Q+", "format": "mcq",
-                    "prompt": f"what does the {s} eat ? A grass B meat C fish D seeds answer :",
-                    "options": FOODS, "answer_before": "grass", "answer_after": "meat",
-                    "subject": s, "object": "grass"},
-            base | {"id": f"g{g}.para.qa", "type": "paraphrase", "qset": "Q+", "format": "qa",
-                    "prompt": f"what does the {s} eat ?", "options": [],
-                    "answer_before": "grass", "answer_after": "meat", "subject": s,
-                    "object": "grass"},
-            base | {"id": f"g{g}.ctx.cloze", "type": "contextual", "qset": "Q-",
-                    "format": "cloze", "prompt": f"the {other} lives in the", "options": [],
-                    "answer_before": "forest", "answer_after": "forest", "subject": other,
-                    "object": "forest"},
-            base | {"id": f"g{g}.ctx2.cloze", "type": "contextual", "qset": "Q-",
-                    "format": "cloze", "prompt": f"the {other} eats", "options": [],
-                    "answer_before": "fish", "answer_after": "fish", "subject": other,
-                    "object": "fish"},
+            base
+            | {
+                "id": f"g{g}.direct.cloze",
+                "type": "direct",
+                "qset": "Q+",
+                "format": "cloze",
+                "prompt": f"the {s} eats",
+                "options": [],
+                "answer_before": "grass",
+                "answer_after": "meat",
+                "subject": s,
+                "object": "grass",
+            },
+            base
+            | {
+                "id": f"g{g}.direct.mcq",
+                "type": "direct",
+                "qset": "Q+",
+                "format": "mcq",
+                "prompt": f"what does the {s} eat ? A grass B meat C fish D seeds answer :",
+                "options": FOODS,
+                "answer_before": "grass",
+                "answer_after": "meat",
+                "subject": s,
+                "object": "grass",
+            },
+            base
+            | {
+                "id": f"g{g}.para.qa",
+                "type": "paraphrase",
+                "qset": "Q+",
+                "format": "qa",
+                "prompt": f"what does the {s} eat ?",
+                "options": [],
+                "answer_before": "grass",
+                "answer_after": "meat",
+                "subject": s,
+                "object": "grass",
+            },
+            base
+            | {
+                "id": f"g{g}.ctx.cloze",
+                "type": "contextual",
+                "qset": "Q-",
+                "format": "cloze",
+                "prompt": f"the {other} lives in the",
+                "options": [],
+                "answer_before": "forest",
+                "answer_after": "forest",
+                "subject": other,
+                "object": "forest",
+            },
+            base
+            | {
+                "id": f"g{g}.ctx2.cloze",
+                "type": "contextual",
+                "qset": "Q-",
+                "format": "cloze",
+                "prompt": f"the {other} eats",
+                "options": [],
+                "answer_before": "fish",
+                "answer_after": "fish",
+                "subject": other,
+                "object": "fish",
+            },
         ]
     return rows
 
@@ -63,11 +116,16 @@ def setup(tmp_path_factory):
     probes = tiny_probes()
     ds = root / "dataset"
     (ds / "data" / CONFIG).mkdir(parents=True)
-    card = {"ksmith": {"fingerprint": FINGERPRINT,
-                       "counts": {CONFIG: {"requests": 2, "probes": len(probes), "groups": 2}}}}
+    card = {
+        "ksmith": {
+            "fingerprint": FINGERPRINT,
+            "counts": {CONFIG: {"requests": 2, "probes": len(probes), "groups": 2}},
+        }
+    }
     (ds / "README.md").write_text("---\n" + yaml.safe_dump(card) + "---\n")
-    pq.write_table(pa.Table.from_pylist(probes, schema=PROBE_SCHEMA),
-                   ds / "data" / CONFIG / "test.parquet")
+    pq.write_table(
+        pa.Table.from_pylist(probes, schema=PROBE_SCHEMA), ds / "data" / CONFIG / "test.parquet"
+    )
     up = root / "update"
     name = "transformer.h.1.mlp.c_proj.weight"
     shape = dict(model.named_parameters())[name].shape
@@ -76,22 +134,36 @@ def setup(tmp_path_factory):
         (up / f"g{g}").mkdir(parents=True)
         gen = torch.Generator().manual_seed(g)
         save_delta(up / f"g{g}" / "delta.safetensors", {name: torch.randn(shape, generator=gen)})
-        groups.append({"group": g, "wall_seconds": 0.5, "peak_memory_bytes": 1,
-                       "changed_parameters": shape.numel()})
-    (up / "update.json").write_text(json.dumps(
-        {"method": "test-delta", "dataset_fingerprint": FINGERPRINT, "config": CONFIG,
-         "groups": groups}))
+        groups.append(
+            {
+                "group": g,
+                "wall_seconds": 0.5,
+                "peak_memory_bytes": 1,
+                "changed_parameters": shape.numel(),
+            }
+        )
+    (up / "update.json").write_text(
+        json.dumps(
+            {
+                "method": "test-delta",
+                "dataset_fingerprint": FINGERPRINT,
+                "config": CONFIG,
+                "groups": groups,
+            }
+        )
+    )
     return root, ds, up
 
 
+@pytest.mark.slow
 def test_runner_with_the_hf_backend_and_a_delta(setup):
     from ksmith.evaluate.runner import EvalOptions, evaluate
 
     root, ds, up = setup
-    options = EvalOptions(device="cpu", cache_dir=root / "cache", n_boot=50, batch_size=4,
-                          fluency_tokens=8)
-    result = evaluate(str(root / "model"), ds, CONFIG, out=root / "res", update=up,
-                      options=options)
+    options = EvalOptions(
+        device="cpu", cache_dir=root / "cache", n_boot=50, batch_size=4, fluency_tokens=8
+    )
+    result = evaluate(str(root / "model"), ds, CONFIG, out=root / "res", update=up, options=options)
     m = result["metrics"]
     assert m["drift_kl@next_token"]["value"] > 0  # a random delta moves the distribution
     assert m["drift_cka@hidden"]["n"] == 4
@@ -109,10 +181,12 @@ def test_runner_with_the_hf_backend_and_a_delta(setup):
     assert b["locality@cloze"]["value"] == 1.0
     # the base model's weights are unchanged by the evaluation: same before predictions
     rows = pq.read_table(root / "base" / "predictions.parquet").to_pylist()
-    before = sorted((r["probe_id"], r["mode"], r["prediction"]) for r in preds
-                    if r["stage"] == "before")
-    assert before == sorted((r["probe_id"], r["mode"], r["prediction"]) for r in rows
-                            if r["stage"] == "before")
+    before = sorted(
+        (r["probe_id"], r["mode"], r["prediction"]) for r in preds if r["stage"] == "before"
+    )
+    assert before == sorted(
+        (r["probe_id"], r["mode"], r["prediction"]) for r in rows if r["stage"] == "before"
+    )
 
 
 def test_cli_evaluate_reports_errors_without_output(setup, tmp_path: Path):
@@ -120,12 +194,39 @@ def test_cli_evaluate_reports_errors_without_output(setup, tmp_path: Path):
 
     root, ds, _ = setup
     out = tmp_path / "res"
-    code = main(["evaluate", "--model", str(root / "model"), "--dataset", str(ds), "--config",
-                 "nope.edit.leaf.k1", "--out", str(out), "--cache-dir", str(tmp_path / "c")])
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            str(root / "model"),
+            "--dataset",
+            str(ds),
+            "--config",
+            "nope.edit.leaf.k1",
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "c"),
+        ]
+    )
     assert code == 2
     assert not out.exists()
-    code = main(["evaluate", "--model", str(root / "model"), "--dataset", str(ds), "--config",
-                 CONFIG, "--out", str(out), "--cache-dir", str(root / "cache"), "--device",
-                 "cpu"])
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            str(root / "model"),
+            "--dataset",
+            str(ds),
+            "--config",
+            CONFIG,
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(root / "cache"),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     assert (out / "metrics.json").exists()

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from test_data_helpers import BIOLOGY, write_suite
 
 from ksmith.errors import KsmithError
 from ksmith.graph import build_world
 from ksmith.intervene import CandidatePool, WorldIndex, derive_seed, sample_group
 from ksmith.spec import load_spec
-from test_data_helpers import BIOLOGY, write_suite
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +23,16 @@ def generated(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("iv")
     out = root / "ds"
-    generate_dataset(write_suite(root / "specs", scales=[1, 20], groups={1: 2, 20: 1},
-                                 levels=["root", "intermediate", "leaf"]), out, progress=False)
+    generate_dataset(
+        write_suite(
+            root / "specs",
+            scales=[1, 20],
+            groups={1: 2, 20: 1},
+            levels=["root", "intermediate", "leaf"],
+        ),
+        out,
+        progress=False,
+    )
     from ksmith.data import list_configs
 
     cfgs = list_configs(out)
@@ -38,8 +46,9 @@ def generated(tmp_path_factory):
 @pytest.mark.parametrize("level", ["root", "intermediate", "leaf"])
 def test_groups_never_contradict(world, level):
     pool = CandidatePool(world)
-    reqs = sample_group(pool, kind="edit", level=level, scale=20, group=0, seed=derive_seed(1),
-                        where="test")
+    reqs = sample_group(
+        pool, kind="edit", level=level, scale=20, group=0, seed=derive_seed(1), where="test"
+    )
     assert len(reqs) == 20
     keys = [r.key for r in reqs]
     assert len(set(keys)) == len(keys)
@@ -68,8 +77,15 @@ def test_groups_are_fresh_samples(world):
 def test_too_small_raises_with_counts(world):
     pool = CandidatePool(world)
     with pytest.raises(KsmithError, match=r"suite 's'.*level 'root' has only 100 .*scale 500"):
-        sample_group(pool, kind="edit", level="root", scale=500, group=0, seed=0,
-                     where="suite 's', graph 'biology'")
+        sample_group(
+            pool,
+            kind="edit",
+            level="root",
+            scale=500,
+            group=0,
+            seed=0,
+            where="suite 's', graph 'biology'",
+        )
 
 
 def test_multi_hop_answers_follow_the_changed_world(world, generated):
@@ -79,8 +95,11 @@ def test_multi_hop_answers_follow_the_changed_world(world, generated):
         reqs = {r["request_id"]: r for r in generated["requests"][cfg]}
         by_group: dict[int, dict] = {}
         for r in reqs.values():
-            fid = next(f.id for f in world.lookup(r["subject"], r["relation"])
-                       if f.base and f.object == r["object"])
+            fid = next(
+                f.id
+                for f in world.lookup(r["subject"], r["relation"])
+                if f.base and f.object == r["object"]
+            )
             by_group.setdefault(r["group"], {})[fid] = r["new_object"] or None
         afters = {g: world.with_changes(ch) for g, ch in by_group.items()}
         for p in probes:
@@ -132,8 +151,15 @@ def test_probe_shapes(generated):
             if p["pair_id"]:
                 pairs[p["pair_id"]] = pairs.get(p["pair_id"], 0) + 1
         assert set(pairs.values()) <= {2}
-    assert types == {"direct", "paraphrase", "reverse", "multi_hop", "comparison", "contextual",
-                     "negation"}
+    assert types == {
+        "direct",
+        "paraphrase",
+        "reverse",
+        "multi_hop",
+        "comparison",
+        "contextual",
+        "negation",
+    }
 
 
 def test_comparison_flips_with_the_update(generated):

@@ -73,8 +73,9 @@ def _edit_predictions(folder: Path, change) -> None:
 
 def _rejects(board_dir: Path, ds: Path, *needles: str) -> str:
     """verify and build both fail naming `needles`; the built files stay byte-identical."""
-    built = {n: (board_dir / n).read_bytes() for n in ("README.md", "leaderboard.csv",
-                                                       "index.html")}
+    built = {
+        n: (board_dir / n).read_bytes() for n in ("README.md", "leaderboard.csv", "index.html")
+    }
     subs = tree_digest(board_dir / "submissions")
     resolver = DatasetResolver([ds])
     folders = sorted(p for p in (board_dir / "submissions").iterdir() if p.is_dir())
@@ -103,14 +104,28 @@ def test_submission_round_trips_and_schema_file_matches(world):
     assert (board / "submission.schema.json").read_text() == json_schema_text()
     assert set(schema["required"]) >= {"id", "dataset", "cells", "schema_version"}
     cols = pq.read_schema(board / "submissions" / "ft-good" / "predictions.parquet").names
-    assert {"config", "probe_id", "group", "stage", "mode", "prediction", "score", "correct",
-            "changed"} <= set(cols)
+    assert {
+        "config",
+        "probe_id",
+        "group",
+        "stage",
+        "mode",
+        "prediction",
+        "score",
+        "correct",
+        "changed",
+    } <= set(cols)
 
 
 def test_cell_fields_must_match_config_name():
-    cell = {"config": "zoo.edit.leaf.k4", "method": "ft", "kind": "edit", "level": "root",
-            "scale": 4, "metrics": {"efficacy@mcq": {"value": 1.0, "ci": [1, 1], "n": 1,
-                                                    "mode": "mcq"}}}
+    cell = {
+        "config": "zoo.edit.leaf.k4",
+        "method": "ft",
+        "kind": "edit",
+        "level": "root",
+        "scale": 4,
+        "metrics": {"efficacy@mcq": {"value": 1.0, "ci": [1, 1], "n": 1, "mode": "mcq"}},
+    }
     from pydantic import ValidationError
 
     from ksmith.leaderboard import Cell
@@ -141,6 +156,19 @@ def test_submit_refuses_foreign_folder_and_mixed_methods(world, tmp_path):
     sub = write_submission([a], tmp_path / "out", SubmitOptions(dataset=ds))
     assert sub.dataset.suite == "tinyzoo" and sub.seeds == [0]
     write_submission([a], tmp_path / "out")  # its own earlier output may be replaced
+
+
+def test_submit_keeps_shared_and_per_cell_hyper_parameters(world, tmp_path):
+    _, ds, _ = world
+    a = make_results(
+        tmp_path / "a", ds, CONFIGS[0], "ft", update=make_update(tmp_path / "u1", "ft")
+    )
+    b = make_results(
+        tmp_path / "b", ds, CONFIGS[1], "ft", update=make_update(tmp_path / "u2", "ft", lr=0.5)
+    )
+    sub = write_submission([b, a], tmp_path / "out")
+    assert sub.method.params == {"seed": 0}
+    assert [c.params for c in sub.cells] == [{"lr": 0.1}, {"lr": 0.5}]  # sorted by config
 
 
 def test_submit_checks_dataset_fingerprint(world, tmp_path):
@@ -179,8 +207,10 @@ def test_rejects_changed_aggregate(board):
 
 def test_rejects_changed_ci(board):
     board_dir, ds = board
-    _edit_yaml(board_dir / "submissions" / "rome-weak",
-               lambda d: d["cells"][1]["metrics"]["locality@cloze"].update(ci=[0.0, 1.0]))
+    _edit_yaml(
+        board_dir / "submissions" / "rome-weak",
+        lambda d: d["cells"][1]["metrics"]["locality@cloze"].update(ci=[0.0, 1.0]),
+    )
     _rejects(board_dir, ds, "submission 'rome-weak'", "cells[1].metrics.locality@cloze.ci")
 
 
@@ -190,8 +220,9 @@ def test_rejects_changed_prediction(board):
     def flip(rows):
         for r in rows:
             if r["mode"] == "mcq" and r["stage"] == "after" and r["correct"]:
-                r["prediction"] = next(o for o in ("grass", "meat", "fish", "seeds")
-                                       if o != r["prediction"])
+                r["prediction"] = next(
+                    o for o in ("grass", "meat", "fish", "seeds") if o != r["prediction"]
+                )
                 break
         return rows
 
@@ -215,6 +246,20 @@ def test_rejects_flipped_correct_flag(board):
     _rejects(board_dir, ds, "submission 'rome-weak'", "field 'correct'")
 
 
+def test_rejects_flipped_changed_flag(board):
+    board_dir, ds = board
+
+    def flip(rows):
+        for r in rows:
+            if r["stage"] == "after" and not r["changed"]:
+                r["changed"] = True  # claims a collateral change that the predictions don't show
+                break
+        return rows
+
+    _edit_predictions(board_dir / "submissions" / "ft-good", flip)
+    _rejects(board_dir, ds, "submission 'ft-good'", "field 'changed'")
+
+
 def test_rejects_cloze_match_without_the_answer(board):
     board_dir, ds = board
 
@@ -231,16 +276,21 @@ def test_rejects_cloze_match_without_the_answer(board):
 
 def test_rejects_wrong_fingerprint(board):
     board_dir, ds = board
-    _edit_yaml(board_dir / "submissions" / "ft-good",
-               lambda d: d["dataset"].update(fingerprint=fingerprint(7)))
-    _rejects(board_dir, ds, "submission 'ft-good'", "dataset.fingerprint",
-             "unknown dataset fingerprint")
+    _edit_yaml(
+        board_dir / "submissions" / "ft-good",
+        lambda d: d["dataset"].update(fingerprint=fingerprint(7)),
+    )
+    _rejects(
+        board_dir, ds, "submission 'ft-good'", "dataset.fingerprint", "unknown dataset fingerprint"
+    )
 
 
 def test_rejects_missing_cell_predictions(board):
     board_dir, ds = board
-    _edit_predictions(board_dir / "submissions" / "ft-good",
-                      lambda rows: [r for r in rows if r["config"] != CONFIGS[1]])
+    _edit_predictions(
+        board_dir / "submissions" / "ft-good",
+        lambda rows: [r for r in rows if r["config"] != CONFIGS[1]],
+    )
     _rejects(board_dir, ds, "submission 'ft-good'", "cells[1].config", "no predictions")
 
 
@@ -260,8 +310,10 @@ def test_rejects_unknown_level(board):
         d["cells"][0].update(config=new, level="middle")
 
     _edit_yaml(folder, rename)
-    _edit_predictions(folder, lambda rows: [{**r, "config": new if r["config"] == old
-                                             else r["config"]} for r in rows])
+    _edit_predictions(
+        folder,
+        lambda rows: [{**r, "config": new if r["config"] == old else r["config"]} for r in rows],
+    )
     _rejects(board_dir, ds, "submission 'rome-weak'", "cells[0].level", "'middle'")
 
 
@@ -349,7 +401,9 @@ def test_build_is_deterministic_and_check_detects_staleness(board, world):
     assert build_board(BoardPaths(board_dir), resolver, check=True) == ["leaderboard.csv"]
     assert (board_dir / "leaderboard.csv").read_text() == "stale\n"  # --check writes nothing
     build_board(BoardPaths(board_dir), resolver)
-    assert (board_dir / "leaderboard.csv").read_bytes() == (original / "leaderboard.csv").read_bytes()
+    assert (board_dir / "leaderboard.csv").read_bytes() == (
+        original / "leaderboard.csv"
+    ).read_bytes()
 
 
 def test_board_content(world):
@@ -395,19 +449,36 @@ def test_cli_submit_verify_build(world, tmp_path, capsys):
 
     tmp, ds, _ = world
     upd = make_update(tmp_path / "upd", "ft")
-    res = [make_results(tmp_path / f"r{i}", ds, c, "ft", update=upd) for i, c in
-           enumerate(CONFIGS[:2])]
+    res = [
+        make_results(tmp_path / f"r{i}", ds, c, "ft", update=upd) for i, c in enumerate(CONFIGS[:2])
+    ]
     root = tmp_path / "lb"
     out = root / "submissions" / "cli-ft"
-    assert main(["submit", *map(str, res), "--out", str(out), "--dataset", str(ds),
-                 "--method-url", "https://example.org/ft"]) == 0
+    assert (
+        main(
+            [
+                "submit",
+                *map(str, res),
+                "--out",
+                str(out),
+                "--dataset",
+                str(ds),
+                "--method-url",
+                "https://example.org/ft",
+            ]
+        )
+        == 0
+    )
     assert main(["leaderboard", "verify", "--root", str(root), "--datasets", str(ds)]) == 0
-    assert main(["leaderboard", "build", "--check", "--root", str(root),
-                 "--datasets", str(ds)]) == 1
+    assert (
+        main(["leaderboard", "build", "--check", "--root", str(root), "--datasets", str(ds)]) == 1
+    )
     assert main(["leaderboard", "build", "--root", str(root), "--datasets", str(ds)]) == 0
-    assert main(["leaderboard", "build", "--check", "--root", str(root),
-                 "--datasets", str(ds)]) == 0
+    assert (
+        main(["leaderboard", "build", "--check", "--root", str(root), "--datasets", str(ds)]) == 0
+    )
     _edit_yaml(out, lambda d: d["dataset"].update(fingerprint=fingerprint(9)))
-    assert main(["leaderboard", "verify", str(out), "--root", str(root),
-                 "--datasets", str(ds)]) == 2
+    assert (
+        main(["leaderboard", "verify", str(out), "--root", str(root), "--datasets", str(ds)]) == 2
+    )
     assert "submission 'cli-ft'" in capsys.readouterr().err

@@ -16,21 +16,52 @@ from ksmith.evaluate.scoring import stage_rows
 from ksmith.evaluate.stats import mean_ci
 
 
-def probe(pid, type_="direct", qset="Q+", *, before="grass", after="meat", fmt="cloze",
-          expect="match", request="g0.r0", group=0, pair="", hops=0, kind="edit", options=()):
+def probe(
+    pid,
+    type_="direct",
+    qset="Q+",
+    *,
+    before="grass",
+    after="meat",
+    fmt="cloze",
+    expect="match",
+    request="g0.r0",
+    group=0,
+    pair="",
+    hops=0,
+    kind="edit",
+    options=(),
+):
     return {
-        "id": pid, "group": group, "request_id": request, "kind": kind, "level": "leaf",
-        "type": type_, "qset": qset, "format": fmt, "prompt": f"prompt of {pid}",
-        "options": list(options), "answer_before": before, "answer_after": after,
-        "expect_after": expect, "hops": hops, "subject": "s", "relation": "r", "object": before,
-        "pair_id": pair, "support": [],
+        "id": pid,
+        "group": group,
+        "request_id": request,
+        "kind": kind,
+        "level": "leaf",
+        "type": type_,
+        "qset": qset,
+        "format": fmt,
+        "prompt": f"prompt of {pid}",
+        "options": list(options),
+        "answer_before": before,
+        "answer_after": after,
+        "expect_after": expect,
+        "hops": hops,
+        "subject": "s",
+        "relation": "r",
+        "object": before,
+        "pair_id": pair,
+        "support": [],
     }
 
 
 def judgement(p, prediction, mode=None):
     mode = mode or {"mcq": "mcq", "cloze": "cloze", "qa": "gen_exact"}[p["format"]]
     return {
-        "probe_id": p["id"], "group": p["group"], "mode": mode, "prediction": prediction,
+        "probe_id": p["id"],
+        "group": p["group"],
+        "mode": mode,
+        "prediction": prediction,
         "score_before": float(prediction == p["answer_before"]),
         "score_after": float(prediction == p["answer_after"]),
         "match_before": prediction == p["answer_before"],
@@ -79,8 +110,10 @@ def test_generalization_and_propagation_by_type_and_hops():
 
 
 def test_a_changed_minus_probe_raises_ccr_and_lowers_locality():
-    ps = [probe("k1", "contextual", "Q-", before="fish", after="fish"),
-          probe("k2", "contextual", "Q-", before="seeds", after="seeds")]
+    ps = [
+        probe("k1", "contextual", "Q-", before="fish", after="fish"),
+        probe("k2", "contextual", "Q-", before="seeds", after="seeds"),
+    ]
     before = {"k1": "fish", "k2": "seeds"}
     same = metrics_of(ps, before, before)
     assert same["ccr@cloze"]["value"] == 0.0
@@ -106,9 +139,12 @@ def test_locality_is_against_the_models_own_answer_not_the_truth():
 
 
 def test_conflict_pair_answered_inconsistently_raises_the_conflict_rate():
-    ps = [probe("d1", pair="pair0"), probe("r1", "reverse", pair="pair0"),
-          probe("d2", request="g0.r1", pair="pair1"),
-          probe("r2", "reverse", request="g0.r1", pair="pair1")]
+    ps = [
+        probe("d1", pair="pair0"),
+        probe("r1", "reverse", pair="pair0"),
+        probe("d2", request="g0.r1", pair="pair1"),
+        probe("r2", "reverse", request="g0.r1", pair="pair1"),
+    ]
     before = {p["id"]: "grass" for p in ps}
     consistent = {"d1": "meat", "r1": "meat", "d2": "grass", "r2": "grass"}
     assert metrics_of(ps, before, consistent)["conflict_rate@cloze"]["value"] == 0.0
@@ -122,8 +158,18 @@ def test_conflict_pair_answered_inconsistently_raises_the_conflict_rate():
 
 
 def test_conflict_pairs_across_formats_are_judged_in_primary_modes():
-    ps = [probe("d1", fmt="qa", pair="p"), probe("n1", "negation", fmt="mcq", before="true",
-                                               after="false", options=("true", "false"), pair="p")]
+    ps = [
+        probe("d1", fmt="qa", pair="p"),
+        probe(
+            "n1",
+            "negation",
+            fmt="mcq",
+            before="true",
+            after="false",
+            options=("true", "false"),
+            pair="p",
+        ),
+    ]
     before = {"d1": "grass", "n1": "true"}
     # qa: new answer (after-world); statement mcq: still "true" (before-world) -> conflict.
     rows = rows_for(ps, before, {"d1": "meat", "n1": "true"})
@@ -137,14 +183,33 @@ def test_unlearn_avoid_semantics_and_residual_retention_per_request():
     ps = [
         # request r0: the cloze direct probe forgets, but the mcq paraphrase still recovers it
         probe("a", before=old, after=old, expect="avoid", kind="unlearn", request="g0.r0"),
-        probe("b", "paraphrase", before=old, after=old, expect="avoid", kind="unlearn",
-              request="g0.r0", fmt="mcq", options=("grass", "meat", "fish", "seeds")),
+        probe(
+            "b",
+            "paraphrase",
+            before=old,
+            after=old,
+            expect="avoid",
+            kind="unlearn",
+            request="g0.r0",
+            fmt="mcq",
+            options=("grass", "meat", "fish", "seeds"),
+        ),
         # request r1: forgotten in every format
         probe("c", before=old, after=old, expect="avoid", kind="unlearn", request="g0.r1"),
-        probe("d", "paraphrase", before=old, after=old, expect="avoid", kind="unlearn",
-              request="g0.r1", fmt="mcq", options=("grass", "meat", "fish", "seeds")),
-        probe("q", "contextual", "Q-", before="fish", after="fish", kind="unlearn",
-              request="g0.r1"),
+        probe(
+            "d",
+            "paraphrase",
+            before=old,
+            after=old,
+            expect="avoid",
+            kind="unlearn",
+            request="g0.r1",
+            fmt="mcq",
+            options=("grass", "meat", "fish", "seeds"),
+        ),
+        probe(
+            "q", "contextual", "Q-", before="fish", after="fish", kind="unlearn", request="g0.r1"
+        ),
     ]
     before = {"a": old, "b": old, "c": old, "d": old, "q": "fish"}
     after = {"a": "I don't know", "b": old, "c": "meat", "d": "meat", "q": "fish"}
@@ -161,10 +226,18 @@ def test_unlearn_avoid_semantics_and_residual_retention_per_request():
 
 
 def test_negation_probes_correct_after():
-    ps = [probe("n1", "negation", fmt="mcq", before="true", after="false",
-                options=("true", "false")),
-          probe("n2", "negation", "Q-", fmt="mcq", before="true", after="true",
-                options=("true", "false"))]
+    ps = [
+        probe("n1", "negation", fmt="mcq", before="true", after="false", options=("true", "false")),
+        probe(
+            "n2",
+            "negation",
+            "Q-",
+            fmt="mcq",
+            before="true",
+            after="true",
+            options=("true", "false"),
+        ),
+    ]
     m = metrics_of(ps, {"n1": "true", "n2": "true"}, {"n1": "false", "n2": "false"})
     assert m["negation@mcq"]["value"] == 0.5
 
@@ -200,15 +273,20 @@ def test_missing_or_inconsistent_predictions_are_rejected():
 
 
 def test_every_emitted_name_is_registered_with_a_direction():
-    ps = [probe("d1", pair="x"), probe("k1", "contextual", "Q-", before="fish", after="fish",
-                                      pair="x")]
+    ps = [
+        probe("d1", pair="x"),
+        probe("k1", "contextual", "Q-", before="fish", after="fish", pair="x"),
+    ]
     m = metrics_of(ps, {"d1": "grass", "k1": "fish"}, {"d1": "meat", "k1": "fish"})
     for name, entry in m.items():
         base, _, mode = parse_metric_name(name)
         assert entry["mode"] == mode
         assert metric_info(name)["direction"] in ("higher", "lower")
     assert parse_metric_name("propagation.multi_hop.h2@cloze") == (
-        "propagation", "multi_hop.h2", "cloze")
+        "propagation",
+        "multi_hop.h2",
+        "cloze",
+    )
     for name in ("fluency", "drift_kl", "drift_cka", "cost", "capability"):
         assert METRICS.meta(name)["source"] != "predictions"
 

@@ -4,11 +4,11 @@ sets disjoint from evaluation facts."""
 from __future__ import annotations
 
 import pytest
+from test_data_helpers import BIOLOGY, write_suite
 
 from ksmith.graph import build_world
 from ksmith.render import Renderer, corpus_lines
 from ksmith.spec import load_spec
-from test_data_helpers import BIOLOGY, write_suite
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +20,11 @@ def generated(tmp_path_factory):
     out = root / "ds"
     generate_dataset(write_suite(root / "specs"), out, progress=False)
     cfgs = list_configs(out)
-    return (load_corpus(out), {c: load_probes(out, c) for c in cfgs},
-            {c: load_requests(out, c) for c in cfgs})
+    return (
+        load_corpus(out),
+        {c: load_probes(out, c) for c in cfgs},
+        {c: load_requests(out, c) for c in cfgs},
+    )
 
 
 def test_corpus_is_compact_and_deterministic():

@@ -34,9 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _generate(args: argparse.Namespace) -> int:
     from ksmith.data.generate import generate_dataset
 
-    stats = generate_dataset(
-        args.suite, args.out, size=args.size, progress=not args.no_progress
-    )
+    stats = generate_dataset(args.suite, args.out, size=args.size, progress=not args.no_progress)
     print(
         f"{stats.out}: {len(stats.counts)} configs, {stats.requests} requests, "
         f"{stats.probes} probes, {stats.corpus_lines} corpus lines; "

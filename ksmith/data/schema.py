@@ -17,7 +17,7 @@ _L = pa.list_(pa.string())
 
 CORPUS_FIELDS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("domain", _S, "graph domain"),
-    ("fact_id", _S, "fact the line states (\"\" for template-free lines)"),
+    ("fact_id", _S, 'fact the line states ("" for template-free lines)'),
     (
         "text",
         _S,
@@ -34,19 +34,17 @@ REQUEST_FIELDS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("subject", _S, "subject of the base fact being changed"),
     ("relation", _S, "relation of the base fact being changed"),
     ("object", _S, "object of the base fact before the update (the old value)"),
-    ("new_object", _S, "the new value (edit); \"\" for unlearn"),
+    ("new_object", _S, 'the new value (edit); "" for unlearn'),
     (
         "prompt",
         _S,
-        "training-template cloze prompt, subject filled, ends before the answer, no trailing "
-        "space",
+        "training-template cloze prompt, subject filled, ends before the answer, no trailing space",
     ),
     ("plus_prompts", _L, "Q+ training view: training-template prompts of this fact"),
     (
         "plus_answers",
         _L,
-        "answers to plus_prompts (edit: the new object; unlearn: the old object, to be "
-        "forgotten)",
+        "answers to plus_prompts (edit: the new object; unlearn: the old object, to be forgotten)",
     ),
     (
         "minus_prompts",
@@ -66,8 +64,7 @@ PROBE_FIELDS: tuple[tuple[str, pa.DataType, str], ...] = (
     (
         "type",
         _S,
-        "`direct`, `paraphrase`, `reverse`, `multi_hop`, `comparison`, `contextual` or "
-        "`negation`",
+        "`direct`, `paraphrase`, `reverse`, `multi_hop`, `comparison`, `contextual` or `negation`",
     ),
     ("qset", _S, "`Q+` (must change) or `Q-` (must stay)"),
     ("format", _S, "`mcq`, `cloze` or `qa`"),
@@ -75,8 +72,7 @@ PROBE_FIELDS: tuple[tuple[str, pa.DataType, str], ...] = (
     (
         "options",
         _L,
-        "mcq: the options (4; negation `[\"true\", \"false\"]`, comparison "
-        "`[\"yes\", \"no\"]`); else []",
+        'mcq: the options (4; negation `["true", "false"]`, comparison `["yes", "no"]`); else []',
     ),
     ("answer_before", _S, "the correct answer before the update"),
     (
@@ -93,7 +89,7 @@ PROBE_FIELDS: tuple[tuple[str, pa.DataType, str], ...] = (
     (
         "pair_id",
         _S,
-        "conflict pair id, \"\" if none: both probes of a pair must be answered consistently",
+        'conflict pair id, "" if none: both probes of a pair must be answered consistently',
     ),
     ("support", _L, "ids of the base facts the asked fact rests on"),
 )
@@ -111,7 +107,15 @@ CORPUS_COLUMNS = tuple(n for n, _, _ in CORPUS_FIELDS)
 REQUEST_COLUMNS = tuple(n for n, _, _ in REQUEST_FIELDS)
 PROBE_COLUMNS = tuple(n for n, _, _ in PROBE_FIELDS)
 
-PROBE_TYPES = ("direct", "paraphrase", "reverse", "multi_hop", "comparison", "contextual", "negation")
+PROBE_TYPES = (
+    "direct",
+    "paraphrase",
+    "reverse",
+    "multi_hop",
+    "comparison",
+    "contextual",
+    "negation",
+)
 FORMATS = ("mcq", "cloze", "qa")
 
 # Split names in the card's `configs:` (the parquet file names follow the contract).

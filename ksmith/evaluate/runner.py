@@ -249,7 +249,10 @@ def _before_stage(
     base, tokenizer = lazy.get()
     measures = measure_before(hooks.make_backend(base, tokenizer, options), probes, options)
     if options.use_cache:
-        save_before(cache_dir, key, measures)
+        try:
+            save_before(cache_dir, key, measures)
+        except OSError as e:  # e.g. a concurrent run wrote the same entry: not fatal
+            log.warning("could not write the before cache %s: %s", cache_dir / key, e)
     return measures, info
 
 

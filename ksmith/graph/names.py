@@ -17,8 +17,28 @@ from ksmith.registry import Registry
 NameGenerator = Callable[..., list[str]]
 NAME_GENERATORS: Registry[NameGenerator] = Registry("name generator", "ksmith.name_generators")
 
-ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "th", "sh", "br",
-          "dr", "kr", "tr")
+ONSETS = (
+    "b",
+    "d",
+    "f",
+    "g",
+    "k",
+    "l",
+    "m",
+    "n",
+    "p",
+    "r",
+    "s",
+    "t",
+    "v",
+    "z",
+    "th",
+    "sh",
+    "br",
+    "dr",
+    "kr",
+    "tr",
+)
 VOWELS = ("a", "e", "i", "o", "u", "ai", "ou")
 CODAS = ("", "", "", "", "n", "r", "l", "s")
 
@@ -42,8 +62,10 @@ def syllables(
     worlds (10^5 names) still finish quickly.
     """
     if not 1 <= min_syllables <= max_syllables:
-        raise KsmithError(f"syllables: need 1 <= min_syllables <= max_syllables, got "
-                          f"{min_syllables}, {max_syllables}")
+        raise KsmithError(
+            f"syllables: need 1 <= min_syllables <= max_syllables, got "
+            f"{min_syllables}, {max_syllables}"
+        )
     out: list[str] = []
     lo, hi = min_syllables, max_syllables
     misses = 0

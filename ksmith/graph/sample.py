@@ -68,7 +68,9 @@ def _namer(spec: GraphSpec, taken: set[str]):
 def sample_entities(spec: GraphSpec, size: str) -> Entities:
     """Hierarchy nodes (level by level) and value entities (closed values, pools)."""
     if size not in spec.sizes:
-        raise KsmithError(f"graph spec '{spec.name}' has no size '{size}'; sizes: {sorted(spec.sizes)}")
+        raise KsmithError(
+            f"graph spec '{spec.name}' has no size '{size}'; sizes: {sorted(spec.sizes)}"
+        )
     preset = spec.sizes[size]
     ents = Entities()
     explicit = {v for vs in spec.names.explicit.values() for v in vs}

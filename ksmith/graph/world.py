@@ -13,15 +13,17 @@ A triple derived in several ways has one `Fact` per (non-dominated) derivation.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
 
 from ksmith.errors import KsmithError
-from ksmith.graph.closure import ClosureTable, compute_closure
+from ksmith.graph.closure import compute_closure
 from ksmith.graph.sample import Entities, class_order, sample_base_facts, sample_entities
 from ksmith.spec.graph import GraphSpec
 from ksmith.spec.graph_checks import relation_classes
@@ -60,6 +62,50 @@ class Fact:
         return (self.subject, self.relation, self.object)
 
 
+CHUNK = 1 << 16
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+class FactView(Sequence[Fact]):
+    """A read-only, lazily materialized sequence of a world's facts (rows [start, stop))."""
+
+    def __init__(self, world: World, start: int, stop: int):
+        self._world, self._start, self._stop = world, start, stop
+
+    def __len__(self) -> int:
+        return self._stop - self._start
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return tuple(self[j] for j in range(*i.indices(len(self))))
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("fact index out of range")
+        return self._world._fact(self._start + i)
+
+    def __iter__(self) -> Iterator[Fact]:
+        fact = self._world._fact
+        for lo in range(self._start, self._stop, CHUNK):
+            with _no_gc():  # materialize a chunk without GC passes over the growing heap
+                chunk = [fact(i) for i in range(lo, min(lo + CHUNK, self._stop))]
+            yield from chunk
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} facts>"
+
+
 class World:
     """A built world. Construct with `build_world`; derive variants with `with_changes`."""
 
@@ -77,65 +123,97 @@ class World:
         self._base = base
         self._base_ids = base_ids
         self._rels = spec.relation_names()
+        self._rel_ids = {r: i for i, r in enumerate(self._rels)}
         t0 = time.perf_counter()
-        table = compute_closure(spec, base, len(entities.names))
-        self._table = table
-        names, rels, ids = entities.names, self._rels, base_ids
-        facts: list[Fact] = []
-        for i in range(len(table)):
-            base_row = i < table.n_base
-            facts.append(
-                Fact(
-                    ids[i] if base_row else f"d{i - table.n_base:06d}",
-                    names[table.subj[i]],
-                    rels[table.rel[i]],
-                    names[table.obj[i]],
-                    base_row,
-                    frozenset([ids[b] for b in table.support[i]]),
-                    table.hops[i],
-                    table.rule_names[table.rule[i]],
-                )
-            )
-        self.facts: tuple[Fact, ...] = tuple(facts)
-        self.base_facts: tuple[Fact, ...] = self.facts[: table.n_base]
-        self._by_id = {f.id: i for i, f in enumerate(self.facts)}
-        parent = {e: entities.parent[e] for e in range(len(names))}
+        with _no_gc():  # millions of small objects: generational GC would rescan them
+            self._table = compute_closure(spec, base, len(entities.names))
+        self._row_of_base = {fid: i for i, fid in enumerate(base_ids)}
+        self._cache: list[Fact | None] = [None] * len(self._table)
+        self._sup_cache: dict[int, frozenset[str]] = {}
+        self.facts: Sequence[Fact] = FactView(self, 0, len(self._table))
+        self.base_facts: Sequence[Fact] = FactView(self, 0, self._table.n_base)
+        names = entities.names
+        parent = list(entities.parent)
         for s, r, o in base:  # the parent map follows the (possibly changed) is_a facts
             if r == 0:
                 parent[s] = o
         self.nodes: dict[str, Node] = {
-            n: Node(n, entities.level[e], entities.type[e], names[parent[e]] if parent[e] >= 0 else None)
+            n: Node(
+                n, entities.level[e], entities.type[e], names[parent[e]] if parent[e] >= 0 else None
+            )
             for e, n in enumerate(names)
         }
-        log.debug("world %s/%s: %d base, %d derived facts in %.2fs", spec.name, size,
-                  table.n_base, len(table) - table.n_base, time.perf_counter() - t0)
+        log.debug(
+            "world %s/%s: %d base, %d derived facts in %.2fs",
+            spec.name,
+            size,
+            self._table.n_base,
+            len(self._table) - self._table.n_base,
+            time.perf_counter() - t0,
+        )
+
+    def _fact(self, i: int) -> Fact:
+        f = self._cache[i]
+        if f is None:
+            t = self._table
+            S = t.support[i]
+            sup = self._sup_cache.get(id(S))
+            if sup is None:  # inverse/symmetric facts share their premise's support object
+                sup = frozenset([self._base_ids[b] for b in S])
+                self._sup_cache[id(S)] = sup
+            base = i < t.n_base
+            names = self._ents.names
+            f = Fact(
+                self._base_ids[i] if base else f"d{i - t.n_base:06d}",
+                names[t.subj[i]],
+                self._rels[t.rel[i]],
+                names[t.obj[i]],
+                base,
+                sup,
+                t.hops[i],
+                t.rule_names[t.rule[i]],
+            )
+            self._cache[i] = f
+        return f
 
     # -- lookups --------------------------------------------------------------------------
     def fact(self, fact_id: str) -> Fact:
         """The fact with this id (KsmithError if unknown)."""
-        try:
-            return self.facts[self._by_id[fact_id]]
-        except KeyError:
-            raise KsmithError(f"unknown fact id '{fact_id}' in world {self.spec.name}/{self.size}") from None
+        row = self._row_of_base.get(fact_id)
+        if row is None and fact_id[:1] == "d" and fact_id[1:].isdigit():
+            row = self._table.n_base + int(fact_id[1:])
+            if row >= len(self._table):
+                row = None
+        if row is None:
+            raise KsmithError(f"unknown fact id '{fact_id}' in world {self.spec.name}/{self.size}")
+        return self._fact(row)
 
     @cached_property
-    def _by_subject_relation(self) -> dict[tuple[str, str], list[int]]:
-        idx: dict[tuple[str, str], list[int]] = {}
-        for i, f in enumerate(self.facts):
-            idx.setdefault((f.subject, f.relation), []).append(i)
+    def _by_subject_relation(self) -> dict[int, list[int]]:
+        t, n_rel = self._table, len(self._rels)
+        idx: dict[int, list[int]] = {}
+        with _no_gc():
+            for i, (s, r) in enumerate(zip(t.subj, t.rel, strict=True)):
+                idx.setdefault(s * n_rel + r, []).append(i)
         return idx
 
     @cached_property
-    def _dependents(self) -> dict[str, list[int]]:
-        idx: dict[str, list[int]] = {}
-        for i in range(self._table.n_base, len(self.facts)):
-            for b in self.facts[i].support:
-                idx.setdefault(b, []).append(i)
+    def _dependents(self) -> dict[int, list[int]]:
+        t = self._table
+        idx: dict[int, list[int]] = {}
+        with _no_gc():
+            for i in range(t.n_base, len(t)):
+                for b in t.support[i]:
+                    idx.setdefault(b, []).append(i)
         return idx
 
     def lookup(self, subject: str, relation: str) -> list[Fact]:
         """Base and derived facts with this subject and relation (one per derivation)."""
-        return [self.facts[i] for i in self._by_subject_relation.get((subject, relation), ())]
+        s = self._ents.index.get(subject)
+        if s is None or relation not in self._rels:
+            return []
+        key = s * len(self._rels) + self._rel_ids[relation]
+        return [self._fact(i) for i in self._by_subject_relation.get(key, ())]
 
     def objects(self, subject: str, relation: str) -> list[str]:
         """Distinct objects that hold for (subject, relation), in fact order."""
@@ -147,7 +225,10 @@ class World:
 
     def dependents(self, base_id: str) -> list[Fact]:
         """Derived facts whose support contains `base_id` (they may change with it)."""
-        return [self.facts[i] for i in self._dependents.get(base_id, ())]
+        row = self._row_of_base.get(base_id)
+        if row is None:
+            return []
+        return [self._fact(i) for i in self._dependents.get(row, ())]
 
     # -- schema-level queries -------------------------------------------------------------
     @property
@@ -239,16 +320,20 @@ class World:
             s, r, _ = base[i]
             subject, relation = self._ents.names[s], self._rels[r]
             if new not in self._ents.index or new not in self.range_values(relation, subject):
-                raise KsmithError(f"with_changes: '{new}' is not a possible object of "
-                                  f"{relation} for '{subject}' ({fid})")
+                raise KsmithError(
+                    f"with_changes: '{new}' is not a possible object of "
+                    f"{relation} for '{subject}' ({fid})"
+                )
             base[i] = (s, r, self._ents.index[new])
         new_base = [t for t, k in zip(base, keep, strict=True) if k]
         new_ids = [fid for fid, k in zip(self._base_ids, keep, strict=True) if k]
         return World(self.spec, self.size, self._ents, new_base, new_ids)
 
     def __repr__(self) -> str:
-        return (f"World({self.spec.name!r}, size={self.size!r}, nodes={len(self.nodes)}, "
-                f"base={len(self.base_facts)}, facts={len(self.facts)})")
+        return (
+            f"World({self.spec.name!r}, size={self.size!r}, nodes={len(self.nodes)}, "
+            f"base={len(self.base_facts)}, facts={len(self.facts)})"
+        )
 
 
 def build_world(spec: GraphSpec, size: str = "small") -> World:

@@ -54,19 +54,48 @@ class ProbeBuilder:
 
     # -- row assembly -----------------------------------------------------------------------
 
-    def _emit(self, type_, qset, fmt, prompt, options, before, after, fact, *, hops=0,
-              pair="", support=None):
+    def _emit(
+        self,
+        type_,
+        qset,
+        fmt,
+        prompt,
+        options,
+        before,
+        after,
+        fact,
+        *,
+        hops=0,
+        pair="",
+        support=None,
+    ):
         req = self._req
         n = self._counts.get((type_, fmt), 0)
         self._counts[(type_, fmt)] = n + 1
         unlearn_plus = req.kind == "unlearn" and qset == "Q+"
-        self.rows.append((
-            f"{req.request_id}.{type_}.{fmt}.{n}", req.group, req.request_id, req.kind,
-            req.level, type_, qset, fmt, prompt, options, before,
-            before if unlearn_plus else after, AVOID if unlearn_plus else MATCH, hops,
-            fact[0], fact[1], fact[2], pair,
-            sorted(support) if support is not None else [],
-        ))
+        self.rows.append(
+            (
+                f"{req.request_id}.{type_}.{fmt}.{n}",
+                req.group,
+                req.request_id,
+                req.kind,
+                req.level,
+                type_,
+                qset,
+                fmt,
+                prompt,
+                options,
+                before,
+                before if unlearn_plus else after,
+                AVOID if unlearn_plus else MATCH,
+                hops,
+                fact[0],
+                fact[1],
+                fact[2],
+                pair,
+                sorted(support) if support is not None else [],
+            )
+        )
 
     def _options(self, answers: list[str], pool: list[str], exclude: set[str]) -> list[str]:
         """4 options: `answers` (1-2 correct ones) plus distractors from `pool`, shuffled."""
@@ -85,8 +114,9 @@ class ProbeBuilder:
         self.rng.shuffle(opts)
         return opts
 
-    def _fact_formats(self, type_, qset, fact, prompts, before, after, *, hops=0, support=None,
-                      pair=""):
+    def _fact_formats(
+        self, type_, qset, fact, prompts, before, after, *, hops=0, support=None, pair=""
+    ):
         """cloze / qa / mcq probes asking for an object: prompts = {format: prompt}."""
         s, r, _ = fact
         for fmt in self.formats:
@@ -95,8 +125,19 @@ class ProbeBuilder:
                 opts = self._options([before, after], self.ix.range_of(r, s), held)
             else:
                 opts = []
-            self._emit(type_, qset, fmt, prompts[fmt], opts, before, after, fact, hops=hops,
-                       support=support, pair=pair if fmt == "mcq" else "")
+            self._emit(
+                type_,
+                qset,
+                fmt,
+                prompts[fmt],
+                opts,
+                before,
+                after,
+                fact,
+                hops=hops,
+                support=support,
+                pair=pair if fmt == "mcq" else "",
+            )
 
     # -- per request ------------------------------------------------------------------------
 
@@ -114,16 +155,31 @@ class ProbeBuilder:
             pair = ""
         if "direct" in self.types:
             q = self.rd.question(r, s)
-            self._fact_formats("direct", "Q+", fact, {"cloze": self.rd.cloze(r, s), "qa": q,
-                               "mcq": q}, o, after, support=support, pair=pair)
+            self._fact_formats(
+                "direct",
+                "Q+",
+                fact,
+                {"cloze": self.rd.cloze(r, s), "qa": q, "mcq": q},
+                o,
+                after,
+                support=support,
+                pair=pair,
+            )
         if "paraphrase" in self.types:
             paras = self.rd.paraphrases(r, s)
             k = min(self.spec.paraphrases_per_request, len(paras))
             start = req.index % len(paras)
             for j in range(k):
                 p = paras[(start + j) % len(paras)]
-                self._fact_formats("paraphrase", "Q+", fact, {"cloze": p, "qa": p, "mcq": p},
-                                   o, after, support=support)
+                self._fact_formats(
+                    "paraphrase",
+                    "Q+",
+                    fact,
+                    {"cloze": p, "qa": p, "mcq": p},
+                    o,
+                    after,
+                    support=support,
+                )
         if "reverse" in self.types and pair:
             self._reverse(req, pair, support)
         if "multi_hop" in self.types:
@@ -132,9 +188,15 @@ class ProbeBuilder:
             self._comparison(req, support)
         if "contextual" in self.types:
             for g in self._unaffected_near(s, r, self.spec.contextual_per_request):
-                self._fact_formats("contextual", "Q-", (g.subject, g.relation, g.object),
-                                   self._prompts(g), g.object, g.object,
-                                   support=set(g.support) or {g.id})
+                self._fact_formats(
+                    "contextual",
+                    "Q-",
+                    (g.subject, g.relation, g.object),
+                    self._prompts(g),
+                    g.object,
+                    g.object,
+                    support=set(g.support) or {g.id},
+                )
         if "negation" in self.types:
             self._negation(req, support)
 
@@ -178,8 +240,18 @@ class ProbeBuilder:
         self.rng.shuffle(opts)
         prompt = self.rd.reverse(r, asked)
         for fmt in self.formats:
-            self._emit("reverse", "Q+", fmt, prompt, opts if fmt == "mcq" else [], before, s,
-                       (s, r, f.object), support=support, pair=pair if fmt == "mcq" else "")
+            self._emit(
+                "reverse",
+                "Q+",
+                fmt,
+                prompt,
+                opts if fmt == "mcq" else [],
+                before,
+                s,
+                (s, r, f.object),
+                support=support,
+                pair=pair if fmt == "mcq" else "",
+            )
 
     # -- multi-hop --------------------------------------------------------------------------
 
@@ -211,9 +283,16 @@ class ProbeBuilder:
                 after = d.object
             self.used.add(key)
             taken += 1
-            self._fact_formats("multi_hop", "Q+", (d.subject, d.relation, d.object),
-                               self._prompts(d), d.object, after, hops=d.hops,
-                               support=set(d.support))
+            self._fact_formats(
+                "multi_hop",
+                "Q+",
+                (d.subject, d.relation, d.object),
+                self._prompts(d),
+                d.object,
+                after,
+                hops=d.hops,
+                support=set(d.support),
+            )
 
     # -- comparison -------------------------------------------------------------------------
 
@@ -231,7 +310,8 @@ class ProbeBuilder:
             if made == self.spec.comparison_per_request:
                 break
             ys = [
-                y for y in self.ix.subjects_with_valueset(r, target)
+                y
+                for y in self.ix.subjects_with_valueset(r, target)
                 if y != s and (y, r) not in self.changed
             ]
             if not ys:
@@ -244,8 +324,17 @@ class ProbeBuilder:
             for fmt in self.formats:
                 if fmt in _BINARY:
                     opts = [YES, NO] if fmt == "mcq" else []
-                    self._emit("comparison", "Q+", fmt, prompt, opts, before, after,
-                               (s, r, f.object), support=sup)
+                    self._emit(
+                        "comparison",
+                        "Q+",
+                        fmt,
+                        prompt,
+                        opts,
+                        before,
+                        after,
+                        (s, r, f.object),
+                        support=sup,
+                    )
             made += 1
 
     # -- contextual and retain --------------------------------------------------------------
@@ -292,7 +381,10 @@ class ProbeBuilder:
         """Q- training view: prompts/answers of k unaffected facts asked by no probe."""
         prompts, answers = [], []
         for g in self._unaffected_near(req.fact.subject, req.fact.relation, k):
-            for p in (self.rd.cloze(g.relation, g.subject), self.rd.question(g.relation, g.subject)):
+            for p in (
+                self.rd.cloze(g.relation, g.subject),
+                self.rd.question(g.relation, g.subject),
+            ):
                 prompts.append(p)
                 answers.append(g.object)
         return prompts, answers
@@ -311,10 +403,30 @@ class ProbeBuilder:
                 continue
             opts = [TRUE, FALSE] if fmt == "mcq" else []
             pair = f"{req.request_id}.neg+.{fmt}"
-            self._emit("negation", "Q+", fmt, stmt, opts, TRUE, FALSE if flip else TRUE, fact,
-                       pair=pair, support=support)
-            self._emit("negation", "Q+", fmt, neg, opts, FALSE, TRUE if flip else FALSE, fact,
-                       pair=pair, support=support)
+            self._emit(
+                "negation",
+                "Q+",
+                fmt,
+                stmt,
+                opts,
+                TRUE,
+                FALSE if flip else TRUE,
+                fact,
+                pair=pair,
+                support=support,
+            )
+            self._emit(
+                "negation",
+                "Q+",
+                fmt,
+                neg,
+                opts,
+                FALSE,
+                TRUE if flip else FALSE,
+                fact,
+                pair=pair,
+                support=support,
+            )
         for g in self._unaffected_near(s, r, 1):
             gs = (g.subject, g.relation, g.object)
             stmt = self.rd.tf_prompt(self.rd.statement(g.relation, g.subject, g.object))
@@ -325,7 +437,9 @@ class ProbeBuilder:
                     continue
                 opts = [TRUE, FALSE] if fmt == "mcq" else []
                 pair = f"{req.request_id}.neg-.{fmt}"
-                self._emit("negation", "Q-", fmt, stmt, opts, TRUE, TRUE, gs, pair=pair,
-                           support=sup)
-                self._emit("negation", "Q-", fmt, neg, opts, FALSE, FALSE, gs, pair=pair,
-                           support=sup)
+                self._emit(
+                    "negation", "Q-", fmt, stmt, opts, TRUE, TRUE, gs, pair=pair, support=sup
+                )
+                self._emit(
+                    "negation", "Q-", fmt, neg, opts, FALSE, FALSE, gs, pair=pair, support=sup
+                )

@@ -35,10 +35,10 @@ class PlannedRequest:
     level: str
     fact: object  # ksmith.graph.Fact
     new_object: str | None
+    request_id: str = ""  # "g<group>.r<index>", filled in by __post_init__
 
-    @property
-    def request_id(self) -> str:
-        return f"g{self.group}.r{self.index}"
+    def __post_init__(self):
+        object.__setattr__(self, "request_id", f"g{self.group}.r{self.index}")
 
     @property
     def key(self) -> Key:

@@ -58,13 +58,12 @@ class WorldIndex:
 
     def subjects_with_valueset(self, relation: str, values: frozenset[str]) -> list[str]:
         """Subjects whose set of `relation` values equals `values` (before the update)."""
-        if relation not in self._valuesets:
-            sets: dict[frozenset[str], list[str]] = defaultdict(list)
+        if not self._valuesets:  # one pass over all keys, on first use
+            sets: dict[str, dict[frozenset[str], list[str]]] = defaultdict(dict)
             for (s, r), fs in self.by_key.items():
-                if r == relation:
-                    sets[frozenset(f.object for f in fs)].append(s)
-            self._valuesets[relation] = dict(sets)
-        return self._valuesets[relation].get(values, [])
+                sets[r].setdefault(frozenset(f.object for f in fs), []).append(s)
+            self._valuesets = dict(sets)
+        return self._valuesets.get(relation, {}).get(values, [])
 
 
 @dataclass
@@ -115,7 +114,9 @@ def holds_before(index: WorldIndex, relation: str, value: str, subject: str) -> 
     return (subject, relation, value) in index.triples
 
 
-def holds_after(index: WorldIndex, diff: GroupDiff, relation: str, value: str, subject: str) -> bool:
+def holds_after(
+    index: WorldIndex, diff: GroupDiff, relation: str, value: str, subject: str
+) -> bool:
     if subject in diff.added_rv.get((relation, value), ()):
         return True
     if subject in diff.removed_rv.get((relation, value), ()):

@@ -8,6 +8,7 @@ Deterministic: the same submissions and registry give the same bytes.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from html import escape
 
@@ -92,6 +93,14 @@ def _is_numeric(header: str) -> bool:
 
 def _num_value(text: str) -> str:
     return "" if text == "–" else text
+
+
+def inline_md(text: str) -> str:
+    """Escaped HTML for the few inline Markdown marks the prose uses: `code`, **bold**, *em*."""
+    out = escape(text).replace("\n", " ")
+    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+    out = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", out)
+    return re.sub(r"\*([^*]+)\*", r"<em>\1</em>", out)
 
 
 def _html_table(headers: list[str], rows: list[list[str]], *, sortable: bool, tid: str) -> str:
@@ -191,10 +200,11 @@ def render_html(subs: list[Submission], registry: Mapping[str, MetricInfo]) -> s
     colors = {sid: PALETTE[i % len(PALETTE)] for i, sid in enumerate(ids)}
     body = [
         "<h1>ksmith leaderboard</h1>",
-        "<p>" + escape(INTRO).replace("\n", " ") + "</p>",
+        "<p>" + inline_md(INTRO.split("\n\n")[0]) + "</p>",
+        "<p>" + inline_md(INTRO.split("\n\n")[1]) + "</p>",
         "<h2>How the ranking works</h2>",
-        "<p>" + escape(COMPOSITE_DOC).replace("\n", " ") + "</p>",
-        "<ul>" + "".join(f"<li>{escape(x)}</li>" for x in composite_components()) + "</ul>",
+        "<p>" + inline_md(COMPOSITE_DOC) + "</p>",
+        "<ul>" + "".join(f"<li>{inline_md(x)}</li>" for x in composite_components()) + "</ul>",
     ]
     if not subs:
         body.append("<p><em>No verified submissions yet.</em></p>")

@@ -20,6 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ksmith.errors import SpecError
 
+# libyaml when present (submissions are large; the pure-Python parser is slow), same semantics.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
 SCHEMA_VERSION = 1
 SUBMISSION_FILE = "submission.yaml"
 PREDICTIONS_FILE = "predictions.parquet"
@@ -58,7 +62,9 @@ class MethodInfo(_Model):
         None, description="Paper or code URL (http or https); null for ksmith's own methods."
     )
     params: dict[str, Any] = Field(
-        default_factory=dict, description="Resolved hyper-parameters the update ran with."
+        default_factory=dict,
+        description="Resolved hyper-parameters shared by every cell's update (per-cell "
+        "differences are in `cells[].params`).",
     )
 
     @field_validator("url")
@@ -111,6 +117,10 @@ class Cell(_Model):
     kind: Literal["edit", "unlearn"] = Field(description="Intervention kind of the config.")
     level: str = Field(min_length=1, description="Targeted level of the config.")
     scale: int = Field(ge=1, description="Scale k: requests applied together.")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Hyper-parameters of this cell's update that differ from `method.params`.",
+    )
     metrics: dict[str, MetricValue] = Field(
         min_length=1,
         description="Full metric name `<metric>[.<slice>]@<mode>` (base names in "
@@ -194,7 +204,7 @@ def load_submission(path: str | Path) -> Submission:
     if not path.is_file():
         raise SpecError("missing file", file=path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)
     except yaml.YAMLError as e:
         raise SpecError(f"not valid YAML: {e}", file=path) from e
     if not isinstance(raw, dict):
@@ -208,7 +218,9 @@ def load_submission(path: str | Path) -> Submission:
 def dump_submission(sub: Submission) -> str:
     """Canonical YAML text (key order as declared, no aliases), stable across runs."""
     data = sub.model_dump(mode="json")
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=None)
+    return yaml.dump(
+        data, Dumper=_DUMPER, sort_keys=False, allow_unicode=True, default_flow_style=None
+    )
 
 
 def json_schema_text() -> str:

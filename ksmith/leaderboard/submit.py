@@ -111,6 +111,20 @@ def _same(results: list[_Result], what: str, values: list[Any]) -> Any:
     return values[0]
 
 
+def _split_params(
+    per_result: list[dict[str, Any]],
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Hyper-parameters shared by every cell, and per cell the ones that differ from them."""
+    keys = sorted({k for p in per_result for k in p})
+    enc = [{k: json.dumps(p.get(k), sort_keys=True) for k in keys} for p in per_result]
+    common = {
+        k: per_result[0][k]
+        for k in keys
+        if k in per_result[0] and all(e[k] == enc[0][k] for e in enc)
+    }
+    return common, [{k: v for k, v in p.items() if k not in common} for p in per_result]
+
+
 def _suite_of(folder: Path, fingerprint: str) -> str | None:
     """The suite name from the card of the dataset folder eval.json recorded, if it is there
     and still has the evaluated fingerprint."""
@@ -146,7 +160,7 @@ def build_submission(
         [_first(r.eval, "model.fingerprint", "model.path", "model") for r in results],
     )
     model = _first(results[0].eval, "model.id", "model.path", "model")
-    params = _same(results, "method params", [r.update.get("params", {}) for r in results])
+    params, cell_params = _split_params([r.update.get("params") or {} for r in results])
     boot = _same(
         results,
         "bootstrap settings (eval.json options.seed, options.n_boot)",
@@ -221,9 +235,12 @@ def build_submission(
                 "kind": r.metrics["kind"],
                 "level": r.metrics["level"],
                 "scale": r.metrics["scale"],
+                "params": extra,
                 "metrics": r.metrics["metrics"],
             }
-            for r in sorted(results, key=lambda r: r.metrics["config"])
+            for r, extra in sorted(
+                zip(results, cell_params, strict=True), key=lambda x: x[0].metrics["config"]
+            )
         ],
     }
     try:

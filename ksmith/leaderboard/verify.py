@@ -309,7 +309,8 @@ def verify_all(
     errors: list[str] = []
     subs: list[Submission] = []
     seen: dict[str, Path] = {}
-    for folder in tqdm([Path(f) for f in folders], desc="verify", unit="submission", leave=False):
+    todo = [Path(f) for f in folders]
+    for folder in tqdm(todo, desc="verify", unit="submission", leave=False, disable=not todo):
         try:
             sub = verify_submission(folder, resolver)
         except KsmithError as e:

@@ -372,6 +372,8 @@ def _optimize_chunk(model, tokenizer, targets, module_path, prefixes, params):
                 v0 = v_init[0]
                 wd = params.v_weight_decay * delta.norm(dim=1) / v0.norm(dim=1) ** 2
                 loss = nll + params.kl_factor * kl + wd  # (n,)
+                log.debug("v* step %d: nll %.4f kl %.4f wd %.4f", it, float(nll.mean()),
+                          float(kl.mean()), float(wd.mean()))
                 done |= loss.detach() < params.v_loss_stop
                 if bool(done.all()) or it == params.v_num_grad_steps - 1:
                     break

@@ -6,9 +6,12 @@ uncentered second moment C = K Kᵀ (Eq. 2):
 
     Ŵ = W + Λ (C⁻¹ k*)ᵀ,    Λ = (v* − W k*) / ((C⁻¹ k*)ᵀ k*)
 
-so Ŵ k* = v* exactly. k* is the key at the subject's last token averaged over context prefixes
-(Eq. 3), v* the value that makes the model say the new object (Eq. 4; `locate.optimize_values`).
-``mom2_adjustment: false`` sets C = I (EasyEdit's default), giving ∆ = (v* − W k*) k*ᵀ / ‖k*‖².
+k* is the key at the subject's last token averaged over context prefixes (Eq. 3), v* the value
+that makes the model say the new object (Eq. 4; `locate.optimize_values`). As in the reference
+implementation, v* is the value *at the request prompt* (its own output plus δ), so Λ is taken
+at the prompt's own key k: Λ = (v* − W k) / ((C⁻¹k*)ᵀ k), which gives Ŵ k = v* exactly; with no
+context prefixes k = k* and this is Eq. 2 verbatim. ``mom2_adjustment: false`` sets C = I
+(EasyEdit's default): ∆ = (v* − W k) k*ᵀ / (k*ᵀ k).
 
 ROME edits one fact at a time: a batch of requests is applied one after another, each on the
 model left by the previous one, with C always from the unedited model.
@@ -57,20 +60,27 @@ class ROMEParams(LocateParams):
 
 
 def rank_one_update(
-    W: torch.Tensor, k_star: torch.Tensor, v_star: torch.Tensor, C: torch.Tensor | None,
+    W: torch.Tensor,
+    k_star: torch.Tensor,
+    v_star: torch.Tensor,
+    C: torch.Tensor | None,
+    k: torch.Tensor | None = None,
     v_of_k: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """∆ = Λ (C⁻¹k*)ᵀ with Λ = (v* − W k*) / ((C⁻¹k*)ᵀ k*)  (ROME Eq. 2). Float64.
+    """∆ = Λ (C⁻¹k*)ᵀ with Λ = (v* − W k) / ((C⁻¹k*)ᵀ k)  (ROME Eq. 2). Float64.
 
-    W: (d_out, d_in); k*: (d_in,); v*: (d_out,); C: (d_in, d_in) or None for the identity.
-    `v_of_k` is the module's current output at k* (W k* plus any bias); default W k*.
-    Returns ∆ (d_out, d_in), so that (W + ∆) k* = v*.
+    W: (d_out, d_in); k*: (d_in,) the prefix-averaged key (Eq. 3), which sets the direction
+    C⁻¹k*; k: (d_in,) the key the value v* (d_out,) is written for, default k* (then this is
+    Eq. 2 verbatim). C: (d_in, d_in), or None for the identity. `v_of_k` is the module's current
+    output at k (W k plus any bias); default W k. Returns ∆ (d_out, d_in) of rank one with
+    (W + ∆) k = v*.
     """
-    W, k, v = W.double(), k_star.double(), v_star.double()
-    u = torch.linalg.solve(C.double(), k) if C is not None else k  # C⁻¹k*: (d_in,)
+    W, k_star, v = W.double(), k_star.double(), v_star.double()
+    k = k_star if k is None else k.double()
+    u = torch.linalg.solve(C.double(), k_star) if C is not None else k_star  # C⁻¹k*: (d_in,)
     current = v_of_k.double() if v_of_k is not None else W @ k  # (d_out,)
     Lambda = (v - current) / (u @ k)  # (d_out,)
-    return torch.outer(Lambda, u)  # (d_out, d_in), rank one
+    return torch.outer(Lambda, u)  # (d_out, d_in)
 
 
 @METHODS.register("rome", kind="edit")
@@ -119,13 +129,16 @@ class ROME(UpdateMethod):
         path = layer_path(model, layer, "mlp_out")
         assert state.prefixes is not None
         k_star = compute_keys(model, tokenizer, [target], layer, state.prefixes, p)[0]  # (d_in,)
+        # v* is the value at the request prompt itself (v(prompt) + δ), so the pair written is
+        # (k, v*) with k the prompt's own key, in the direction C⁻¹k* (as the reference code).
+        k = compute_keys(model, tokenizer, [target], layer, [""], p)[0]  # (d_in,)
         v_star, vlog = optimize_values(model, tokenizer, [target], path, state.prefixes, p)
         module = get_module(model, path)
         W = linear_weight_out_in(module, arch_of(model)).detach()  # (d_out, d_in)
         with torch.no_grad():
-            v_of_k = module(k_star.to(W.dtype)[None])[0].float()  # W k* + b: (d_out,)
+            v_of_k = module(k.to(W.dtype)[None])[0].float()  # W k + b: (d_out,)
         dev = solve_device(model)
         delta = rank_one_update(W.to(dev), k_star.to(dev), v_star[0].to(dev),
-                                None if C is None else C.to(dev), v_of_k.to(dev))
+                                None if C is None else C.to(dev), k.to(dev), v_of_k.to(dev))
         add_to_weight(model, layer, delta)
         return {**vlog, "delta_norm": float(delta.norm())}

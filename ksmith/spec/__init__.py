@@ -1,7 +1,7 @@
 """The spec language: pydantic models for graph, intervention and suite specs, one loader.
 
-    spec = load_spec("specs/graphs/biology.yaml")       # GraphSpec, or SpecError naming the field
-    canonical_yaml(spec); spec_fingerprint(spec, {"format_version": 1, "seed": 0})
+spec = load_spec("specs/graphs/biology.yaml")       # GraphSpec, or SpecError naming the field
+canonical_yaml(spec); spec_fingerprint(spec, {"format_version": 1, "seed": 0})
 """
 
 from ksmith.spec.base import SemanticErrors, SpecModel

@@ -28,7 +28,9 @@ def canonical_yaml(spec: BaseModel | Mapping[str, Any]) -> str:
     )
 
 
-def spec_fingerprint(spec: BaseModel | Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> str:
+def spec_fingerprint(
+    spec: BaseModel | Mapping[str, Any], extra: Mapping[str, Any] | None = None
+) -> str:
     """sha256 hex of the canonical spec plus `extra` (e.g. generator format version and seed)."""
     h = hashlib.sha256()
     h.update(canonical_yaml(spec).encode("utf-8"))

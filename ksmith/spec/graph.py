@@ -38,9 +38,7 @@ class Templates(SpecModel):
     reverse: TemplateList = Field(
         description="cloze prompts ending right before the subject; use {object}, not {subject}"
     )
-    negation: TemplateList = Field(
-        description="negated statements; use {subject} and {object}"
-    )
+    negation: TemplateList = Field(description="negated statements; use {subject} and {object}")
 
 
 class HierarchyNode(SpecModel):
@@ -211,9 +209,7 @@ class GraphSpec(SpecModel):
         default=4, ge=1, description="no derived fact needs more rule applications than this"
     )
     names: NamesSpec = Field(default_factory=NamesSpec, description="entity naming")
-    sizes: dict[Name, SizeSpec] = Field(
-        description="size presets (at least 'small' and 'large')"
-    )
+    sizes: dict[Name, SizeSpec] = Field(description="size presets (at least 'small' and 'large')")
 
     @model_validator(mode="after")
     def _semantic(self) -> GraphSpec:
@@ -252,7 +248,9 @@ class GraphSpec(SpecModel):
     def inherited(self) -> list[str]:
         """Relations whose values pass down the hierarchy."""
         flagged = {n for n, r in self.relations.items() if r.inherit}
-        ruled = {r.relation for r in self.rules if isinstance(r, RelationRule) and r.kind == "inherit"}
+        ruled = {
+            r.relation for r in self.rules if isinstance(r, RelationRule) and r.kind == "inherit"
+        }
         return [n for n in self.relations if n in flagged | ruled]
 
     def symmetric(self) -> list[str]:

@@ -115,7 +115,9 @@ class _Checker:
                 self.err(f"hierarchy.nodes.{i}.name", f"duplicate node name '{n.name}'")
             by_name.setdefault(n.name, i)
             if n.level not in s.levels:
-                self.err(f"hierarchy.nodes.{i}.level", f"unknown level '{n.level}'; levels: {s.levels}")
+                self.err(
+                    f"hierarchy.nodes.{i}.level", f"unknown level '{n.level}'; levels: {s.levels}"
+                )
         # cycles first: a cycle is reported as such, not as a chain of level mismatches
         in_cycle: set[str] = set()
         for n in nodes:
@@ -155,11 +157,16 @@ class _Checker:
         for name, vt in self.spec.value_types.items():
             for v in vt.values or []:
                 if owner.setdefault(v, name) != name:
-                    self.err(f"value_types.{name}.values", f"'{v}' is also a value of "
-                             f"'{owner[v]}'; entity names must be unique across the spec")
+                    self.err(
+                        f"value_types.{name}.values",
+                        f"'{v}' is also a value of "
+                        f"'{owner[v]}'; entity names must be unique across the spec",
+                    )
         for i, n in enumerate(self.spec.hierarchy.nodes or []):
             if n.name in owner:
-                self.err(f"hierarchy.nodes.{i}.name", f"'{n.name}' is also a value of '{owner[n.name]}'")
+                self.err(
+                    f"hierarchy.nodes.{i}.name", f"'{n.name}' is also a value of '{owner[n.name]}'"
+                )
         for name, vt in self.spec.value_types.items():
             f = f"value_types.{name}"
             if vt.kind == "closed":
@@ -185,12 +192,18 @@ class _Checker:
             for i, t in enumerate(rel.domain):
                 got = self.resolve(t)
                 if got is None:
-                    self.err(f"{f}.domain.{i}", f"unknown level or type '{t}'; known: {self.known_terms()}")
+                    self.err(
+                        f"{f}.domain.{i}",
+                        f"unknown level or type '{t}'; known: {self.known_terms()}",
+                    )
                 else:
                     dom |= got
             rng = self.resolve(rel.range)
             if rng is None:
-                self.err(f"{f}.range", f"unknown value type, level or type '{rel.range}'; known: {self.known_terms()}")
+                self.err(
+                    f"{f}.range",
+                    f"unknown value type, level or type '{rel.range}'; known: {self.known_terms()}",
+                )
             for key, p in rel.coverage.items():
                 if key not in rel.domain and not (self.resolve(key) or set()) & dom:
                     self.err(f"{f}.coverage.{key}", f"'{key}' is not in the domain {rel.domain}")
@@ -206,8 +219,11 @@ class _Checker:
                 if not lvls:
                     self.err(f"{f}.inherit", "only relations over hierarchy levels can inherit")
                 elif len(lvls) != len(s.levels) - min(lvls):
-                    below = s.levels[min(lvls):]
-                    self.err(f"{f}.domain", f"an inheriting relation must cover every level below its highest: {below}")
+                    below = s.levels[min(lvls) :]
+                    self.err(
+                        f"{f}.domain",
+                        f"an inheriting relation must cover every level below its highest: {below}",
+                    )
             if rel.inverse is not None:
                 if rel.inverse not in s.relations:
                     self.err(f"{f}.inverse", f"inverse names undefined relation '{rel.inverse}'")
@@ -216,13 +232,24 @@ class _Checker:
                 else:
                     back = s.relations[rel.inverse].inverse
                     if back is not None and back != name:
-                        self.err(f"{f}.inverse", f"'{rel.inverse}' declares inverse '{back}', not '{name}'")
+                        self.err(
+                            f"{f}.inverse",
+                            f"'{rel.inverse}' declares inverse '{back}', not '{name}'",
+                        )
                     if rng and not rng & self.rel_domain(rel.inverse):
-                        self.err(f"{f}.inverse", f"the domain of '{rel.inverse}' does not cover the range '{rel.range}'")
+                        self.err(
+                            f"{f}.inverse",
+                            f"the domain of '{rel.inverse}' does not cover the range '{rel.range}'",
+                        )
             if rel.symmetric and rng and not rng <= dom:
-                self.err(f"{f}.symmetric", f"a symmetric relation needs its range '{rel.range}' inside its domain")
+                self.err(
+                    f"{f}.symmetric",
+                    f"a symmetric relation needs its range '{rel.range}' inside its domain",
+                )
             if rel.derived and name not in conclusions and name not in inverse_of:
-                self.err(f"{f}.derived", "a derived relation must be a rule conclusion or an inverse")
+                self.err(
+                    f"{f}.derived", "a derived relation must be a rule conclusion or an inverse"
+                )
             self.check_templates(f"{f}.templates", rel.templates)
 
     def check_rules(self) -> None:
@@ -240,7 +267,9 @@ class _Checker:
                 bad = False
                 for fld, r in zip(fields, rels, strict=True):
                     if r not in known:
-                        self.err(fld, f"rule names undefined relation '{r}'; known: {sorted(known)}")
+                        self.err(
+                            fld, f"rule names undefined relation '{r}'; known: {sorted(known)}"
+                        )
                         bad = True
                 if bad:
                     continue
@@ -248,39 +277,62 @@ class _Checker:
                 if not self.rel_range(r1) & self.rel_domain(r2):
                     self.err(f"{f}.premises", f"the range of '{r1}' is not in the domain of '{r2}'")
                 if not self.rel_domain(r1) & self.rel_domain(rule.conclusion):
-                    self.err(f"{f}.conclusion", f"the domain of '{r1}' is not in the domain of '{rule.conclusion}'")
+                    self.err(
+                        f"{f}.conclusion",
+                        f"the domain of '{r1}' is not in the domain of '{rule.conclusion}'",
+                    )
                 if not self.rel_range(r2) & self.rel_range(rule.conclusion):
-                    self.err(f"{f}.conclusion", f"the range of '{r2}' is not the range of '{rule.conclusion}'")
+                    self.err(
+                        f"{f}.conclusion",
+                        f"the range of '{r2}' is not the range of '{rule.conclusion}'",
+                    )
                 if rule.max_hops > s.max_hops:
                     self.err(f"{f}.max_hops", f"exceeds the spec's max_hops ({s.max_hops})")
             else:
                 rels = [rule.relation] + ([rule.inverse] if rule.kind == "inverse" else [])
                 for key, r in zip(("relation", "inverse"), rels, strict=False):
                     if r not in s.relations:
-                        self.err(f"{f}.{key}", f"rule names undefined relation '{r}'; known: {sorted(s.relations)}")
+                        self.err(
+                            f"{f}.{key}",
+                            f"rule names undefined relation '{r}'; known: {sorted(s.relations)}",
+                        )
 
     def check_templates(self, f: str, t: Templates) -> None:
         for key, (need, forbid, ends) in TEMPLATE_RULES.items():
             for i, text in enumerate(getattr(t, key)):
                 where = f"{f}.{key}.{i}"
                 try:
-                    used = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+                    used = {
+                        name for _, name, _, _ in string.Formatter().parse(text) if name is not None
+                    }
                 except ValueError as e:
                     self.err(where, f"bad template '{text}': {e}")
                     continue
                 unknown = used - PLACEHOLDERS
                 if unknown:
-                    self.err(where, f"unknown placeholder(s) {sorted(unknown)}; use {{subject}}/{{object}}")
+                    self.err(
+                        where,
+                        f"unknown placeholder(s) {sorted(unknown)}; use {{subject}}/{{object}}",
+                    )
                 missing = need - used
                 if missing:
-                    self.err(where, f"missing placeholder(s) {['{' + m + '}' for m in sorted(missing)]} in '{text}'")
+                    self.err(
+                        where,
+                        f"missing placeholder(s) {['{' + m + '}' for m in sorted(missing)]} in '{text}'",
+                    )
                 if used & forbid:
-                    self.err(where, f"must not contain {['{' + m + '}' for m in sorted(used & forbid)]} (it is the answer)")
+                    self.err(
+                        where,
+                        f"must not contain {['{' + m + '}' for m in sorted(used & forbid)]} (it is the answer)",
+                    )
                 if ends and text != text.rstrip():
                     self.err(where, "must end right before the answer, without trailing space")
         overlap = set(t.cloze) & set(t.paraphrase)
         if overlap:
-            self.err(f"{f}.paraphrase", f"held-out paraphrases repeat training cloze templates: {sorted(overlap)}")
+            self.err(
+                f"{f}.paraphrase",
+                f"held-out paraphrases repeat training cloze templates: {sorted(overlap)}",
+            )
 
     def check_sizes(self) -> None:
         s = self.spec
@@ -291,7 +343,9 @@ class _Checker:
         for z, preset in s.sizes.items():
             for lv in preset.branching:
                 if lv not in s.levels:
-                    self.err(f"sizes.{z}.branching.{lv}", f"unknown level '{lv}'; levels: {s.levels}")
+                    self.err(
+                        f"sizes.{z}.branching.{lv}", f"unknown level '{lv}'; levels: {s.levels}"
+                    )
             if s.hierarchy.nodes is None:
                 for lv in s.levels:
                     if lv not in preset.branching:
@@ -305,7 +359,10 @@ class _Checker:
 
         s = self.spec
         if s.names.generator not in NAME_GENERATORS:
-            self.err("names.generator", f"unknown name generator '{s.names.generator}'; known: {NAME_GENERATORS.names()}")
+            self.err(
+                "names.generator",
+                f"unknown name generator '{s.names.generator}'; known: {NAME_GENERATORS.names()}",
+            )
         pools = {n for n, v in s.value_types.items() if v.kind == "pool"}
         for key in s.names.explicit:
             if key not in s.levels and key not in pools:

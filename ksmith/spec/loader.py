@@ -123,8 +123,11 @@ def detect_kind(path: str | Path, data: Any) -> str:
     if isinstance(data, dict) and "kind" in data:
         k = data["kind"]
         if k not in SPEC_MODELS:
-            raise SpecError(f"unknown spec kind {k!r}; expected one of {sorted(SPEC_MODELS)}",
-                            file=path, field="kind")
+            raise SpecError(
+                f"unknown spec kind {k!r}; expected one of {sorted(SPEC_MODELS)}",
+                file=path,
+                field="kind",
+            )
         return k
     for part in reversed(path.resolve().parent.parts):
         if part in FOLDER_KINDS:
@@ -132,18 +135,21 @@ def detect_kind(path: str | Path, data: Any) -> str:
     raise SpecError(
         "cannot tell the spec kind: add a top-level `kind: graph|intervention|suite` or keep the "
         "file under specs/graphs, specs/interventions or specs/suites",
-        file=path, field="kind",
+        file=path,
+        field="kind",
     )
 
 
 def validate_data(data: Any, kind: str, file: str | Path | None = None) -> BaseModel:
     """Validate already-parsed data as a spec of `kind`, raising `SpecErrors`."""
     if kind not in SPEC_MODELS:
-        raise SpecError(f"unknown spec kind {kind!r}; expected one of {sorted(SPEC_MODELS)}",
-                        file=file)
+        raise SpecError(
+            f"unknown spec kind {kind!r}; expected one of {sorted(SPEC_MODELS)}", file=file
+        )
     if not isinstance(data, dict):
-        raise SpecError(f"expected a mapping at the top level, got {type(data).__name__}",
-                        file=file)
+        raise SpecError(
+            f"expected a mapping at the top level, got {type(data).__name__}", file=file
+        )
     try:
         return SPEC_MODELS[kind].model_validate(data)
     except ValidationError as e:
@@ -158,10 +164,18 @@ def load_spec(path: str | Path, kind: SpecKind | None = None) -> Any:
     """
     path = Path(path)
     data = read_yaml(path)
-    found = detect_kind(path, data)
-    if kind is not None and found != kind and isinstance(data, dict) and "kind" in data:
-        raise SpecError(f"expected a {kind} spec, found kind {found!r}", file=path, field="kind")
-    spec = validate_data(data, kind or found, path)
+    if not isinstance(data, dict):
+        raise SpecError(
+            f"expected a mapping at the top level, got {type(data).__name__}", file=path
+        )
+    if kind is None or "kind" in data:
+        found = detect_kind(path, data)
+        if kind is not None and found != kind:
+            raise SpecError(
+                f"expected a {kind} spec, found kind {found!r}", file=path, field="kind"
+            )
+        kind = found  # type: ignore[assignment]
+    spec = validate_data(data, kind, path)
     if isinstance(spec, SuiteSpec):
         load_suite(path, spec)
     return spec
@@ -188,26 +202,38 @@ def load_suite(path: str | Path, spec: SuiteSpec | None = None) -> LoadedSuite:
     for i, g in enumerate(suite.graphs):
         gpath = base / g.path
         if not gpath.is_file():
-            errors.append(SpecError(f"no such graph spec file: {gpath}", file=path,
-                                    field=f"graphs.{i}.path"))
+            errors.append(
+                SpecError(f"no such graph spec file: {gpath}", file=path, field=f"graphs.{i}.path")
+            )
             continue
         gspec = load_spec(gpath, "graph")
         if g.size not in gspec.sizes:
-            errors.append(SpecError(f"unknown size '{g.size}'; {gpath} has {sorted(gspec.sizes)}",
-                                    file=path, field=f"graphs.{i}.size"))
+            errors.append(
+                SpecError(
+                    f"unknown size '{g.size}'; {gpath} has {sorted(gspec.sizes)}",
+                    file=path,
+                    field=f"graphs.{i}.size",
+                )
+            )
         graphs.append((gspec, g.size, gpath))
     ipath = base / suite.interventions
     ispec = None
     if not ipath.is_file():
-        errors.append(SpecError(f"no such intervention spec file: {ipath}", file=path,
-                                field="interventions"))
+        errors.append(
+            SpecError(f"no such intervention spec file: {ipath}", file=path, field="interventions")
+        )
     else:
         ispec = load_spec(ipath, "intervention")
         for gspec, _, gpath in graphs:
             for j, lv in enumerate(ispec.levels):
                 if lv not in gspec.levels:
-                    errors.append(SpecError(f"level '{lv}' is not a level of {gpath} "
-                                            f"({gspec.levels})", file=ipath, field=f"levels.{j}"))
+                    errors.append(
+                        SpecError(
+                            f"level '{lv}' is not a level of {gpath} ({gspec.levels})",
+                            file=ipath,
+                            field=f"levels.{j}",
+                        )
+                    )
     if errors:
         raise SpecErrors(errors)
     assert ispec is not None

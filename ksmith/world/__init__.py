@@ -1,7 +1,8 @@
 """The world model: a tokenizer and a small causal LM trained on a world's corpus.
 
 Heavy modules (torch, transformers) load on first use of a name, so importing the package
-(``ksmith pretrain --help``) stays fast.
+(``ksmith pretrain --help``) stays fast. The command's function is
+``ksmith.world.pretrain.pretrain(dataset_dir, out, spec, base=None, device="auto")``.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ _EXPORTS = {
     "load_world_spec": "ksmith.world.spec",
     "DEFAULT_SPEC": "ksmith.world.spec",
     "train_tokenizer": "ksmith.world.tokenizer",
-    "build_model": "ksmith.world.train",
-    "train": "ksmith.world.train",
-    "TrainResult": "ksmith.world.train",
-    "pretrain": "ksmith.world.pretrain",
+    "build_model": "ksmith.world.training",
+    "train": "ksmith.world.training",
+    "TrainResult": "ksmith.world.training",
     "load_world_data": "ksmith.world.pretrain",
     "WorldData": "ksmith.world.pretrain",
     "KnowledgeProbes": "ksmith.world.probes",

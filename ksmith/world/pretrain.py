@@ -18,7 +18,7 @@ from ksmith.world.card import render_card, tokenizer_kind
 from ksmith.world.probes import KnowledgeProbes, collect_probes, probe_rows, vocabulary_texts
 from ksmith.world.spec import WorldModelSpec
 from ksmith.world.tokenizer import train_tokenizer
-from ksmith.world.train import TrainResult, build_model, train
+from ksmith.world.training import TrainResult, build_model, train
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,209 @@
+"""The world model: spec, tokenizer, and `ksmith pretrain` end to end on a tiny world."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from conftest import make_model, make_tokenizer
+from ksmith.cli import main
+from ksmith.errors import KsmithError, SpecError
+from ksmith.evaluate.hf import HFBackend
+from ksmith.models import load_model, model_fingerprint
+from ksmith.world import WorldModelSpec, load_world_spec, read_model_card
+from ksmith.world.pretrain import pretrain
+from ksmith.world.spec import DEFAULT_SPEC
+from ksmith.world.tokenizer import train_tokenizer
+from world_fixtures import FINGERPRINT, world_facts, write_world_dataset
+
+# A tiny model that memorises the 36-fact fixture world in a few hundred steps.
+TINY = [
+    "layers=1", "hidden=32", "heads=2", "intermediate=64", "max_position=32", "lr=0.01",
+    "warmup_steps=10", "batch_size=16", "eval_every=25", "max_steps=600",
+    "recall_threshold=1.0", "mcq_threshold=1.0",
+]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_world_dataset(tmp_path_factory.mktemp("world") / "ds")
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model") / "wm"
+    meta = pretrain(dataset, out, load_world_spec(None, TINY), device="cpu", progress=False)
+    return out, meta
+
+
+# -- spec -------------------------------------------------------------------------------------
+
+
+def test_default_spec_file_loads_and_is_complete():
+    data = yaml.safe_load(DEFAULT_SPEC.read_text())
+    assert set(data) == set(WorldModelSpec.model_fields)
+    spec = load_world_spec()
+    assert spec == WorldModelSpec(**data)
+    assert all(f.description for f in WorldModelSpec.model_fields.values())
+
+
+def test_set_overrides_are_type_checked():
+    spec = load_world_spec(None, ["layers=3", "arch=gpt2", "lr=2e-3"])
+    assert (spec.layers, spec.arch, spec.lr) == (3, "gpt2", 2e-3)
+    with pytest.raises(SpecError, match="field 'layers'"):
+        load_world_spec(None, ["layers=many"])
+    with pytest.raises(SpecError, match="field 'arch'"):
+        load_world_spec(None, ["arch=bert"])
+    with pytest.raises(SpecError, match="unknown field.*known fields: version, arch"):
+        load_world_spec(None, ["depth=3"])
+    with pytest.raises(SpecError, match="key=value"):
+        load_world_spec(None, ["layers"])
+    with pytest.raises(SpecError, match="not divisible"):
+        load_world_spec(None, ["hidden=30", "heads=4"])
+
+
+def test_spec_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "w.yaml"
+    bad.write_text("arch: llama\nwidth: 3\n")
+    with pytest.raises(SpecError, match=r"w\.yaml: field 'width'"):
+        load_world_spec(bad)
+    with pytest.raises(SpecError, match="cannot read"):
+        load_world_spec(tmp_path / "missing.yaml")
+
+
+# -- tokenizer --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["word", "bpe"])
+def test_tokenizer_is_exact_at_the_answer_boundary(kind):
+    texts = ["Bira eats grass.", "What does Bira eat? grass", "True or false: Bira eats fish. false"]
+    tok = train_tokenizer(texts, kind, vocab_size=300)
+    ctx = tok("What does Bira eat?")["input_ids"]
+    ans = tok(" grass", add_special_tokens=False)["input_ids"]
+    assert ctx[0] == tok.bos_token_id
+    assert ctx + ans == tok("What does Bira eat? grass")["input_ids"]
+    assert tok.decode(ctx + ans, skip_special_tokens=True) == "What does Bira eat? grass"
+    assert tok.pad_token and tok.eos_token and tok.unk_token
+
+
+def test_word_tokenizer_one_token_per_word():
+    tok = train_tokenizer(["Krodrutrus reproduces by litters.", "A\nB"], "word")
+    assert tok.tokenize("Krodrutrus reproduces by litters.") == [
+        "▁Krodrutrus", "▁reproduces", "▁by", "▁litters", ".",
+    ]
+    assert tok.decode(tok("A\nB")["input_ids"], skip_special_tokens=True) == "A\nB"
+    assert tok.convert_ids_to_tokens(tok("zorp", add_special_tokens=False)["input_ids"]) == ["<unk>"]
+
+
+# -- pretrain ---------------------------------------------------------------------------------
+
+
+def test_pretrain_writes_a_model_that_knows_the_world(trained, dataset):
+    out, meta = trained
+    assert meta["recall"] == 1.0 and meta["mcq_accuracy"] == 1.0
+    assert meta["stopped_by"] == "threshold"
+    card = read_model_card(out)
+    assert card == meta
+    for key in ("dataset_fingerprint", "recall", "mcq_accuracy", "train_seconds", "tokenizer",
+                "seed", "arch"):
+        assert key in card
+    assert card["dataset_fingerprint"] == FINGERPRINT
+    assert card["tokenizer"] == "word" and card["arch"] == "llama"
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "generation_config.json",
+                 "world_spec.yaml", "train_log.json", ".ksmith-output"):
+        assert (out / name).exists(), name
+    assert json.loads((out / "train_log.json").read_text())[-1]["recall"] == 1.0
+    assert WorldModelSpec(**yaml.safe_load((out / "world_spec.yaml").read_text())).lr == 0.01
+
+
+def test_pretrained_model_loads_offline_and_answers(trained):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out, _ = trained
+    model = AutoModelForCausalLM.from_pretrained(out, local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(out, local_files_only=True)
+    assert model.config.model_type == "llama" and tok.pad_token == "<pad>"
+    model, tok = load_model(out, device="cpu")
+    backend = HFBackend(model, tok)
+    facts = world_facts()[:6]
+    eats = [(s, o) for s, rel, o in facts if rel == "eats"]
+    prompts = [f"question : what does {s} eat ? answer :" for s, _ in eats]
+    # Greedy generation stops at the end of the line (EOS) and gives the stated object.
+    assert backend.generate(prompts, max_new_tokens=5) == [o for _, o in eats]
+
+
+def test_pretrain_is_deterministic(dataset, tmp_path):
+    spec = load_world_spec(None, [*TINY, "max_steps=15", "eval_every=10"])
+    a = tmp_path / "a"
+    b = tmp_path / "b"
+    pretrain(dataset, a, spec, device="cpu", progress=False)
+    pretrain(dataset, b, spec, device="cpu", progress=False)
+    assert model_fingerprint(a) == model_fingerprint(b)
+    assert (a / "tokenizer.json").read_bytes() == (b / "tokenizer.json").read_bytes()
+    c = tmp_path / "c"
+    pretrain(dataset, c, load_world_spec(None, [*TINY, "max_steps=15", "seed=1"]), device="cpu",
+             progress=False)
+    assert model_fingerprint(a) != model_fingerprint(c)
+
+
+def test_pretrain_gpt2(dataset, tmp_path):
+    spec = load_world_spec(None, [*TINY, "arch=gpt2", "max_steps=20", "tokenizer=bpe",
+                                  "bpe_vocab_size=300"])
+    meta = pretrain(dataset, tmp_path / "g", spec, device="cpu", progress=False)
+    assert meta["arch"] == "gpt2" and meta["tokenizer"] == "bpe" and meta["steps"] == 20
+    model, _ = load_model(tmp_path / "g", device="cpu")
+    assert model.config.model_type == "gpt2"
+
+
+def test_cli_fine_tunes_a_base_model(dataset, tmp_path):
+    tok = make_tokenizer()
+    base = make_model("llama", vocab_size=len(tok), seed=0)
+    base.save_pretrained(tmp_path / "base")
+    tok.save_pretrained(tmp_path / "base")
+    out = tmp_path / "ft"
+    code = main(["pretrain", str(dataset), "--out", str(out), "--base", str(tmp_path / "base"),
+                 "--device", "cpu", "--no-progress", "--set", "max_steps=30",
+                 "--set", "finetune_lr=0.003", "--set", "eval_every=10"])
+    assert code == 0
+    card = read_model_card(out)
+    assert card["base"] == str(tmp_path / "base")
+    assert card["tokenizer"] == "word" and card["steps"] <= 30
+    tuned, _ = load_model(out, device="cpu")
+    before = dict(base.named_parameters())
+    changed = [n for n, p in tuned.named_parameters() if not torch.equal(p, before[n])]
+    assert changed, "fine-tuning changed no weights"
+
+
+def test_cli_errors_leave_no_output(dataset, tmp_path, capsys):
+    out = tmp_path / "m"
+    assert main(["pretrain", str(dataset), "--out", str(out), "--set", "layers=x"]) == 2
+    assert "field 'layers'" in capsys.readouterr().err
+    assert main(["pretrain", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert "dataset folder not found" in capsys.readouterr().err
+    # A corpus line longer than the context window fails before anything is written.
+    assert main(["pretrain", str(dataset), "--out", str(out), "--no-progress",
+                 "--set", "max_position=16", "--set", "layers=1"]) == 2
+    assert "exceeds max_position" in capsys.readouterr().err
+    assert not out.exists()
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("keep me")
+    assert main(["pretrain", str(dataset), "--out", str(user), *sum([["--set", s] for s in TINY],
+                                                                     []), "--no-progress",
+                 "--set", "max_steps=2"]) == 2
+    assert (user / "notes.txt").read_text() == "keep me"
+
+
+def test_empty_corpus_is_an_error(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ds = write_world_dataset(tmp_path / "ds", fingerprint=None)
+    pq.write_table(pa.table({"domain": pa.array([], pa.string()), "fact_id": pa.array([], pa.string()),
+                             "text": pa.array([], pa.string())}),
+                   ds / "data" / "corpus" / "train.parquet")
+    with pytest.raises(KsmithError, match="corpus is empty"):
+        pretrain(ds, tmp_path / "m", load_world_spec(None, TINY), device="cpu", progress=False)
