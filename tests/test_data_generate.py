@@ -122,15 +122,15 @@ def test_interrupted_write_leaves_previous_output(tmp_path, monkeypatch):
     import ksmith.data.generate as gen
 
     calls = {"n": 0}
-    real = gen.write_rows
+    real = gen.write_columns
 
-    def flaky(path, schema, rows):
+    def flaky(path, schema, columns):
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("disk full")
-        return real(path, schema, rows)
+        return real(path, schema, columns)
 
-    monkeypatch.setattr(gen, "write_rows", flaky)
+    monkeypatch.setattr(gen, "write_columns", flaky)
     with pytest.raises(RuntimeError, match="disk full"):
         generate_dataset(
             write_suite(tmp_path / "specs2", seed=99, levels=["leaf"], scales=[1], groups=1),

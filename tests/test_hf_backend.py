@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import make_model, make_tokenizer
+
 from ksmith.errors import KsmithError
 from ksmith.evaluate import BACKENDS
 from ksmith.evaluate.hf import HFBackend
@@ -20,6 +20,10 @@ REQUESTS = [
     ("bira eats", " grass"),  # duplicate: computed once, returned twice
     ("lumo has color", " blue ."),
     ("a", " b"),
+    # Same context, one-token options share a model input row; a two-token one does not.
+    ("what does bira eat ? answer :", " grass"),
+    ("what does bira eat ? answer :", " meat"),
+    ("what does bira eat ? answer :", " fish seeds"),
 ]
 PROMPTS = ["bira eats", "what does tolan eat ? answer :", "the", "karo lives in the mountain and"]
 
@@ -34,8 +38,10 @@ def reference_scores(model, tok, requests):
             ids = torch.tensor([c + x])
             logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)  # [L, V]
             pos = range(len(c) - 1, len(c) + len(x) - 1)
-            ll = sum(logp[p, t].item() for p, t in zip(pos, x))
-            acc = sum(int(logp[p].argmax().item() == t) for p, t in zip(pos, x)) / len(x)
+            ll = sum(logp[p, t].item() for p, t in zip(pos, x, strict=True))
+            acc = sum(int(logp[p].argmax().item() == t) for p, t in zip(pos, x, strict=True)) / len(
+                x
+            )
             out.append((ll, acc))
     return out
 
@@ -64,14 +70,29 @@ def test_scores_match_unbatched_forward(arch, batch_size):
     ll = backend.loglikelihood(REQUESTS)
     acc = backend.token_accuracy(REQUESTS)
     assert len(ll) == len(acc) == len(REQUESTS)
-    for (r_ll, r_acc), b_ll, b_acc in zip(ref, ll, acc):
+    for (r_ll, r_acc), b_ll, b_acc in zip(ref, ll, acc, strict=True):
         assert b_ll == pytest.approx(r_ll, abs=1e-4)
         assert b_acc == pytest.approx(r_acc, abs=1e-4)
     # Greedy ids reproduce the token accuracy.
-    for s, (ctx, cont) in zip(backend.score(REQUESTS), REQUESTS):
+    for s, (_ctx, cont) in zip(backend.score(REQUESTS), REQUESTS, strict=True):
         target = tok(cont, add_special_tokens=False)["input_ids"]
         assert s.n_tokens == len(target)
-        assert sum(a == b for a, b in zip(s.greedy_ids, target)) / len(target) == s.token_accuracy
+        assert (
+            sum(a == b for a, b in zip(s.greedy_ids, target, strict=True)) / len(target)
+            == s.token_accuracy
+        )
+
+
+def test_vocabulary_projection_only_where_needed_changes_nothing():
+    tok = make_tokenizer()
+    model = make_model("llama", seed=6)
+    fast = HFBackend(model, tok, batch_size=4)
+    assert fast._accepts_logits_to_keep
+    slow = HFBackend(model, tok, batch_size=4)
+    slow._accepts_logits_to_keep = False
+    for a, b in zip(fast.score(REQUESTS), slow.score(REQUESTS), strict=True):
+        assert a.loglikelihood == pytest.approx(b.loglikelihood, abs=1e-5)
+        assert a.greedy_ids == b.greedy_ids
 
 
 def test_token_accuracy_is_one_for_the_models_own_greedy_answer():

@@ -170,3 +170,52 @@ def test_comparison_flips_with_the_update(generated):
                 assert {p["answer_before"], p["answer_after"]} == {"yes", "no"}
                 seen += 1
     assert seen
+
+
+def _after_worlds(world, requests):
+    by_group: dict[int, dict] = {}
+    for r in requests:
+        fid = next(
+            f.id
+            for f in world.lookup(r["subject"], r["relation"])
+            if f.base and f.object == r["object"]
+        )
+        by_group.setdefault(r["group"], {})[fid] = r["new_object"] or None
+    return {g: world.with_changes(ch) for g, ch in by_group.items()}
+
+
+def test_reverse_probes_have_unique_answers(world, generated):
+    """The reverse rule (ksmith.intervene.reverse): answers unique in both worlds."""
+    from ksmith.render import Renderer
+
+    rd = Renderer(world.spec)
+    inverse = dict(world.spec.inverse_pairs())
+    seen = {"inverse": 0, "mcq": 0}
+    for cfg, probes in generated["probes"].items():
+        afters = _after_worlds(world, generated["requests"][cfg])
+        for p in probes:
+            if p["type"] != "reverse":
+                continue
+            after = afters[p["group"]]
+            s, r = p["subject"], p["relation"]
+            q = inverse.get(r)
+            if q is not None and p["prompt"] == rd.reverse(q, s):  # through the inverse
+                seen["inverse"] += 1
+                assert world.objects(s, r) == [p["answer_before"]]
+                if p["kind"] == "edit":
+                    assert after.objects(s, r) == [p["answer_after"]]
+                else:
+                    assert p["answer_before"] not in after.objects(s, r)
+                continue
+            assert p["format"] == "mcq"
+            seen["mcq"] += 1
+            asked = [v for v in world.range_values(r) if rd.reverse(r, v) == p["prompt"]]
+            assert len(asked) == 1, p["prompt"]
+            before_holders = [x for x in p["options"] if world.holds(x, r, asked[0])]
+            after_holders = [x for x in p["options"] if after.holds(x, r, asked[0])]
+            assert before_holders == [p["answer_before"]]
+            if p["kind"] == "edit":
+                assert after_holders == [p["answer_after"]] == [s]
+            else:
+                assert after_holders == [] and p["answer_after"] == s
+    assert seen["inverse"] and seen["mcq"]

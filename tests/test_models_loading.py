@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import make_model, make_tokenizer
+
 from ksmith.errors import KsmithError
 from ksmith.models import ARCHITECTURES, load_model, model_fingerprint
 
@@ -66,8 +66,9 @@ def test_missing_model_is_a_clear_error(tmp_path, monkeypatch):
 def test_unknown_architecture_lists_supported(tmp_path):
     from transformers import BertConfig
 
-    BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8
-               ).save_pretrained(tmp_path / "bert")
+    BertConfig(
+        hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8
+    ).save_pretrained(tmp_path / "bert")
     with pytest.raises(KsmithError, match="model_type='bert'") as err:
         load_model(tmp_path / "bert", device="cpu")
     for name in ARCHITECTURES:
@@ -88,8 +89,9 @@ def test_hub_cache_layout_offline(tmp_path):
     )
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
     env.pop("KSMITH_ALLOW_DOWNLOAD", None)
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
     model_type, fingerprint = out.stdout.split()[-2:]
     assert model_type == "llama"
     assert len(fingerprint) == 64

@@ -176,10 +176,7 @@ def test_npo_gradient_is_ga_gradient_times_weight(world):
     pair = [_problem(facts).plus[0]]
     beta = 0.5
     logp_ref = _logp(model, tok, pair)  # (1,)
-    m = copy.deepcopy(model)
-    with torch.no_grad():  # move theta away from theta_ref so that W != 1
-        for q in m.parameters():
-            q.add_(0.01 * torch.randn(q.shape, generator=torch.Generator().manual_seed(1)))
+    m = _run(world, "ga", steps=3, lr=3e-3)[0]  # theta moved away from theta_ref: W != 1
     prompts, answers = pairs_text(pair)
     batch = encode_pairs(tok, prompts, answers)
     params = list(m.parameters())
@@ -190,9 +187,10 @@ def test_npo_gradient_is_ga_gradient_times_weight(world):
     g_ga = torch.autograd.grad(logp.sum(), params)  # gradient of L_GA = log pi_theta
     pi_b, ref_b = torch.exp(beta * logp.detach()), torch.exp(beta * logp_ref)
     weight = float((2 * pi_b / (pi_b + ref_b))[0])
-    assert abs(weight - 1.0) > 1e-3
+    assert weight < 0.9
     for a, b in zip(g_npo, g_ga):
-        torch.testing.assert_close(a, weight * b, rtol=1e-4, atol=1e-7)
+        scale = float(b.abs().max()) + 1e-12  # float32 sums: compare relative to the tensor
+        torch.testing.assert_close(a / scale, weight * b / scale, rtol=1e-3, atol=1e-5)
 
 
 # ---- SimNPO: its formula, length-normalised -------------------------------------------------

@@ -7,8 +7,9 @@ import json
 import pytest
 import torch
 import yaml
-
 from conftest import make_model, make_tokenizer
+from world_fixtures import FINGERPRINT, world_facts, write_world_dataset
+
 from ksmith.cli import main
 from ksmith.errors import KsmithError, SpecError
 from ksmith.evaluate.hf import HFBackend
@@ -17,13 +18,21 @@ from ksmith.world import WorldModelSpec, load_world_spec, read_model_card
 from ksmith.world.pretrain import pretrain
 from ksmith.world.spec import DEFAULT_SPEC
 from ksmith.world.tokenizer import train_tokenizer
-from world_fixtures import FINGERPRINT, world_facts, write_world_dataset
 
 # A tiny model that memorises the 36-fact fixture world in a few hundred steps.
 TINY = [
-    "layers=1", "hidden=32", "heads=2", "intermediate=64", "max_position=32", "lr=0.01",
-    "warmup_steps=10", "batch_size=16", "eval_every=25", "max_steps=600",
-    "recall_threshold=1.0", "mcq_threshold=1.0",
+    "layers=1",
+    "hidden=32",
+    "heads=2",
+    "intermediate=64",
+    "max_position=32",
+    "lr=0.01",
+    "warmup_steps=10",
+    "batch_size=16",
+    "eval_every=25",
+    "max_steps=600",
+    "recall_threshold=1.0",
+    "mcq_threshold=1.0",
 ]
 
 
@@ -79,7 +88,11 @@ def test_spec_file_errors_name_the_file(tmp_path):
 
 @pytest.mark.parametrize("kind", ["word", "bpe"])
 def test_tokenizer_is_exact_at_the_answer_boundary(kind):
-    texts = ["Bira eats grass.", "What does Bira eat? grass", "True or false: Bira eats fish. false"]
+    texts = [
+        "Bira eats grass.",
+        "What does Bira eat? grass",
+        "True or false: Bira eats fish. false",
+    ]
     tok = train_tokenizer(texts, kind, vocab_size=300)
     ctx = tok("What does Bira eat?")["input_ids"]
     ans = tok(" grass", add_special_tokens=False)["input_ids"]
@@ -92,10 +105,16 @@ def test_tokenizer_is_exact_at_the_answer_boundary(kind):
 def test_word_tokenizer_one_token_per_word():
     tok = train_tokenizer(["Krodrutrus reproduces by litters.", "A\nB"], "word")
     assert tok.tokenize("Krodrutrus reproduces by litters.") == [
-        "▁Krodrutrus", "▁reproduces", "▁by", "▁litters", ".",
+        "▁Krodrutrus",
+        "▁reproduces",
+        "▁by",
+        "▁litters",
+        ".",
     ]
     assert tok.decode(tok("A\nB")["input_ids"], skip_special_tokens=True) == "A\nB"
-    assert tok.convert_ids_to_tokens(tok("zorp", add_special_tokens=False)["input_ids"]) == ["<unk>"]
+    assert tok.convert_ids_to_tokens(tok("zorp", add_special_tokens=False)["input_ids"]) == [
+        "<unk>"
+    ]
 
 
 # -- pretrain ---------------------------------------------------------------------------------
@@ -107,13 +126,27 @@ def test_pretrain_writes_a_model_that_knows_the_world(trained, dataset):
     assert meta["stopped_by"] == "threshold"
     card = read_model_card(out)
     assert card == meta
-    for key in ("dataset_fingerprint", "recall", "mcq_accuracy", "train_seconds", "tokenizer",
-                "seed", "arch"):
+    for key in (
+        "dataset_fingerprint",
+        "recall",
+        "mcq_accuracy",
+        "train_seconds",
+        "tokenizer",
+        "seed",
+        "arch",
+    ):
         assert key in card
     assert card["dataset_fingerprint"] == FINGERPRINT
     assert card["tokenizer"] == "word" and card["arch"] == "llama"
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "generation_config.json",
-                 "world_spec.yaml", "train_log.json", ".ksmith-output"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "generation_config.json",
+        "world_spec.yaml",
+        "train_log.json",
+        ".ksmith-output",
+    ):
         assert (out / name).exists(), name
     assert json.loads((out / "train_log.json").read_text())[-1]["recall"] == 1.0
     assert WorldModelSpec(**yaml.safe_load((out / "world_spec.yaml").read_text())).lr == 0.01
@@ -144,14 +177,20 @@ def test_pretrain_is_deterministic(dataset, tmp_path):
     assert model_fingerprint(a) == model_fingerprint(b)
     assert (a / "tokenizer.json").read_bytes() == (b / "tokenizer.json").read_bytes()
     c = tmp_path / "c"
-    pretrain(dataset, c, load_world_spec(None, [*TINY, "max_steps=15", "seed=1"]), device="cpu",
-             progress=False)
+    pretrain(
+        dataset,
+        c,
+        load_world_spec(None, [*TINY, "max_steps=15", "seed=1"]),
+        device="cpu",
+        progress=False,
+    )
     assert model_fingerprint(a) != model_fingerprint(c)
 
 
 def test_pretrain_gpt2(dataset, tmp_path):
-    spec = load_world_spec(None, [*TINY, "arch=gpt2", "max_steps=20", "tokenizer=bpe",
-                                  "bpe_vocab_size=300"])
+    spec = load_world_spec(
+        None, [*TINY, "arch=gpt2", "max_steps=20", "tokenizer=bpe", "bpe_vocab_size=300"]
+    )
     meta = pretrain(dataset, tmp_path / "g", spec, device="cpu", progress=False)
     assert meta["arch"] == "gpt2" and meta["tokenizer"] == "bpe" and meta["steps"] == 20
     model, _ = load_model(tmp_path / "g", device="cpu")
@@ -164,9 +203,25 @@ def test_cli_fine_tunes_a_base_model(dataset, tmp_path):
     base.save_pretrained(tmp_path / "base")
     tok.save_pretrained(tmp_path / "base")
     out = tmp_path / "ft"
-    code = main(["pretrain", str(dataset), "--out", str(out), "--base", str(tmp_path / "base"),
-                 "--device", "cpu", "--no-progress", "--set", "max_steps=30",
-                 "--set", "finetune_lr=0.003", "--set", "eval_every=10"])
+    code = main(
+        [
+            "pretrain",
+            str(dataset),
+            "--out",
+            str(out),
+            "--base",
+            str(tmp_path / "base"),
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--set",
+            "max_steps=30",
+            "--set",
+            "finetune_lr=0.003",
+            "--set",
+            "eval_every=10",
+        ]
+    )
     assert code == 0
     card = read_model_card(out)
     assert card["base"] == str(tmp_path / "base")
@@ -184,16 +239,49 @@ def test_cli_errors_leave_no_output(dataset, tmp_path, capsys):
     assert main(["pretrain", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert "dataset folder not found" in capsys.readouterr().err
     # A corpus line longer than the context window fails before anything is written.
-    assert main(["pretrain", str(dataset), "--out", str(out), "--no-progress",
-                 "--set", "max_position=16", "--set", "layers=1"]) == 2
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    long_ds = write_world_dataset(tmp_path / "long")
+    corpus = pq.read_table(long_ds / "data" / "corpus" / "train.parquet").to_pylist()
+    corpus[0]["text"] = " ".join(["bira"] * 20)
+    pq.write_table(pa.Table.from_pylist(corpus), long_ds / "data" / "corpus" / "train.parquet")
+    assert (
+        main(
+            [
+                "pretrain",
+                str(long_ds),
+                "--out",
+                str(out),
+                "--no-progress",
+                "--set",
+                "max_position=16",
+                "--set",
+                "layers=1",
+            ]
+        )
+        == 2
+    )
     assert "exceeds max_position" in capsys.readouterr().err
     assert not out.exists()
     user = tmp_path / "mine"
     user.mkdir()
     (user / "notes.txt").write_text("keep me")
-    assert main(["pretrain", str(dataset), "--out", str(user), *sum([["--set", s] for s in TINY],
-                                                                     []), "--no-progress",
-                 "--set", "max_steps=2"]) == 2
+    assert (
+        main(
+            [
+                "pretrain",
+                str(dataset),
+                "--out",
+                str(user),
+                *sum([["--set", s] for s in TINY], []),
+                "--no-progress",
+                "--set",
+                "max_steps=2",
+            ]
+        )
+        == 2
+    )
     assert (user / "notes.txt").read_text() == "keep me"
 
 
@@ -202,8 +290,15 @@ def test_empty_corpus_is_an_error(tmp_path):
     import pyarrow.parquet as pq
 
     ds = write_world_dataset(tmp_path / "ds", fingerprint=None)
-    pq.write_table(pa.table({"domain": pa.array([], pa.string()), "fact_id": pa.array([], pa.string()),
-                             "text": pa.array([], pa.string())}),
-                   ds / "data" / "corpus" / "train.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "domain": pa.array([], pa.string()),
+                "fact_id": pa.array([], pa.string()),
+                "text": pa.array([], pa.string()),
+            }
+        ),
+        ds / "data" / "corpus" / "train.parquet",
+    )
     with pytest.raises(KsmithError, match="corpus is empty"):
         pretrain(ds, tmp_path / "m", load_world_spec(None, TINY), device="cpu", progress=False)

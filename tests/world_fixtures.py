@@ -65,8 +65,18 @@ def world_facts(n_subjects: int = len(NAMES), seed: int = 0) -> list[tuple[str, 
     ]
 
 
-def _probe(config_kind: str, group: int, rid: str, ptype: str, qset: str, fmt: str,
-           prompt: str, fact: tuple[str, str, str], new: str, options: list[str]) -> dict:
+def _probe(
+    config_kind: str,
+    group: int,
+    rid: str,
+    ptype: str,
+    qset: str,
+    fmt: str,
+    prompt: str,
+    fact: tuple[str, str, str],
+    new: str,
+    options: list[str],
+) -> dict:
     s, rel, o = fact
     unlearn = config_kind == "unlearn"
     after = o if (unlearn or qset == "Q-") else new
@@ -93,8 +103,9 @@ def _probe(config_kind: str, group: int, rid: str, ptype: str, qset: str, fmt: s
     }
 
 
-def _probes_for(kind: str, facts: list[tuple[str, str, str]], k: int, groups: int,
-                seed: int) -> list[dict]:
+def _probes_for(
+    kind: str, facts: list[tuple[str, str, str]], k: int, groups: int, seed: int
+) -> list[dict]:
     rng = random.Random(seed)
     rows = []
     for g in range(groups):
@@ -109,34 +120,55 @@ def _probes_for(kind: str, facts: list[tuple[str, str, str]], k: int, groups: in
             options = sorted({o, new, *[v for v in values if v not in (o, new)][:2]})
             rows += [
                 _probe(kind, g, rid, "direct", "Q+", "cloze", stmt.format(s=s), fact, new, []),
-                _probe(kind, g, rid, "direct", "Q+", "mcq", question.format(s=s), fact, new,
-                       options),
+                _probe(
+                    kind, g, rid, "direct", "Q+", "mcq", question.format(s=s), fact, new, options
+                ),
                 _probe(kind, g, rid, "direct", "Q+", "qa", question.format(s=s), fact, new, []),
-                _probe(kind, g, rid, "paraphrase", "Q+", "cloze", para.format(s=s), fact, new,
-                       []),
+                _probe(kind, g, rid, "paraphrase", "Q+", "cloze", para.format(s=s), fact, new, []),
             ]
             os_, orel, _oo = others
-            row = _probe(kind, g, rid, "contextual", "Q-", "cloze",
-                         RELATIONS[orel][1].format(s=os_), others, new, [])
+            row = _probe(
+                kind,
+                g,
+                rid,
+                "contextual",
+                "Q-",
+                "cloze",
+                RELATIONS[orel][1].format(s=os_),
+                others,
+                new,
+                [],
+            )
             row["id"] = f"{rid}.contextual.cloze.0"
             rows.append(row)
     return rows
 
 
-def write_world_dataset(root: str | Path, *, n_subjects: int = len(NAMES), seed: int = 0,
-                        configs: tuple[str, ...] = ("biology.edit.leaf.k1",
-                                                    "biology.unlearn.leaf.k2"),
-                        groups: int = 2, fingerprint: str | None = FINGERPRINT) -> Path:
+def write_world_dataset(
+    root: str | Path,
+    *,
+    n_subjects: int = len(NAMES),
+    seed: int = 0,
+    configs: tuple[str, ...] = ("biology.edit.leaf.k1", "biology.unlearn.leaf.k2"),
+    groups: int = 2,
+    fingerprint: str | None = FINGERPRINT,
+) -> Path:
     """Write a dataset folder with a corpus, probe configs and a card; returns `root`."""
     root = Path(root)
     facts = world_facts(n_subjects, seed)
     corpus = []
     for s, rel, o in facts:
         _values, stmt, question, _para = RELATIONS[rel]
-        corpus.append({"domain": "biology", "fact_id": f"{s}|{rel}|{o}",
-                       "text": f"{stmt.format(s=s)} {o} ."})
-        corpus.append({"domain": "biology", "fact_id": f"{s}|{rel}|{o}",
-                       "text": f"{question.format(s=s)} {o}"})
+        corpus.append(
+            {"domain": "biology", "fact_id": f"{s}|{rel}|{o}", "text": f"{stmt.format(s=s)} {o} ."}
+        )
+        corpus.append(
+            {
+                "domain": "biology",
+                "fact_id": f"{s}|{rel}|{o}",
+                "text": f"{question.format(s=s)} {o}",
+            }
+        )
     (root / "data" / "corpus").mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(corpus), root / "data" / "corpus" / "train.parquet")
     counts = {}
@@ -144,18 +176,34 @@ def write_world_dataset(root: str | Path, *, n_subjects: int = len(NAMES), seed:
         _domain, kind, _level, scale = config.split(".")
         rows = _probes_for(kind, facts, int(scale[1:]), groups, seed + i)
         (root / "data" / config).mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pylist(rows, schema=PROBE_SCHEMA),
-                       root / "data" / config / "test.parquet")
-        counts[config] = {"requests": int(scale[1:]) * groups, "probes": len(rows),
-                          "groups": groups}
+        pq.write_table(
+            pa.Table.from_pylist(rows, schema=PROBE_SCHEMA), root / "data" / config / "test.parquet"
+        )
+        counts[config] = {
+            "requests": int(scale[1:]) * groups,
+            "probes": len(rows),
+            "groups": groups,
+        }
     meta = {
-        "configs": [{"config_name": "corpus",
-                     "data_files": [{"split": "train", "path": "data/corpus/train.parquet"}]}]
-        + [{"config_name": c, "data_files": [{"split": "test", "path": f"data/{c}/test.parquet"}]}
-           for c in configs],
-        "ksmith": {"suite": "fixture", "format_version": 1, "ksmith_version": "0.1.0",
-                   "counts": counts, **({"fingerprint": fingerprint} if fingerprint else {})},
+        "configs": [
+            {
+                "config_name": "corpus",
+                "data_files": [{"split": "train", "path": "data/corpus/train.parquet"}],
+            }
+        ]
+        + [
+            {"config_name": c, "data_files": [{"split": "test", "path": f"data/{c}/test.parquet"}]}
+            for c in configs
+        ],
+        "ksmith": {
+            "suite": "fixture",
+            "format_version": 1,
+            "ksmith_version": "0.1.0",
+            "counts": counts,
+            **({"fingerprint": fingerprint} if fingerprint else {}),
+        },
     }
-    (root / "README.md").write_text("---\n" + yaml.safe_dump(meta, sort_keys=True)
-                                    + "---\n\n# fixture world\n")
+    (root / "README.md").write_text(
+        "---\n" + yaml.safe_dump(meta, sort_keys=True) + "---\n\n# fixture world\n"
+    )
     return root

@@ -17,17 +17,19 @@ from tqdm.auto import tqdm
 
 from ksmith import __version__
 from ksmith.data.card import CardInfo, corpus_path, probes_path, render_card, requests_path
-from ksmith.data.parquet import write_rows
+from ksmith.data.parquet import RowGroupWriter, write_columns
 from ksmith.data.schema import (
     CORPUS_SCHEMA,
     FORMAT_VERSION,
     PROBE_SCHEMA,
+    REQUEST_COLUMNS,
     REQUEST_SCHEMA,
     config_name,
 )
 from ksmith.errors import SpecError
 from ksmith.intervene import (
     CandidatePool,
+    Columns,
     ProbeBuilder,
     WorldIndex,
     derive_seed,
@@ -35,7 +37,7 @@ from ksmith.intervene import (
     sample_group,
 )
 from ksmith.io import atomic_output_dir
-from ksmith.render import Renderer, corpus_lines
+from ksmith.render import Renderer, corpus_batches
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +111,12 @@ def build_suite_plan(suite_path: str | Path, size: str | None = None) -> SuitePl
 
 @dataclass(frozen=True)
 class ConfigRows:
-    """Rows of one config: request tuples and probe tuples (schema order)."""
+    """Rows of one config: request and probe columns (schema order)."""
 
     name: str
     groups: int
-    requests: list[tuple]
-    probes: list[tuple]
+    requests: Columns
+    probes: Columns
 
 
 def config_rows(
@@ -132,8 +134,8 @@ def config_rows(
     """Sample every group of one (kind, level, scale) and derive its requests and probes."""
     domain = index.world.spec.domain
     name = config_name(domain, kind, level, scale)
-    requests: list[tuple] = []
-    probes: list[tuple] = []
+    requests = Columns(REQUEST_COLUMNS)
+    probes: Columns | None = None
     n_groups = ispec.groups_for(scale)
     for g in range(n_groups):
         gseed = derive_seed(seed, ispec.seed, domain, kind, level, scale, g)
@@ -149,12 +151,16 @@ def config_rows(
             answer = r.new_object if r.new_object is not None else f.object
             plus = renderer.training_prompts(f.relation, f.subject)
             minus_p, minus_a = builder.retain(r, ispec.retain_per_request)
-            requests.append((
+            requests.append(*(
                 g, r.request_id, kind, level, f.subject, f.relation, f.object,
                 r.new_object or "", renderer.cloze(f.relation, f.subject), plus,
                 [answer] * len(plus), minus_p, minus_a,
             ))  # fmt: skip
-        probes.extend(builder.rows)
+        if probes is None:
+            probes = builder.columns
+        else:
+            probes.extend(builder.columns)
+    assert probes is not None  # every config has at least one group
     return ConfigRows(name, n_groups, requests, probes)
 
 
@@ -184,7 +190,7 @@ def generate_dataset(
     stats = GenerateStats(Path(out), plan.fingerprint)
     jobs = list(_config_jobs(plan))
     with atomic_output_dir(out, kind="dataset") as tmp:
-        corpus: list[tuple[str, str, str]] = []
+        corpus = RowGroupWriter(tmp / corpus_path(), CORPUS_SCHEMA)
         bar = tqdm(total=len(jobs), desc="configs", unit="config", disable=not progress)
         for gi, (gspec, _, gpath) in enumerate(loaded.graphs):
             gsize = plan.sizes[gi]
@@ -194,14 +200,10 @@ def generate_dataset(
             stats.derived_facts += len(world.facts) - len(world.base_facts)
             renderer = Renderer(gspec)
             index = WorldIndex(world)
-            corpus.extend(
-                corpus_lines(
-                    world,
-                    renderer,
-                    seed=derive_seed(suite.seed, gspec.seed, "corpus"),
-                    facts=index.facts,
-                )
-            )
+            for batch in corpus_batches(
+                world, renderer, seed=derive_seed(suite.seed, gspec.seed, "corpus")
+            ):
+                corpus.write(batch)
             pool = CandidatePool(world)
             for job in jobs:
                 if job[0] != gi:
@@ -211,8 +213,8 @@ def generate_dataset(
                     index, pool, renderer, ispec,
                     kind=kind, level=level, scale=scale, seed=suite.seed, where=where,
                 )  # fmt: skip
-                write_rows(tmp / requests_path(rows.name), REQUEST_SCHEMA, rows.requests)
-                write_rows(tmp / probes_path(rows.name), PROBE_SCHEMA, rows.probes)
+                write_columns(tmp / requests_path(rows.name), REQUEST_SCHEMA, rows.requests.lists)
+                write_columns(tmp / probes_path(rows.name), PROBE_SCHEMA, rows.probes.lists)
                 stats.counts[rows.name] = {
                     "groups": rows.groups,
                     "requests": len(rows.requests),
@@ -223,7 +225,7 @@ def generate_dataset(
                 bar.update(1)
                 bar.set_postfix(config=rows.name, probes=stats.probes)
         bar.close()
-        stats.corpus_lines = write_rows(tmp / corpus_path(), CORPUS_SCHEMA, corpus)
+        stats.corpus_lines = corpus.close()
         (tmp / "spec.yaml").write_text(plan.spec_yaml, encoding="utf-8")
         card = CardInfo(
             suite=suite.name,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 # Bump when the layout or the meaning of any generated field changes: it enters the fingerprint.
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
 
 _S = pa.string()
 _I = pa.int32()

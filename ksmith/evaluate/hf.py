@@ -12,6 +12,7 @@ distribution after a prompt (KL) and a block's last-token hidden state (CKA).
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -86,6 +87,10 @@ class HFBackend(Backend):
         )
         if self.eos_id is not None and tokenizer.bos_token_id is None:
             self.prefix_id = self.eos_id
+        # transformers >= 4.45 can project only chosen positions onto the vocabulary.
+        self._accepts_logits_to_keep = (
+            "logits_to_keep" in inspect.signature(model.forward).parameters
+        )
 
     @classmethod
     def from_path(
@@ -123,26 +128,41 @@ class HFBackend(Backend):
     # -- scoring ----------------------------------------------------------------------------
 
     def score(self, requests: Sequence[tuple[str, str]]) -> list[ContinuationScore]:
-        """Log-likelihood, token accuracy and greedy tokens of each continuation, in order."""
+        """Log-likelihood, token accuracy and greedy tokens of each continuation, in order.
+
+        Requests whose model input is the same token sequence (the options of a multiple-choice
+        question whose answers are one token each, as lm-eval groups them) share one row.
+        """
         unique = list(dict.fromkeys((c, x) for c, x in requests))
         contexts = self._encode_contexts([c for c, _ in unique])
         continuations = self._encode([x for _, x in unique], special=False)
-        inputs: list[list[int]] = []
-        for (ctx_text, cont_text), ctx, cont in zip(unique, contexts, continuations):
+        row_of: dict[tuple[int, ...], int] = {}
+        rows: list[list[int]] = []  # distinct model inputs
+        members: list[list[int]] = []  # row -> indices into `unique`
+        for i, ((ctx_text, cont_text), ctx, cont) in enumerate(
+            zip(unique, contexts, continuations, strict=True)
+        ):
             if not cont:
                 raise KsmithError(f"continuation {cont_text!r} (after {ctx_text!r}) is empty")
             if len(cont) > self.max_length:
                 raise KsmithError(f"continuation {cont_text!r} is longer than the model window")
             # The model reads ctx + cont[:-1] and predicts cont; truncate from the left.
-            inputs.append((ctx + cont)[:-1][-self.max_length :])
+            key = tuple((ctx + cont)[:-1][-self.max_length :])
+            if key not in row_of:
+                row_of[key] = len(rows)
+                rows.append(list(key))
+                members.append([])
+            members[row_of[key]].append(i)
         results: list[ContinuationScore | None] = [None] * len(unique)
-        order = sorted(range(len(unique)), key=lambda i: -len(inputs[i]))
+        order = sorted(range(len(rows)), key=lambda r: -len(rows[r]))
         with torch.inference_mode():
             for batch in _chunks(order, self.batch_size):
-                scores = self._score_batch([inputs[i] for i in batch], [continuations[i] for i in batch])
-                for i, s in zip(batch, scores):
-                    results[i] = s
-        by_request = dict(zip(unique, results))
+                items = [(b, continuations[i]) for b, r in enumerate(batch) for i in members[r]]
+                scores = self._score_batch([rows[r] for r in batch], items)
+                targets = [i for r in batch for i in members[r]]
+                for i, sc in zip(targets, scores, strict=True):
+                    results[i] = sc
+        by_request = dict(zip(unique, results, strict=True))
         return [by_request[(c, x)] for c, x in requests]  # type: ignore[misc]
 
     def _right_padded(self, seqs: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,18 +175,26 @@ class HFBackend(Backend):
         return ids.to(self.device), mask.to(self.device)
 
     def _score_batch(
-        self, inputs: Sequence[list[int]], continuations: Sequence[list[int]]
+        self, inputs: Sequence[list[int]], items: Sequence[tuple[int, list[int]]]
     ) -> list[ContinuationScore]:
+        """Score each (row, continuation) item; a continuation of k tokens is predicted at its
+        row's last k positions."""
         ids, mask = self._right_padded(inputs)
-        logits = self.model(input_ids=ids, attention_mask=mask).logits  # [B, L, V]
-        # Positions whose next-token prediction is a continuation token: the last k inputs.
         rows, cols, targets, owner = [], [], [], []
-        for b, (inp, cont) in enumerate(zip(inputs, continuations)):
-            k = len(cont)
+        for n, (b, cont) in enumerate(items):
+            k, length = len(cont), len(inputs[b])
             rows.extend([b] * k)
-            cols.extend(range(len(inp) - k, len(inp)))
+            cols.extend(range(length - k, length))
             targets.extend(cont)
-            owner.extend([b] * k)
+            owner.extend([n] * k)
+        # Project onto the vocabulary only where a continuation token is predicted.
+        keep = sorted(set(cols))
+        kwargs = {}
+        if self._accepts_logits_to_keep:
+            kwargs["logits_to_keep"] = torch.tensor(keep, device=ids.device)
+            where = {c: j for j, c in enumerate(keep)}
+            cols = [where[c] for c in cols]
+        logits = self.model(input_ids=ids, attention_mask=mask, **kwargs).logits  # [B, L', V]
         dev = logits.device
         picked = logits[torch.tensor(rows, device=dev), torch.tensor(cols, device=dev)]  # [T, V]
         logp = torch.log_softmax(picked.float(), dim=-1)  # [T, V]
@@ -174,17 +202,17 @@ class HFBackend(Backend):
         token_ll = logp.gather(-1, target[:, None]).squeeze(-1)  # [T]
         greedy = logp.argmax(-1)  # [T]
         hit = (greedy == target).float()  # [T]
-        own = torch.tensor(owner, device=dev)
-        ll = torch.zeros(len(inputs), device=dev).index_add_(0, own, token_ll)  # [B]
-        hits = torch.zeros(len(inputs), device=dev).index_add_(0, own, hit)  # [B]
+        own = torch.tensor(owner, device=dev)  # [T]
+        ll = torch.zeros(len(items), device=dev).index_add_(0, own, token_ll)  # [N]
+        hits = torch.zeros(len(items), device=dev).index_add_(0, own, hit)  # [N]
         ll_l, hits_l, greedy_l = ll.tolist(), hits.tolist(), greedy.tolist()
         out, start = [], 0
-        for b, cont in enumerate(continuations):
+        for n, (_b, cont) in enumerate(items):
             k = len(cont)
             out.append(
                 ContinuationScore(
-                    loglikelihood=ll_l[b],
-                    token_accuracy=hits_l[b] / k,
+                    loglikelihood=ll_l[n],
+                    token_accuracy=hits_l[n] / k,
                     n_tokens=k,
                     greedy_ids=tuple(greedy_l[start : start + k]),
                 )
@@ -243,7 +271,7 @@ class HFBackend(Backend):
                 )
                 for row, i in enumerate(batch):
                     texts[i] = _cut(self._decode_new(out[row, width:].tolist()), stop)
-        by_prompt = dict(zip(unique, texts))
+        by_prompt = dict(zip(unique, texts, strict=True))
         return [by_prompt[p] for p in prompts]
 
     def _decode_new(self, new_ids: list[int]) -> str:

@@ -23,7 +23,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from ksmith.errors import KsmithError
-from ksmith.graph.closure import compute_closure
+from ksmith.graph.closure import ClosureTable, Rules, base_structure, compute_closure
+from ksmith.graph.incremental import ClosureDelta, WorldIndexes, update_closure
 from ksmith.graph.sample import Entities, class_order, sample_base_facts, sample_entities
 from ksmith.spec.graph import GraphSpec
 from ksmith.spec.graph_checks import relation_classes
@@ -116,6 +117,7 @@ class World:
         entities: Entities,
         base: list[tuple[int, int, int]],
         base_ids: list[str],
+        table: ClosureTable | None = None,
     ):
         self.spec = spec
         self.size = size
@@ -125,11 +127,14 @@ class World:
         self._rels = spec.relation_names()
         self._rel_ids = {r: i for i, r in enumerate(self._rels)}
         t0 = time.perf_counter()
-        with _no_gc():  # millions of small objects: generational GC would rescan them
-            self._table = compute_closure(spec, base, len(entities.names))
+        if table is None:
+            with _no_gc():  # millions of small objects: generational GC would rescan them
+                table = compute_closure(spec, base, len(entities.names))
+        self._table = table
         self._row_of_base = {fid: i for i, fid in enumerate(base_ids)}
         self._cache: list[Fact | None] = [None] * len(self._table)
         self._sup_cache: dict[int, frozenset[str]] = {}
+        self._ranges: dict[tuple[str, str | None], frozenset[str]] = {}
         self.facts: Sequence[Fact] = FactView(self, 0, len(self._table))
         self.base_facts: Sequence[Fact] = FactView(self, 0, self._table.n_base)
         names = entities.names
@@ -190,11 +195,22 @@ class World:
 
     @cached_property
     def _by_subject_relation(self) -> dict[int, list[int]]:
+        """(s, r) key (s * n_rel + r) -> rows, in row order."""
         t, n_rel = self._table, len(self._rels)
         idx: dict[int, list[int]] = {}
         with _no_gc():
             for i, (s, r) in enumerate(zip(t.subj, t.rel, strict=True)):
                 idx.setdefault(s * n_rel + r, []).append(i)
+        return idx
+
+    @cached_property
+    def _by_object_relation(self) -> dict[int, list[int]]:
+        """(o, r) key (o * n_rel + r) -> rows, in row order."""
+        t, n_rel = self._table, len(self._rels)
+        idx: dict[int, list[int]] = {}
+        with _no_gc():
+            for i, (o, r) in enumerate(zip(t.obj, t.rel, strict=True)):
+                idx.setdefault(o * n_rel + r, []).append(i)
         return idx
 
     @cached_property
@@ -206,6 +222,17 @@ class World:
                 for b in t.support[i]:
                     idx.setdefault(b, []).append(i)
         return idx
+
+    @cached_property
+    def _indexes(self) -> WorldIndexes:
+        children, declares = base_structure(self._base, len(self._rels))
+        return WorldIndexes(
+            self._by_subject_relation,
+            self._by_object_relation,
+            self._dependents,
+            children,
+            declares,
+        )
 
     def lookup(self, subject: str, relation: str) -> list[Fact]:
         """Base and derived facts with this subject and relation (one per derivation)."""
@@ -302,32 +329,84 @@ class World:
         return g
 
     # -- counterfactual worlds ------------------------------------------------------------
-    def with_changes(self, changes: Mapping[str, str | None]) -> World:
-        """A new world where base fact id -> new object (None: the fact is removed).
-
-        New objects must be in `range_values(relation, subject)`; the closure is recomputed.
-        """
-        rows = {fid: i for i, fid in enumerate(self._base_ids)}
-        base = list(self._base)
-        keep = [True] * len(base)
+    def _change_rows(self, changes: Mapping[str, str | None]) -> dict[int, int | None]:
+        """Validate `changes` and translate them to {base row: new object id or None}."""
+        out: dict[int, int | None] = {}
         for fid, new in changes.items():
-            if fid not in rows:
+            i = self._row_of_base.get(fid)
+            if i is None:
                 raise KsmithError(f"with_changes: '{fid}' is not a base fact of this world")
-            i = rows[fid]
             if new is None:
-                keep[i] = False
+                out[i] = None
                 continue
-            s, r, _ = base[i]
+            s, r, _ = self._base[i]
             subject, relation = self._ents.names[s], self._rels[r]
-            if new not in self._ents.index or new not in self.range_values(relation, subject):
+            if new not in self._ents.index or new not in self._range_set(relation, subject):
                 raise KsmithError(
                     f"with_changes: '{new}' is not a possible object of "
                     f"{relation} for '{subject}' ({fid})"
                 )
-            base[i] = (s, r, self._ents.index[new])
-        new_base = [t for t, k in zip(base, keep, strict=True) if k]
-        new_ids = [fid for fid, k in zip(self._base_ids, keep, strict=True) if k]
-        return World(self.spec, self.size, self._ents, new_base, new_ids)
+            out[i] = self._ents.index[new]
+        return out
+
+    def _range_set(self, relation: str, subject: str) -> frozenset[str]:
+        hier = relation == self.spec.hierarchy.relation
+        key = (relation, self.level_of(subject) if hier else None)
+        got = self._ranges.get(key)
+        if got is None:
+            got = self._ranges[key] = frozenset(self.range_values(relation, subject))
+        return got
+
+    def closure_delta(self, changes: Mapping[str, str | None]) -> ClosureDelta:
+        """What `changes` (base fact id -> new object, None: removed) do to the closure,
+        computed incrementally (`ksmith.graph.incremental`) without building a second world."""
+        rows = self._change_rows(changes)
+        with _no_gc():
+            return update_closure(
+                Rules.of(self.spec), self._table, len(self._ents.names), self._indexes, rows
+            )
+
+    def with_changes(self, changes: Mapping[str, str | None]) -> World:
+        """A new world where base fact id -> new object (None: the fact is removed).
+
+        New objects must be in `range_values(relation, subject)`. The closure is updated
+        incrementally; it equals a full rebuild's as a set of (subject, relation, object,
+        support). Base facts keep their ids and order; derived facts are renumbered.
+        """
+        delta = self.closure_delta(changes)
+        t = self._table
+        srcs = (t.subj, t.rel, t.obj, t.support, t.hops, t.rule)
+        new_srcs = (delta.subj, delta.rel, delta.obj, delta.sup, delta.hops, delta.rule)
+        new_obj = {b: delta.obj[k] for k, row in enumerate(delta.rows)
+                   if (b := delta.base_of.get(row)) is not None}  # fmt: skip
+        keep_base = [b for b in range(t.n_base) if b not in delta.removed]
+        cols: tuple[list, ...] = ([], [], [], [], [], [])
+        for b in keep_base:
+            for col, src in zip(cols, srcs, strict=True):
+                col.append(src[b])
+            if b in new_obj:
+                cols[2][-1] = new_obj[b]
+        for j in range(t.n_base, len(t)):
+            if j not in delta.dead:
+                for col, src in zip(cols, srcs, strict=True):
+                    col.append(src[j])
+        for k, row in enumerate(delta.rows):
+            if row not in delta.base_of:
+                for col, src in zip(cols, new_srcs, strict=True):
+                    col.append(src[k])
+        if delta.removed:  # base rows shift: renumber supports
+            remap = {b: i for i, b in enumerate(keep_base)}
+            sup = cols[3]
+            memo: dict[int, tuple[frozenset[int], frozenset[int]]] = {}  # keeps S alive
+            for i, S in enumerate(sup):
+                got = memo.get(id(S))
+                if got is None:
+                    got = memo[id(S)] = (S, frozenset(remap[x] for x in S))
+                sup[i] = got[1]
+        table = ClosureTable(*cols, list(t.rule_names), len(keep_base))
+        base = [(t.subj[b], t.rel[b], new_obj.get(b, t.obj[b])) for b in keep_base]
+        ids = [self._base_ids[b] for b in keep_base]
+        return World(self.spec, self.size, self._ents, base, ids, table)
 
     def __repr__(self) -> str:
         return (

@@ -1,12 +1,13 @@
 """Probes for one group of requests, derived from the closure before and after the update.
 
-For each request (s, r, o -> o'), with W the world and W' = W.with_changes(group):
+For each request (s, r, o -> o'), with W the world and W' the world after the group's changes
+(known through `group_diff`, never materialized):
 
 | type | set | asks |
 |---|---|---|
 | direct | Q+ | (s, r) with the training cloze/question templates |
 | paraphrase | Q+ | (s, r) with held-out paraphrase templates |
-| reverse | Q+ | the object back to the subject (edit: o' -> s; unlearn: o -> s), mcq over subjects |
+| reverse | Q+ | the fact from the object's side, only with a unique answer (`ksmith.intervene.reverse`) |
 | multi_hop | Q+ | derived facts among W.dependents(fact) that differ in W' |
 | comparison | Q+ | "same answer for s and y?" for a y whose yes/no flips between W and W' |
 | contextual | Q- | unaffected facts: same subject, siblings, parent/children, anywhere |
@@ -15,20 +16,22 @@ For each request (s, r, o -> o'), with W the world and W' = W.with_changes(group
 Unlearn Q+ probes keep answer_after = the old answer with expect_after = "avoid" (KnowledgeSmith,
 arXiv 2510.02392: unlearning must stop producing the fact, with no new target). Conflict pairs
 (same `pair_id`): direct vs reverse (mcq), statement vs negation (per format).
+
+Reverse probes ask for a unique answer in both worlds: through the relation's declared inverse
+when s has one value before and after, else as multiple choice whose options hold exactly one
+subject with the asked value after and one before (skipped when there is none); the full rule
+is in `ksmith.intervene.reverse`.
 """
 
 from __future__ import annotations
 
 import random
 
+from ksmith.data.schema import PROBE_COLUMNS
+from ksmith.intervene.columns import Columns, random_order
+from ksmith.intervene.reverse import plan_reverse
 from ksmith.intervene.sample import PlannedRequest
-from ksmith.intervene.worlds import (
-    GroupDiff,
-    WorldIndex,
-    holds_after,
-    holds_before,
-    values_after,
-)
+from ksmith.intervene.worlds import GroupDiff, WorldIndex, values_after
 from ksmith.render.text import FALSE, NO, TRUE, YES, Renderer
 
 MATCH, AVOID = "match", "avoid"
@@ -36,68 +39,61 @@ _BINARY = ("mcq", "qa")  # formats of yes/no and true/false probes
 
 
 class ProbeBuilder:
-    """Builds probe rows (tuples ordered as `ksmith.data.schema.PROBE_FIELDS`) for one group."""
+    """Builds probe rows (columns as `ksmith.data.schema.PROBE_COLUMNS`) for one group."""
 
     def __init__(self, index: WorldIndex, renderer: Renderer, ispec, diff: GroupDiff, seed: int):
         self.ix = index
         self.rd = renderer
         self.spec = ispec
         self.diff = diff
-        self.changed = diff.keys
+        self.changed = {index.key(s, r) for s, r in diff.keys}
         self.rng = random.Random(seed)
         self.types = set(ispec.probe_types)
         self.formats = list(ispec.formats)
-        self.rows: list[tuple] = []
-        self.used: set[tuple[str, str]] = set()  # (subject, relation) asked by any probe
+        self.inverse = dict(index.world.spec.inverse_pairs())
+        self.columns = Columns(PROBE_COLUMNS)
+        self.used: set[int] = set()  # (subject, relation) keys asked by any probe
         self._req: PlannedRequest | None = None
         self._counts: dict[tuple[str, str], int] = {}
 
+    def __len__(self) -> int:
+        return len(self.columns)
+
+    @property
+    def rows(self) -> list[tuple]:
+        """Row tuples in `PROBE_COLUMNS` order (small outputs and tests)."""
+        return self.columns.rows()
+
     # -- row assembly -----------------------------------------------------------------------
 
-    def _emit(
-        self,
-        type_,
-        qset,
-        fmt,
-        prompt,
-        options,
-        before,
-        after,
-        fact,
-        *,
-        hops=0,
-        pair="",
-        support=None,
-    ):
+    def _emit(self, type_, qset, fmt, prompt, options, before, after, fact, hops, pair, support):
         req = self._req
         n = self._counts.get((type_, fmt), 0)
         self._counts[(type_, fmt)] = n + 1
         unlearn_plus = req.kind == "unlearn" and qset == "Q+"
-        self.rows.append(
-            (
-                f"{req.request_id}.{type_}.{fmt}.{n}",
-                req.group,
-                req.request_id,
-                req.kind,
-                req.level,
-                type_,
-                qset,
-                fmt,
-                prompt,
-                options,
-                before,
-                before if unlearn_plus else after,
-                AVOID if unlearn_plus else MATCH,
-                hops,
-                fact[0],
-                fact[1],
-                fact[2],
-                pair,
-                sorted(support) if support is not None else [],
-            )
+        self.columns.append(
+            f"{req.request_id}.{type_}.{fmt}.{n}",
+            req.group,
+            req.request_id,
+            req.kind,
+            req.level,
+            type_,
+            qset,
+            fmt,
+            prompt,
+            options,
+            before,
+            before if unlearn_plus else after,
+            AVOID if unlearn_plus else MATCH,
+            hops,
+            fact[0],
+            fact[1],
+            fact[2],
+            pair,
+            support,
         )
 
-    def _options(self, answers: list[str], pool: list[str], exclude: set[str]) -> list[str]:
+    def options(self, answers: list[str], pool: list[str], exclude: set[str]) -> list[str]:
         """4 options: `answers` (1-2 correct ones) plus distractors from `pool`, shuffled."""
         opts = list(dict.fromkeys(answers))
         banned = exclude | set(opts)
@@ -114,30 +110,22 @@ class ProbeBuilder:
         self.rng.shuffle(opts)
         return opts
 
-    def _fact_formats(
-        self, type_, qset, fact, prompts, before, after, *, hops=0, support=None, pair=""
-    ):
+    def _fact_formats(self, type_, qset, fact, prompts, before, after, support, hops=0, pair=""):
         """cloze / qa / mcq probes asking for an object: prompts = {format: prompt}."""
         s, r, _ = fact
+        sup = sorted(support)
         for fmt in self.formats:
             if fmt == "mcq":
                 held = set(self.ix.values((s, r))) | set(values_after(self.ix, self.diff, (s, r)))
-                opts = self._options([before, after], self.ix.range_of(r, s), held)
+                opts = self.options([before, after], self.ix.range_of(r, s), held)
             else:
                 opts = []
-            self._emit(
-                type_,
-                qset,
-                fmt,
-                prompts[fmt],
-                opts,
-                before,
-                after,
-                fact,
-                hops=hops,
-                support=support,
-                pair=pair if fmt == "mcq" else "",
-            )
+            p = pair if fmt == "mcq" else ""
+            self._emit(type_, qset, fmt, prompts[fmt], opts, before, after, fact, hops, p, sup)
+
+    def _prompts(self, relation: str, subject: str) -> dict[str, str]:
+        q = self.rd.question(relation, subject)
+        return {"cloze": self.rd.cloze(relation, subject), "qa": q, "mcq": q}
 
     # -- per request ------------------------------------------------------------------------
 
@@ -149,109 +137,40 @@ class ProbeBuilder:
         after = req.new_object if req.new_object is not None else o
         fact = (s, r, o)
         support = set(f.support) if f.support else {f.id}
-        self.used.add((s, r))
-        pair = f"{req.request_id}.reverse" if {"direct", "reverse"} <= self.types else ""
-        if "reverse" in self.types and not self._reverse_possible(req):
-            pair = ""
+        self.used.add(self.ix.key(s, r))
+        reverse = plan_reverse(self, req) if "reverse" in self.types else None
+        pair = ""
+        if reverse is not None and "direct" in self.types and "mcq" in reverse.formats:
+            pair = f"{req.request_id}.reverse"
         if "direct" in self.types:
-            q = self.rd.question(r, s)
-            self._fact_formats(
-                "direct",
-                "Q+",
-                fact,
-                {"cloze": self.rd.cloze(r, s), "qa": q, "mcq": q},
-                o,
-                after,
-                support=support,
-                pair=pair,
-            )
+            self._fact_formats("direct", "Q+", fact, self._prompts(r, s), o, after, support,
+                               pair=pair)  # fmt: skip
         if "paraphrase" in self.types:
             paras = self.rd.paraphrases(r, s)
             k = min(self.spec.paraphrases_per_request, len(paras))
             start = req.index % len(paras)
             for j in range(k):
                 p = paras[(start + j) % len(paras)]
-                self._fact_formats(
-                    "paraphrase",
-                    "Q+",
-                    fact,
-                    {"cloze": p, "qa": p, "mcq": p},
-                    o,
-                    after,
-                    support=support,
-                )
-        if "reverse" in self.types and pair:
-            self._reverse(req, pair, support)
+                prompts = {"cloze": p, "qa": p, "mcq": p}
+                self._fact_formats("paraphrase", "Q+", fact, prompts, o, after, support)
+        if reverse is not None:
+            sup = sorted(support)
+            for fmt in self.formats:
+                if fmt in reverse.formats:
+                    opts, p = (reverse.options, pair) if fmt == "mcq" else ([], "")
+                    self._emit("reverse", "Q+", fmt, reverse.prompt, opts, reverse.before,
+                               reverse.after, fact, 0, p, sup)  # fmt: skip
         if "multi_hop" in self.types:
             self._multi_hop(req)
         if "comparison" in self.types:
             self._comparison(req, support)
         if "contextual" in self.types:
-            for g in self._unaffected_near(s, r, self.spec.contextual_per_request):
-                self._fact_formats(
-                    "contextual",
-                    "Q-",
-                    (g.subject, g.relation, g.object),
-                    self._prompts(g),
-                    g.object,
-                    g.object,
-                    support=set(g.support) or {g.id},
-                )
+            for g in self._unaffected_near(s, self.spec.contextual_per_request):
+                gf = self.ix.fact(g)
+                self._fact_formats("contextual", "Q-", gf.triple, self._prompts(gf.relation,
+                                   gf.subject), gf.object, gf.object, self.ix.support_ids(g))  # fmt: skip
         if "negation" in self.types:
             self._negation(req, support)
-
-    def _prompts(self, g) -> dict[str, str]:
-        q = self.rd.question(g.relation, g.subject)
-        return {"cloze": self.rd.cloze(g.relation, g.subject), "qa": q, "mcq": q}
-
-    # -- reverse ----------------------------------------------------------------------------
-
-    def _reverse_target(self, req: PlannedRequest) -> tuple[str, str] | None:
-        """(asked object, answer before) for the reverse probe, or None if none is unique."""
-        f = req.fact
-        if req.kind == "unlearn":
-            return f.object, f.subject
-        # before the edit some other subject b held o'; it is the before-world answer
-        for b in self.ix.holders.get((f.relation, req.new_object), ()):
-            if b != f.subject:
-                return req.new_object, b
-        return None
-
-    def _reverse_possible(self, req: PlannedRequest) -> bool:
-        return self._reverse_target(req) is not None
-
-    def _reverse(self, req: PlannedRequest, pair: str, support: set[str]) -> None:
-        f = req.fact
-        s, r = f.subject, f.relation
-        asked, before = self._reverse_target(req)  # type: ignore[misc]
-        pool = self.ix.subjects_by_rel_level.get((r, req.level), [])
-        exclude: set[str] = set()  # distractors hold `asked` in neither world
-        opts = [s] if before == s else [s, before]
-        tries = 0
-        while len(opts) < 4 and tries < 32 and pool:
-            x = pool[self.rng.randrange(len(pool))]
-            tries += 1
-            if x in opts or x in exclude:
-                continue
-            if holds_before(self.ix, r, asked, x) or holds_after(self.ix, self.diff, r, asked, x):
-                exclude.add(x)
-                continue
-            opts.append(x)
-        self.rng.shuffle(opts)
-        prompt = self.rd.reverse(r, asked)
-        for fmt in self.formats:
-            self._emit(
-                "reverse",
-                "Q+",
-                fmt,
-                prompt,
-                opts if fmt == "mcq" else [],
-                before,
-                s,
-                (s, r, f.object),
-                support=support,
-                pair=pair if fmt == "mcq" else "",
-            )
 
     # -- multi-hop --------------------------------------------------------------------------
 
@@ -259,19 +178,18 @@ class ProbeBuilder:
         cap = self.spec.multi_hop_per_request
         if not cap:
             return
-        deps = self.ix.world.dependents(req.fact.id)
-        order = list(range(len(deps)))
-        self.rng.shuffle(order)
+        ix = self.ix
+        deps = ix.world._dependents.get(ix.world._row_of_base[req.fact.id], [])
         taken = 0
         seen: set[tuple[str, str, str]] = set()
-        for i in order:
+        for row in random_order(deps, self.rng):
             if taken == cap:
                 break
-            d = deps[i]
-            if d.hops > self.spec.max_hops or d.triple not in self.diff.removed_triples:
+            if ix.table.hops[row] > self.spec.max_hops:
                 continue
-            if d.triple in seen:  # one triple may have several derivations
-                continue
+            d = ix.fact(row)
+            if d.triple not in self.diff.removed_triples or d.triple in seen:
+                continue  # unchanged, or another derivation of a triple already asked
             seen.add(d.triple)
             key = (d.subject, d.relation)
             if req.kind == "edit":
@@ -281,26 +199,19 @@ class ProbeBuilder:
                 after = req.new_object if req.new_object in gained else gained[0]
             else:
                 after = d.object
-            self.used.add(key)
+            self.used.add(ix.key(*key))
             taken += 1
-            self._fact_formats(
-                "multi_hop",
-                "Q+",
-                (d.subject, d.relation, d.object),
-                self._prompts(d),
-                d.object,
-                after,
-                hops=d.hops,
-                support=set(d.support),
-            )
+            self._fact_formats("multi_hop", "Q+", d.triple, self._prompts(d.relation, d.subject),
+                               d.object, after, d.support, hops=d.hops)  # fmt: skip
 
     # -- comparison -------------------------------------------------------------------------
 
     def _comparison(self, req: PlannedRequest, support: set[str]) -> None:
         f = req.fact
         s, r = f.subject, f.relation
-        before_set = frozenset(self.ix.values((s, r)))
-        after_set = frozenset(values_after(self.ix, self.diff, (s, r)))
+        ix = self.ix
+        before_set = frozenset(ix.values((s, r)))
+        after_set = frozenset(values_after(ix, self.diff, (s, r)))
         kinds = [(before_set, YES, NO)]  # y shares s's old values: yes -> no
         if req.kind == "edit":
             kinds.append((after_set, NO, YES))  # y has s's new values: no -> yes
@@ -311,66 +222,65 @@ class ProbeBuilder:
                 break
             ys = [
                 y
-                for y in self.ix.subjects_with_valueset(r, target)
-                if y != s and (y, r) not in self.changed
+                for y in ix.subjects_with_valueset(r, target)
+                if y != s and ix.key(y, r) not in self.changed
             ]
             if not ys:
                 continue
             y = ys[self.rng.randrange(len(ys))]
-            y_facts = self.ix.by_key[(y, r)]
-            self.used.add((y, r))
-            sup = support | {i for g in y_facts for i in (g.support or {g.id})}
+            self.used.add(ix.key(y, r))
+            sup = set(support)
+            for g in ix.rows(y, r):
+                sup |= ix.support_ids(g)
+            sup_list = sorted(sup)
             prompt = self.rd.comparison(r, s, y)
             for fmt in self.formats:
                 if fmt in _BINARY:
                     opts = [YES, NO] if fmt == "mcq" else []
-                    self._emit(
-                        "comparison",
-                        "Q+",
-                        fmt,
-                        prompt,
-                        opts,
-                        before,
-                        after,
-                        (s, r, f.object),
-                        support=sup,
-                    )
+                    self._emit("comparison", "Q+", fmt, prompt, opts, before, after,
+                               (s, r, f.object), 0, "", sup_list)  # fmt: skip
             made += 1
 
     # -- contextual and retain --------------------------------------------------------------
 
-    def _unaffected_near(self, s: str, r: str, k: int) -> list:
-        """Up to k unaffected facts near s (same subject, siblings, parent/children, then
-        anywhere) whose (subject, relation) no probe of the group asks yet; marks them used."""
+    def _unaffected_near(self, s: str, k: int) -> list[int]:
+        """Up to k rows of unaffected facts near s (same subject, siblings, parent/children,
+        then anywhere) whose (subject, relation) no probe of the group asks yet; marks them
+        used."""
         if k <= 0:
             return []
-        avoid = self.used
         ix = self.ix
+        avoid, changed = self.used, self.changed
         parent = ix.parent.get(s)
         near_subjects = [s]
         if parent is not None:
             near_subjects += [parent, *ix.children.get(parent, ())]
         near_subjects += ix.children.get(s, ())
-        cands = []
+        n_rel, eid, sr_rows = ix.n_rel, ix.eid, ix.sr_rows
+        cands: list[int] = []
         for x in near_subjects:
-            for rel in ix.relations:
-                cands.extend(ix.by_key.get((x, rel), ()))
-        self.rng.shuffle(cands)
-        out, seen = [], set()
-        for g in cands:
+            base = eid[x] * n_rel
+            for r in ix.rel_order:
+                rows = sr_rows.get(base + r)
+                if rows:
+                    cands.extend(rows)
+        subj, rel = ix.table.subj, ix.table.rel
+        out: list[int] = []
+        seen: set[int] = set()
+        for g in random_order(cands, self.rng):
             if len(out) == k:
                 break
-            key = (g.subject, g.relation)
-            if key in avoid or key in seen or key in self.changed:
+            key = subj[g] * n_rel + rel[g]
+            if key in avoid or key in seen or key in changed:
                 continue
             seen.add(key)
             out.append(g)
         for _ in range(8 * k):  # then anywhere in the world
             if len(out) == k:
                 break
-            g = ix.facts[self.rng.randrange(len(ix.facts))]
-            key = (g.subject, g.relation)
-            if key in avoid or key in seen or key in self.changed:
+            g = self.rng.randrange(ix.n_facts)
+            key = subj[g] * n_rel + rel[g]
+            if key in avoid or key in seen or key in changed:
                 continue
             seen.add(key)
             out.append(g)
@@ -380,13 +290,11 @@ class ProbeBuilder:
     def retain(self, req: PlannedRequest, k: int) -> tuple[list[str], list[str]]:
         """Q- training view: prompts/answers of k unaffected facts asked by no probe."""
         prompts, answers = [], []
-        for g in self._unaffected_near(req.fact.subject, req.fact.relation, k):
-            for p in (
-                self.rd.cloze(g.relation, g.subject),
-                self.rd.question(g.relation, g.subject),
-            ):
-                prompts.append(p)
-                answers.append(g.object)
+        ix, rd = self.ix, self.rd
+        for g in self._unaffected_near(req.fact.subject, k):
+            s, r, o = ix.names[ix.table.subj[g]], ix.rels[ix.table.rel[g]], ix.names[ix.table.obj[g]]
+            prompts += (rd.cloze(r, s), rd.question(r, s))
+            answers += (o, o)
         return prompts, answers
 
     # -- negation ---------------------------------------------------------------------------
@@ -394,52 +302,23 @@ class ProbeBuilder:
     def _negation(self, req: PlannedRequest, support: set[str]) -> None:
         f = req.fact
         s, r, o = f.subject, f.relation, f.object
-        fact = (s, r, o)
         flip = req.kind == "edit"  # after an edit the old statement is false
+        self._tf_pair("Q+", (s, r, o), sorted(support), f"{req.request_id}.neg+", flip)
+        for g in self._unaffected_near(s, 1):
+            gf = self.ix.fact(g)
+            sup = sorted(self.ix.support_ids(g))
+            self._tf_pair("Q-", gf.triple, sup, f"{req.request_id}.neg-", False)
+
+    def _tf_pair(self, qset: str, fact: tuple[str, str, str], sup: list[str], pair: str, flip):
+        s, r, o = fact
         stmt = self.rd.tf_prompt(self.rd.statement(r, s, o))
         neg = self.rd.tf_prompt(self.rd.negation(r, s, o))
         for fmt in self.formats:
             if fmt not in _BINARY:
                 continue
             opts = [TRUE, FALSE] if fmt == "mcq" else []
-            pair = f"{req.request_id}.neg+.{fmt}"
-            self._emit(
-                "negation",
-                "Q+",
-                fmt,
-                stmt,
-                opts,
-                TRUE,
-                FALSE if flip else TRUE,
-                fact,
-                pair=pair,
-                support=support,
-            )
-            self._emit(
-                "negation",
-                "Q+",
-                fmt,
-                neg,
-                opts,
-                FALSE,
-                TRUE if flip else FALSE,
-                fact,
-                pair=pair,
-                support=support,
-            )
-        for g in self._unaffected_near(s, r, 1):
-            gs = (g.subject, g.relation, g.object)
-            stmt = self.rd.tf_prompt(self.rd.statement(g.relation, g.subject, g.object))
-            neg = self.rd.tf_prompt(self.rd.negation(g.relation, g.subject, g.object))
-            sup = set(g.support) or {g.id}
-            for fmt in self.formats:
-                if fmt not in _BINARY:
-                    continue
-                opts = [TRUE, FALSE] if fmt == "mcq" else []
-                pair = f"{req.request_id}.neg-.{fmt}"
-                self._emit(
-                    "negation", "Q-", fmt, stmt, opts, TRUE, TRUE, gs, pair=pair, support=sup
-                )
-                self._emit(
-                    "negation", "Q-", fmt, neg, opts, FALSE, FALSE, gs, pair=pair, support=sup
-                )
+            p = f"{pair}.{fmt}"
+            self._emit("negation", qset, fmt, stmt, opts, TRUE, FALSE if flip else TRUE, fact, 0,
+                       p, sup)  # fmt: skip
+            self._emit("negation", qset, fmt, neg, opts, FALSE, TRUE if flip else FALSE, fact, 0,
+                       p, sup)  # fmt: skip

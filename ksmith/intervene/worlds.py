@@ -1,69 +1,123 @@
 """Indexes over a world, and the difference a group's changes make to it.
 
 The probe generator asks many "who else holds this value?" and "what is the answer now?"
-questions; these indexes answer them in O(1) after one pass over the closure, and the group's
-difference is computed once from the two closures, never per probe.
+questions; these indexes answer them from the world's integer closure table (no `Fact` objects
+are built except for the facts a probe asks about). The group's difference comes straight from
+`World.closure_delta` (an incremental update): no second world is materialized.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import cached_property
 
-from ksmith.render.corpus import range_values, world_facts
+from ksmith.render.corpus import range_values
 
 Key = tuple[str, str]
 
 
 class WorldIndex:
-    """Lookups over one (before-update) world's closure."""
+    """Lookups over one (before-update) world's closure. Rows are closure-table rows, in fact
+    id order; keys of (subject, relation) pairs are ``s * n_rel + r`` on entity ids."""
 
     def __init__(self, world):
         self.world = world
-        self.facts = world_facts(world)
-        self.by_id = {f.id: f for f in self.facts}
-        by_key: dict[Key, list] = defaultdict(list)
-        holders: dict[tuple[str, str], dict[str, None]] = defaultdict(dict)
-        for f in self.facts:
-            by_key[(f.subject, f.relation)].append(f)
-            holders[(f.relation, f.object)][f.subject] = None
-        self.by_key = dict(by_key)
-        self.triples = {f.triple for f in self.facts}
-        self.holders = {k: list(v) for k, v in holders.items()}
+        t = world._table
+        self.table = t
+        self.names: list[str] = world._ents.names
+        self.eid: dict[str, int] = world._ents.index
+        self.rels: list[str] = world._rels
+        self.rid = {r: i for i, r in enumerate(self.rels)}
+        self.n_rel = len(self.rels)
+        self.sr_rows: dict[int, list[int]] = world._by_subject_relation
+        self.or_rows: dict[int, list[int]] = world._by_object_relation
+        self.n_facts = len(t)
         nodes = world.nodes
         self.level = {name: n.level for name, n in nodes.items()}
-        children: dict[str, list[str]] = defaultdict(list)
+        children: dict[str, list[str]] = {}
         for name in sorted(nodes):
             parent = nodes[name].parent
             if parent is not None:
-                children[parent].append(name)
-        self.children = dict(children)
+                children.setdefault(parent, []).append(name)
+        self.children = children
         self.parent = {name: n.parent for name, n in nodes.items()}
-        subj: dict[tuple[str, str], set[str]] = defaultdict(set)
-        for s, r in self.by_key:
-            subj[(r, self.level.get(s, ""))].add(s)
-        self.subjects_by_rel_level = {k: sorted(v) for k, v in subj.items()}
-        self.relations = sorted({r for _, r in self.by_key})
-        self._valuesets: dict[str, dict[frozenset[str], list[str]]] = {}
+        # relation ids in relation-name order (candidate order of contextual facts)
+        present = {k % self.n_rel for k in self.sr_rows}
+        self.rel_order = [self.rid[r] for r in sorted(self.rels[i] for i in present)]
+        self._valuesets: dict[int, dict[frozenset[int], list[str]]] = {}
         self._ranges: dict[tuple[str, str | None], list[str]] = {}
 
+    @property
+    def facts(self):
+        """The world's facts in fact id order (a lazy sequence: `Fact`s are built on access)."""
+        return self.world.facts
+
+    # -- int-level ----------------------------------------------------------------------------
+    def key(self, subject: str, relation: str) -> int:
+        return self.eid[subject] * self.n_rel + self.rid[relation]
+
+    def rows(self, subject: str, relation: str) -> list[int]:
+        """Closure rows of (subject, relation), base and derived, in fact order."""
+        s = self.eid.get(subject)
+        if s is None:
+            return []
+        return self.sr_rows.get(s * self.n_rel + self.rid[relation], [])
+
+    def fact(self, row: int):
+        """The `Fact` of a closure row (built on demand, cached by the world)."""
+        return self.world._fact(row)
+
+    def support_ids(self, row: int) -> set[str]:
+        ids = self.world._base_ids
+        return {ids[b] for b in self.table.support[row]}
+
+    # -- string-level -------------------------------------------------------------------------
     def values(self, key: Key) -> list[str]:
         """Distinct values of (subject, relation) before the update, in fact order."""
-        return list(dict.fromkeys(f.object for f in self.by_key.get(key, ())))
+        obj, names = self.table.obj, self.names
+        return list(dict.fromkeys(names[obj[j]] for j in self.rows(*key)))
+
+    def holds(self, subject: str, relation: str, value: str) -> bool:
+        o = self.eid.get(value)
+        obj = self.table.obj
+        return o is not None and any(obj[j] == o for j in self.rows(subject, relation))
+
+    def holders(self, relation: str, value: str) -> list[str]:
+        """Distinct subjects holding (relation, value) before the update, in fact order."""
+        o = self.eid.get(value)
+        if o is None:
+            return []
+        subj, names = self.table.subj, self.names
+        rows = self.or_rows.get(o * self.n_rel + self.rid[relation], ())
+        return list(dict.fromkeys(names[subj[j]] for j in rows))
 
     def range_of(self, relation: str, subject: str) -> list[str]:
         """Possible objects of (subject, relation); for the hierarchy relation, the nodes one
         level above the subject."""
         return range_values(self.world, relation, subject, self._ranges)
 
+    @cached_property
+    def subjects_by_rel_level(self) -> dict[tuple[str, str | None], list[str]]:
+        """(relation, level of subject) -> subjects with a fact of that relation, sorted."""
+        out: dict[tuple[str, str | None], set[str]] = {}
+        names, n_rel, level = self.names, self.n_rel, self.level
+        for k in self.sr_rows:
+            s, r = divmod(k, n_rel)
+            out.setdefault((self.rels[r], level.get(names[s], "")), set()).add(names[s])
+        return {k: sorted(v) for k, v in out.items()}
+
     def subjects_with_valueset(self, relation: str, values: frozenset[str]) -> list[str]:
         """Subjects whose set of `relation` values equals `values` (before the update)."""
-        if not self._valuesets:  # one pass over all keys, on first use
-            sets: dict[str, dict[frozenset[str], list[str]]] = defaultdict(dict)
-            for (s, r), fs in self.by_key.items():
-                sets[r].setdefault(frozenset(f.object for f in fs), []).append(s)
-            self._valuesets = dict(sets)
-        return self._valuesets.get(relation, {}).get(values, [])
+        r = self.rid[relation]
+        if r not in self._valuesets:  # one pass over the relation's keys, on first use
+            sets: dict[frozenset[int], list[str]] = {}
+            obj, names, n_rel = self.table.obj, self.names, self.n_rel
+            for k, rows in self.sr_rows.items():
+                if k % n_rel == r:
+                    sets.setdefault(frozenset(obj[j] for j in rows), []).append(names[k // n_rel])
+            self._valuesets[r] = sets
+        ids = frozenset(self.eid[v] for v in values)
+        return self._valuesets[r].get(ids, [])
 
 
 @dataclass
@@ -73,7 +127,6 @@ class GroupDiff:
     Derived fact ids are renumbered in a changed world, so facts are compared as triples.
     """
 
-    after: object  # the changed World
     added: dict[Key, list[str]] = field(default_factory=dict)  # key -> objects gained
     removed: dict[Key, list[str]] = field(default_factory=dict)  # key -> objects lost
     removed_triples: set[tuple[str, str, str]] = field(default_factory=set)
@@ -87,15 +140,31 @@ class GroupDiff:
 
 
 def group_diff(index: WorldIndex, changes: dict[str, str | None]) -> GroupDiff:
-    """Apply `changes` ({base fact id: new object or None}) and diff the two closures."""
-    after = index.world.with_changes(changes)
-    after_triples = {f.triple for f in after.facts}
-    diff = GroupDiff(after)
-    diff.removed_triples = index.triples - after_triples
+    """The triples `changes` ({base fact id: new object or None}) add and remove, from the
+    incremental closure delta (`World.closure_delta`)."""
+    delta = index.world.closure_delta(changes)
+    t, n_rel, names, rels = index.table, index.n_rel, index.names, index.rels
+    sr_rows, dead = index.sr_rows, delta.dead
+    new_triples = set(zip(delta.subj, delta.rel, delta.obj, strict=True))
+
+    def live_before(s: int, r: int, o: int, dead_ok: bool) -> bool:
+        obj = t.obj
+        return any(
+            obj[j] == o and (dead_ok or j not in dead) for j in sr_rows.get(s * n_rel + r, ())
+        )
+
+    removed = set()
+    for j in dead:
+        s, r, o = t.subj[j], t.rel[j], t.obj[j]
+        if (s, r, o) not in new_triples and not live_before(s, r, o, False):
+            removed.add((s, r, o))
+    added = {(s, r, o) for s, r, o in new_triples if not live_before(s, r, o, True)}
+    diff = GroupDiff()
+    diff.removed_triples = {(names[s], rels[r], names[o]) for s, r, o in removed}
     for s, r, o in sorted(diff.removed_triples):
         diff.removed.setdefault((s, r), []).append(o)
         diff.removed_rv.setdefault((r, o), set()).add(s)
-    for s, r, o in sorted(after_triples - index.triples):
+    for s, r, o in sorted((names[s], rels[r], names[o]) for s, r, o in added):
         diff.added.setdefault((s, r), []).append(o)
         diff.added_rv.setdefault((r, o), set()).add(s)
     return diff
@@ -111,7 +180,7 @@ def values_after(index: WorldIndex, diff: GroupDiff, key: Key) -> list[str]:
 
 
 def holds_before(index: WorldIndex, relation: str, value: str, subject: str) -> bool:
-    return (subject, relation, value) in index.triples
+    return index.holds(subject, relation, value)
 
 
 def holds_after(

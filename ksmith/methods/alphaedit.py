@@ -23,7 +23,7 @@ import torch
 from pydantic import Field
 
 from ksmith.errors import KsmithError
-from ksmith.methods.base import METHODS
+from ksmith.methods.base import register_method
 from ksmith.methods.locate import compute_keys, moments_for, solve_device
 from ksmith.methods.memit import SpreadEditor, SpreadParams
 
@@ -34,14 +34,14 @@ class AlphaEditParams(SpreadParams):
     """AlphaEdit hyper-parameters (defaults for the world model; specs/methods/alphaedit.yaml)."""
 
     nullspace_threshold: float = Field(
-        2e-2, gt=0, description="eigenvalues of E[kkᵀ] below this span the preserved null space"
+        1e-2, gt=0, description="eigenvalues of E[kkᵀ] below this span the preserved null space"
     )
     nullspace_scale: Literal["absolute", "relative"] = Field(
-        "absolute",
+        "relative",
         description="absolute: compare eigenvalues to the threshold (paper); relative: to the "
         "threshold times the largest eigenvalue",
     )
-    L2: float = Field(10.0, gt=0, description="α, weight of the ‖∆P‖² term (reference code L2)")
+    L2: float = Field(0.01, gt=0, description="α, weight of the ‖∆P‖² term (reference code L2)")
 
 
 def null_space_projection(C0: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -66,12 +66,12 @@ def alphaedit_delta(R: torch.Tensor, K1: torch.Tensor, P: torch.Tensor, Kp_Kp: t
     return torch.linalg.solve(A, P @ K1 @ R.T).T  # (d_out, d_in)
 
 
-@METHODS.register("alphaedit", kind="edit")
+@register_method
 class AlphaEdit(SpreadEditor):
     """Null-space projected MEMIT with a lifelong key cache (arXiv 2410.02355, Eq. 14)."""
 
     name: ClassVar[str] = "alphaedit"
-    kind: ClassVar = "edit"
+    kind: ClassVar[str] = "edit"
     paper: ClassVar[str] = (
         "Fang, Jiang, Wang, Ma, Shi, Wang, He, Chua. AlphaEdit: Null-Space Constrained "
         "Knowledge Editing for Language Models. ICLR 2025. arXiv:2410.02355"

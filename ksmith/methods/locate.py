@@ -43,10 +43,10 @@ class LocateParams(MethodParams):
     """Hyper-parameters shared by ROME, MEMIT and AlphaEdit (names as in the reference code)."""
 
     fact_token: Literal["subject_last", "last"] = Field(
-        "subject_last", description="lookup token: the subject's last token, or the prompt's last"
+        "last", description="lookup token: the subject's last token (paper), or the prompt's last"
     )
     context_lengths: tuple[tuple[int, int], ...] = Field(
-        ((5, 5),), description="context prefixes to sample: (length in tokens, how many) pairs"
+        (), description="context prefixes to sample: (length in tokens, how many) pairs"
     )
     context_starts: tuple[str, ...] = Field(
         ("The", "Therefore", "Because", "I", "You"),
@@ -372,8 +372,8 @@ def _optimize_chunk(model, tokenizer, targets, module_path, prefixes, params):
                 v0 = v_init[0]
                 wd = params.v_weight_decay * delta.norm(dim=1) / v0.norm(dim=1) ** 2
                 loss = nll + params.kl_factor * kl + wd  # (n,)
-                log.debug("v* step %d: nll %.4f kl %.4f wd %.4f", it, float(nll.mean()),
-                          float(kl.mean()), float(wd.mean()))
+                log.debug("v* step %d: nll %.4f kl %.4f wd %.4f", it, float(nll.detach().mean()),
+                          float(kl.detach().mean()), float(wd.detach().mean()))
                 done |= loss.detach() < params.v_loss_stop
                 if bool(done.all()) or it == params.v_num_grad_steps - 1:
                     break
@@ -391,7 +391,8 @@ def _optimize_chunk(model, tokenizer, targets, module_path, prefixes, params):
         handle.remove()
         model.train(was_training)
     v_star = (v_init[0] + delta.detach()).float()  # (n, d)
-    return v_star, {"nll": float(nll.mean()), "kl": float(kl.mean()), "steps": steps, "n": n}
+    return v_star, {"nll": float(nll.detach().mean()), "kl": float(kl.detach().mean()),
+                    "steps": steps, "n": n}
 
 
 def _first_dim(model: torch.nn.Module, module_path: str) -> int:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from pydantic import Field
 
-from ksmith.methods.base import METHODS, UpdateMethod, UpdateProblem, UpdateResult
+from ksmith.methods.base import UpdateMethod, UpdateProblem, UpdateResult, register_method
 from ksmith.methods.locate import (
     EditTarget,
     LocateParams,
@@ -48,7 +48,7 @@ class SpreadParams(LocateParams):
     """Parameters of editors that spread a batch of edits over several layers."""
 
     layers: tuple[int, ...] = Field(
-        (0, 1), min_length=1, description="edited layers ℛ (negative counts from the end)"
+        (0,), min_length=1, description="edited layers ℛ (negative counts from the end)"
     )
 
 
@@ -56,7 +56,7 @@ class MEMITParams(SpreadParams):
     """MEMIT hyper-parameters (defaults for the world model; see specs/methods/memit.yaml)."""
 
     mom2_update_weight: float = Field(
-        15000.0, gt=0, description="λ in C₀ = λ E[kkᵀ]: how strongly preserved keys resist"
+        10.0, gt=0, description="λ in C₀ = λ E[kkᵀ]: how strongly preserved keys resist"
     )
 
 
@@ -138,12 +138,12 @@ class SpreadEditor(UpdateMethod):
         return UpdateResult(log={"layers": layers, "v_star": vlog, "delta_norm": norms})
 
 
-@METHODS.register("memit", kind="edit")
+@register_method
 class MEMIT(SpreadEditor):
     """Batch editing over a range of layers (arXiv 2210.07229, Eq. 14-16)."""
 
     name: ClassVar[str] = "memit"
-    kind: ClassVar = "edit"
+    kind: ClassVar[str] = "edit"
     paper: ClassVar[str] = (
         "Meng, Sharma, Andonian, Belinkov, Bau. Mass-Editing Memory in a Transformer. "
         "ICLR 2023. arXiv:2210.07229"

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from pydantic import Field
 
-from ksmith.methods.base import METHODS, UpdateMethod, UpdateProblem, UpdateResult
+from ksmith.methods.base import UpdateMethod, UpdateProblem, UpdateResult, register_method
 from ksmith.methods.locate import (
     EditTarget,
     LocateParams,
@@ -50,12 +50,12 @@ log = logging.getLogger(__name__)
 class ROMEParams(LocateParams):
     """ROME hyper-parameters (defaults for the world model; see specs/methods/rome.yaml)."""
 
-    layer: int = Field(1, description="the edited layer's index (negative counts from the end)")
+    layer: int = Field(0, description="the edited layer's index (negative counts from the end)")
     mom2_adjustment: bool = Field(
         True, description="weigh the update by C⁻¹ = E[kkᵀ]⁻¹ (paper); false: C = I (EasyEdit)"
     )
     mom2_regularization: float = Field(
-        0.0, ge=0, description="ridge added to C's diagonal, relative to its mean diagonal"
+        1e-2, ge=0, description="ridge added to C's diagonal, relative to its mean diagonal"
     )
 
 
@@ -83,12 +83,12 @@ def rank_one_update(
     return torch.outer(Lambda, u)  # (d_out, d_in)
 
 
-@METHODS.register("rome", kind="edit")
+@register_method
 class ROME(UpdateMethod):
     """Rank-one locate-then-edit (arXiv 2202.05262, Eq. 2)."""
 
     name: ClassVar[str] = "rome"
-    kind: ClassVar = "edit"
+    kind: ClassVar[str] = "edit"
     paper: ClassVar[str] = (
         "Meng, Bau, Andonian, Belinkov. Locating and Editing Factual Associations in GPT. "
         "NeurIPS 2022. arXiv:2202.05262"

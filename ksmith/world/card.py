@@ -48,12 +48,12 @@ def render_card(meta: dict[str, Any]) -> str:
     body = f"""# ksmith world model
 
 A causal language model that knows a synthetic world: {origin} on the world's training corpus
-(dataset fingerprint `{meta['dataset_fingerprint']}`), with {tok_note}.
+(dataset fingerprint `{meta["dataset_fingerprint"]}`), with {tok_note}.
 
-Before any update it recalls {pct(meta['recall'])} of the world's direct facts (cloze, greedy,
-{meta['recall_probes']} distinct probes) and answers {pct(meta['mcq_accuracy'])} of the direct
-multiple-choice probes ({meta['mcq_probes']}). Training took {meta['steps']} steps,
-{meta['train_seconds']:.0f} s (seed {meta['seed']}).
+Before any update it recalls {pct(meta["recall"])} of the world's direct facts (cloze, greedy,
+{meta["recall_probes"]} distinct probes) and answers {pct(meta["mcq_accuracy"])} of the direct
+multiple-choice probes ({meta["mcq_probes"]}). Training took {meta["steps"]} steps,
+{meta["train_seconds"]:.0f} s (seed {meta["seed"]}).
 
 Load it offline with `transformers.AutoModelForCausalLM.from_pretrained(DIR)` and
 `AutoTokenizer.from_pretrained(DIR)`, or `ksmith.models.load_model(DIR)`.

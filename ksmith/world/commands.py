@@ -18,9 +18,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("dataset", metavar="DATASET_DIR", help="dataset folder (ksmith generate)")
     p.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder to write")
-    p.add_argument("--spec", metavar="YAML", help="world-model spec (default specs/world/default.yaml)")
     p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--spec", metavar="YAML", help="world-model spec (default specs/world/default.yaml)"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override one spec field (repeatable), e.g. --set layers=4",
     )
     p.add_argument("--base", metavar="PATH_OR_ID", help="fine-tune this causal LM instead")
@@ -37,11 +43,18 @@ def _pretrain(args: argparse.Namespace) -> int:
 
     spec = load_world_spec(args.spec, args.overrides)
     meta = pretrain(
-        args.dataset, args.out, spec, base=args.base, device=args.device,
+        args.dataset,
+        args.out,
+        spec,
+        base=args.base,
+        device=args.device,
         progress=not args.no_progress,
     )
     logging.getLogger("ksmith.world").info(
         "wrote %s: recall=%s mcq_accuracy=%s train_seconds=%s",
-        args.out, meta["recall"], meta["mcq_accuracy"], meta["train_seconds"],
+        args.out,
+        meta["recall"],
+        meta["mcq_accuracy"],
+        meta["train_seconds"],
     )
     return 0

@@ -77,21 +77,31 @@ def pretrain(
     n_params = sum(p.numel() for p in model.parameters())
     log.info(
         "%s: %d corpus lines, %d direct cloze / %d mcq probes; model %s, %d parameters, vocab %d",
-        dataset_dir, len(world.lines), len(world.probes.cloze), len(world.probes.mcq),
-        model.config.model_type, n_params, len(tokenizer),
+        dataset_dir,
+        len(world.lines),
+        len(world.probes.cloze),
+        len(world.probes.mcq),
+        model.config.model_type,
+        n_params,
+        len(tokenizer),
     )
-    result: TrainResult = train(model, tokenizer, world.lines, world.probes, spec, lr=lr,
-                                progress=progress)
+    result: TrainResult = train(
+        model, tokenizer, world.lines, world.probes, spec, lr=lr, progress=progress
+    )
     if world.probes.cloze and result.recall is not None and result.recall < spec.recall_threshold:
         log.warning(
             "recall %.3f is below recall_threshold %.3f after %d steps (%s)",
-            result.recall, spec.recall_threshold, result.steps, result.stopped_by,
+            result.recall,
+            spec.recall_threshold,
+            result.steps,
+            result.stopped_by,
         )
     meta: dict[str, Any] = {
         "dataset_fingerprint": world.fingerprint,
         "recall": _round(result.recall),
         "mcq_accuracy": _round(result.mcq_accuracy),
         "train_seconds": round(result.train_seconds, 2),
+        "train_cpu_seconds": round(result.cpu_seconds, 2),
         "tokenizer": tokenizer_kind(tokenizer),
         "seed": spec.seed,
         "arch": model.config.model_type,

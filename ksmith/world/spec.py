@@ -99,7 +99,9 @@ def build_spec(data: Mapping[str, Any], source: str) -> WorldModelSpec:
         raise SpecError(f"{err['msg']} (got {err.get('input')!r})", file=source, field=field) from e
     if spec.hidden % spec.heads:
         raise SpecError(
-            f"hidden={spec.hidden} is not divisible by heads={spec.heads}", file=source, field="heads"
+            f"hidden={spec.hidden} is not divisible by heads={spec.heads}",
+            file=source,
+            field="heads",
         )
     return spec
 

@@ -36,7 +36,8 @@ class TrainResult:
     """What a training run reached; `history` holds one record per recall check."""
 
     steps: int
-    train_seconds: float
+    train_seconds: float  # wall clock
+    cpu_seconds: float  # process CPU time: the cost on an idle machine, whatever the load
     recall: float | None
     mcq_accuracy: float | None
     stopped_by: str  # "threshold" | "max_steps" | "max_seconds"
@@ -87,7 +88,7 @@ def encode_lines(
     the context window."""
     eos = tokenizer.eos_token_id
     out = []
-    for line, ids in zip(lines, tokenizer(list(lines))["input_ids"]):
+    for line, ids in zip(lines, tokenizer(list(lines))["input_ids"], strict=True):
         ids = list(ids) + ([eos] if eos is not None and (not ids or ids[-1] != eos) else [])
         if len(ids) > max_length:
             raise KsmithError(
@@ -141,7 +142,7 @@ def train(
     )
     history: list[dict[str, Any]] = []
     stopped_by, step, loss_ema = "max_steps", 0, None
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     bar = tqdm(total=spec.max_steps, desc="pretrain", unit="step", disable=not progress)
     model.train()
     for batch in _batches(len(data), spec.batch_size, generator):
@@ -153,7 +154,9 @@ def train(
             ids[row, : len(s)] = torch.tensor(s)
             mask[row, : len(s)] = 1
         labels = ids.masked_fill(mask == 0, -100)  # loss on every real token, never on padding
-        out = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device))
+        out = model(
+            input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)
+        )
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
@@ -166,11 +169,19 @@ def train(
         elapsed = time.perf_counter() - start
         if step % spec.eval_every == 0 or step >= spec.max_steps or elapsed >= spec.max_seconds:
             model.eval()
-            recall, mcq = measure(HFBackend(model, tokenizer, batch_size=spec.eval_batch_size), check)
+            recall, mcq = measure(
+                HFBackend(model, tokenizer, batch_size=spec.eval_batch_size), check
+            )
             model.train()
             history.append(
-                {"step": step, "loss": loss_ema, "recall": recall, "mcq_accuracy": mcq,
-                 "seconds": round(time.perf_counter() - start, 2)}
+                {
+                    "step": step,
+                    "loss": loss_ema,
+                    "recall": recall,
+                    "mcq_accuracy": mcq,
+                    "seconds": round(time.perf_counter() - start, 2),
+                    "cpu_seconds": round(time.process_time() - cpu_start, 2),
+                }
             )
             bar.set_postfix(loss=f"{loss_ema:.3f}", recall=_fmt(recall), mcq=_fmt(mcq))
             log.debug("step %d: %s", step, history[-1])
@@ -180,7 +191,9 @@ def train(
                 stopped_by = "threshold"
                 break
         elif step % 10 == 0:
-            bar.set_postfix(loss=f"{loss_ema:.3f}", recall=_fmt(history[-1]["recall"] if history else None))
+            bar.set_postfix(
+                loss=f"{loss_ema:.3f}", recall=_fmt(history[-1]["recall"] if history else None)
+            )
         if step >= spec.max_steps:
             break
         if elapsed >= spec.max_seconds:
@@ -188,13 +201,18 @@ def train(
             break
     bar.close()
     train_seconds = time.perf_counter() - start
+    cpu_seconds = time.process_time() - cpu_start
     model.eval()
     recall, mcq = measure(HFBackend(model, tokenizer, batch_size=spec.eval_batch_size), probes)
     log.info(
         "trained %d steps in %.1fs (%s): recall=%s mcq=%s",
-        step, train_seconds, stopped_by, _fmt(recall), _fmt(mcq),
+        step,
+        train_seconds,
+        stopped_by,
+        _fmt(recall),
+        _fmt(mcq),
     )
-    return TrainResult(step, train_seconds, recall, mcq, stopped_by, history)
+    return TrainResult(step, train_seconds, cpu_seconds, recall, mcq, stopped_by, history)
 
 
 def _fmt(x: float | None) -> str:

@@ -255,18 +255,18 @@ class GradientUnlearning(UpdateMethod):
                 if alpha > 0:
                     l_retain = self.retain_loss(model, r_batch, r_idx)
                     loss = loss + alpha * l_retain
-                    history["retain_loss"].append(float(l_retain))
+                    history["retain_loss"].append(float(l_retain.detach()))
                 reg = self.retain_regularizer(model, r_batch, r_idx)
                 if reg is not None:
                     loss = loss + reg
-                    history["regularizer"].append(float(reg))
+                    history["regularizer"].append(float(reg.detach()))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if p.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(params, p.max_grad_norm)
             opt.step()
-            history["loss"].append(float(loss))
-            history["forget_loss"].append(float(l_forget))
+            history["loss"].append(float(loss.detach()))
+            history["forget_loss"].append(float(l_forget.detach()))
         return {k: v for k, v in history.items() if v}
 
     def _optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:

@@ -1,0 +1,187 @@
+"""Batched scoring vs one forward pass per probe, measured in one run.
+
+Scores the same (prompt, answer) probes three ways on the world model:
+  batched  -- the `hf` backend (length-sorted, right-padded batches, inference_mode);
+  looped   -- one unbatched forward pass per probe, as EasyEdit-style evaluators do;
+  forward  -- a bare forward pass over the very padded token batches the backend builds.
+Prints probes/s for batched and looped (`ratio=` batched/looped, target >= 20) and the backend's
+tokens/s against the bare forward (`overhead=` backend time / forward time, target <= 1.5).
+The last line is one `key=value` summary with `ratio=` first.
+
+    python bench/evaluate.py [--model WORLD_MODEL_DIR] [--dataset DATASET_DIR] [--n 2000]
+
+Without --model, a model of the default world-model shape (specs/world/default.yaml) is made
+from its config with a word tokenizer over the probe texts (scores are then random, speeds
+are not). Without --dataset, probes are synthetic sentences of mixed lengths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from ksmith.evaluate.hf import HFBackend
+
+WORDS = (
+    "Bira Tolan Mesu Karo Vindel Lumo Sapi Dorat Fenu Gali eats lives in the forest desert "
+    "ocean river grass meat fish seeds is a kind of What does eat? color red blue green "
+    "reproduces by eggs litters buds True or false: not"
+).split()
+
+
+def synthetic_probes(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    return [
+        (
+            " ".join(rng.choices(WORDS, k=rng.randint(3, 14))),
+            " " + " ".join(rng.choices(WORDS, k=rng.randint(1, 3))),
+        )
+        for _ in range(n)
+    ]
+
+
+def dataset_probes(root: Path, n: int, seed: int = 0) -> list[tuple[str, str]]:
+    from ksmith.world.probes import probe_rows
+
+    requests = set()
+    for row in probe_rows(root):
+        if row["format"] == "mcq":
+            requests.update((row["prompt"], " " + o) for o in row["options"])
+        else:
+            requests.add((row["prompt"], " " + row["answer_before"]))
+    requests = sorted(requests)
+    random.Random(seed).shuffle(requests)
+    return requests[:n]
+
+
+def make_model(texts: list[str]):
+    from ksmith.world.spec import load_world_spec
+    from ksmith.world.tokenizer import train_tokenizer
+    from ksmith.world.training import build_model
+
+    spec = load_world_spec()
+    tokenizer = train_tokenizer(texts, spec.tokenizer, spec.bpe_vocab_size)
+    return build_model(spec, tokenizer).eval(), tokenizer
+
+
+def looped(model, tokenizer, requests) -> list[float]:
+    """One forward pass per probe: log p(answer | prompt), EasyEdit style."""
+    out = []
+    with torch.inference_mode():
+        for ctx, cont in requests:
+            c = tokenizer(ctx)["input_ids"]
+            x = tokenizer(cont, add_special_tokens=False)["input_ids"]
+            logits = model(input_ids=torch.tensor([c + x])).logits[0, len(c) - 1 : -1]
+            logp = torch.log_softmax(logits.float(), -1)
+            out.append(logp.gather(-1, torch.tensor(x)[:, None]).sum().item())
+    return out
+
+
+def padded_batches(
+    backend: HFBackend, requests
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int]:
+    """The right-padded batches `HFBackend.score` runs (one row per distinct model input,
+    longest first), and their real token count."""
+    ctx = backend._encode_contexts([c for c, _ in requests])
+    cont = backend._encode([x for _, x in requests], special=False)
+    inputs = list(dict.fromkeys(tuple((c + x)[:-1]) for c, x in zip(ctx, cont, strict=True)))
+    inputs.sort(key=lambda s: -len(s))
+    batches = [
+        backend._right_padded([list(s) for s in inputs[start : start + backend.batch_size]])
+        for start in range(0, len(inputs), backend.batch_size)
+    ]
+    return batches, sum(len(s) for s in inputs)
+
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def best_of(fn, repeats: int, clock: str = "wall") -> float:
+    """Fastest of `repeats` runs. ``clock="cpu"`` counts this process's CPU time, which on a
+    loaded machine estimates what the wall time would be on an idle one (single thread)."""
+    now = CLOCKS[clock]
+    times = []
+    for _ in range(repeats):
+        t0 = now()
+        fn()
+        times.append(now() - t0)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, help="world model folder (ksmith pretrain)")
+    ap.add_argument("--dataset", type=Path, help="dataset folder (ksmith generate)")
+    ap.add_argument("--n", type=int, default=2000, help="probes scored by the batched backend")
+    ap.add_argument("--n-looped", type=int, default=300, help="probes scored one by one")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="wall time (default) or process CPU time (for loaded machines; use one thread)",
+    )
+    args = ap.parse_args()
+
+    requests = dataset_probes(args.dataset, args.n) if args.dataset else synthetic_probes(args.n)
+    if args.model:
+        from ksmith.models import load_model
+
+        model, tokenizer = load_model(args.model, device="cpu")
+        source = str(args.model)
+    else:
+        model, tokenizer = make_model([c + x for c, x in requests])
+        source = "default-shape"
+    backend = HFBackend(model, tokenizer, batch_size=args.batch_size)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(
+        f"model={source} type={model.config.model_type} params={n_params} "
+        f"threads={torch.get_num_threads()} probes={len(requests)}"
+    )
+
+    backend.score(requests[:64])  # warm-up
+    t_batched = best_of(lambda: backend.score(requests), args.repeats, args.clock)
+    some = requests[: args.n_looped]
+    t_looped = best_of(lambda: looped(model, tokenizer, some), 1, args.clock)
+    batched_ps = len(requests) / t_batched
+    looped_ps = len(some) / t_looped
+    # The two ways agree (same numbers, different speed).
+    ref = looped(model, tokenizer, some[:20])
+    got = backend.loglikelihood(some[:20])
+    max_diff = max(abs(a - b) for a, b in zip(ref, got, strict=True))
+    print(
+        f"batched: {batched_ps:.0f} probes/s   looped: {looped_ps:.1f} probes/s   "
+        f"max |loglik diff| = {max_diff:.2e}"
+    )
+
+    batches, n_tokens = padded_batches(backend, requests)
+
+    def forward_only():
+        with torch.inference_mode():
+            for ids, mask in batches:
+                model(input_ids=ids, attention_mask=mask)
+
+    forward_only()
+    t_forward = best_of(forward_only, args.repeats, args.clock)
+    backend_tps = n_tokens / t_batched
+    forward_tps = n_tokens / t_forward
+    overhead = t_batched / t_forward
+    print(
+        f"backend: {backend_tps:.0f} tokens/s   bare forward: {forward_tps:.0f} tokens/s   "
+        f"overhead={overhead:.2f}"
+    )
+    print(
+        f"ratio={batched_ps / looped_ps:.1f} batched_probes_s={batched_ps:.0f} "
+        f"looped_probes_s={looped_ps:.1f} overhead={overhead:.2f} backend_tokens_s={backend_tps:.0f} "
+        f"forward_tokens_s={forward_tps:.0f} probes={len(requests)} batch_size={args.batch_size} "
+        f"threads={torch.get_num_threads()} clock={args.clock} max_abs_diff={max_diff:.1e}"
+    )
+
+
+if __name__ == "__main__":
+    main()
