@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-import tempfile
-
 from ksmith.data.parquet import RowGroupWriter, table_from_columns
 from ksmith.data.schema import CORPUS_SCHEMA, PROBE_SCHEMA
-from ksmith.graph import build_world
+from ksmith.graph import build_world, frozen_heap
 from ksmith.intervene import CandidatePool, ProbeBuilder, WorldIndex, group_diff, sample_group
 from ksmith.render import Renderer, corpus_batches
 from ksmith.spec import InterventionSpec, load_spec
@@ -35,29 +34,34 @@ def run(spec, size: str, scale: int, ispec) -> dict:
     t["world"] = time.perf_counter() - t0
     renderer = Renderer(spec)
     t0 = time.perf_counter()
-    index = WorldIndex(world)
-    with tempfile.TemporaryDirectory() as tmp:  # streamed to parquet, as `ksmith generate` does
-        writer = RowGroupWriter(Path(tmp) / "train.parquet", CORPUS_SCHEMA)
-        for batch in corpus_batches(world, renderer, seed=0):
-            writer.write(batch)
-        n_corpus = writer.close()
-    t["corpus"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    pool = CandidatePool(world)
-    k = min(scale, pool.count("leaf") // 10)
-    reqs = sample_group(pool, kind="edit", level="leaf", scale=k, group=0, seed=1, where="bench")
-    t["sample"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    diff = group_diff(index, {r.fact.id: r.new_object for r in reqs})
-    t["group_diff"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    builder = ProbeBuilder(index, renderer, ispec, diff, 2)
-    for r in reqs:
-        builder.add_request(r)
-    for r in reqs:
-        builder.retain(r, ispec.retain_per_request)
-    table_from_columns(PROBE_SCHEMA, builder.columns.lists)
-    t["probes"] = time.perf_counter() - t0
+    index = WorldIndex(world)  # per-world indexes, shared by every group
+    t["index"] = time.perf_counter() - t0
+    with frozen_heap():  # as `ksmith generate`: the built world is kept out of GC passes
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:  # streamed to parquet, as generate does
+            writer = RowGroupWriter(Path(tmp) / "train.parquet", CORPUS_SCHEMA)
+            for batch in corpus_batches(world, renderer, seed=0):
+                writer.write(batch)
+            n_corpus = writer.close()
+        t["corpus"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        pool = CandidatePool(world)
+        k = min(scale, pool.count("leaf") // 10)
+        reqs = sample_group(
+            pool, kind="edit", level="leaf", scale=k, group=0, seed=1, where="bench"
+        )
+        t["sample"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        diff = group_diff(index, {r.fact.id: r.new_object for r in reqs})
+        t["group_diff"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        builder = ProbeBuilder(index, renderer, ispec, diff, 2)
+        for r in reqs:
+            builder.add_request(r)
+        for r in reqs:
+            builder.retain(r, ispec.retain_per_request)
+        table_from_columns(PROBE_SCHEMA, builder.columns.lists)
+        t["probes"] = time.perf_counter() - t0
     total = sum(t.values())
     return {
         "size": size,

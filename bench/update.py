@@ -24,9 +24,10 @@ from pathlib import Path
 
 import torch
 
+from ksmith.methods import load_builtin_methods
 from ksmith.methods import stats as stats_mod
 from ksmith.methods.alphaedit import AlphaEdit
-from ksmith.methods.base import METHODS, Request, UpdateProblem
+from ksmith.methods.base import METHODS, Request, TextPair, UpdateProblem
 from ksmith.methods.memit import MEMIT
 from ksmith.methods.rome import ROME
 
@@ -44,8 +45,12 @@ def synthetic_world(n_subjects: int, seed: int = 0) -> tuple[list[str], list[tup
     for n in names:
         food, place = rng.choice(FOODS), rng.choice(PLACES)
         facts.append((n, f"{n} eats", food))
-        corpus += [f"{n} eats {food} .", f"{n} lives in the {place} .",
-                   f"what does {n} eat ? {food}", f"where does {n} live ? {place}"]
+        corpus += [
+            f"{n} eats {food} .",
+            f"{n} lives in the {place} .",
+            f"what does {n} eat ? {food}",
+            f"where does {n} live ? {place}",
+        ]
     return corpus, facts
 
 
@@ -64,7 +69,8 @@ def problem_for(facts, k: int) -> UpdateProblem:
     for i, (subj, prompt, old) in enumerate(facts[:k]):
         new = FOODS[(FOODS.index(old) + 1) % len(FOODS)] if old in FOODS else FOODS[0]
         reqs.append(Request(f"r{i}", subj, "eats", prompt, old, new))
-    return UpdateProblem(kind="edit", requests=tuple(reqs))
+    plus = tuple(TextPair(r.prompt, r.new_object or "", r.request_id) for r in reqs)
+    return UpdateProblem(kind="edit", requests=tuple(reqs), plus=plus)
 
 
 def timed(method, model, tok, problem) -> float:
@@ -77,8 +83,9 @@ def timed(method, model, tok, problem) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", nargs="?", help="world model folder (default: built, random)")
-    ap.add_argument("--corpus", help="statistics corpus: dataset folder or .txt (default: "
-                    "the synthetic corpus)")
+    ap.add_argument(
+        "--corpus", help="statistics corpus: dataset folder or .txt (default: the synthetic corpus)"
+    )
     ap.add_argument("--ks", default="1,10,100", help="comma-separated request counts")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -90,8 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         model, tok = load_model(args.model, device="cpu")
     else:
         model, tok = build_default_model(corpus)
-    print(f"threads={torch.get_num_threads()} model_type={model.config.model_type} "
-          f"layers={model.config.num_hidden_layers} hidden={model.config.hidden_size}")
+    print(
+        f"threads={torch.get_num_threads()} model_type={model.config.model_type} "
+        f"layers={model.config.num_hidden_layers} hidden={model.config.hidden_size}"
+    )
     work = Path(tempfile.mkdtemp(prefix="ksmith-bench-"))
     corpus_path = args.corpus
     if corpus_path is None:
@@ -113,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         "alphaedit": lambda: AlphaEdit(AlphaEdit.Params(**common)),
         "rome_seq": lambda: ROME(ROME.Params(**common)),
     }
+    load_builtin_methods()
     if "ft_m" in METHODS:
         ftm = METHODS.get("ft_m")
         makers["ft_m"] = lambda: ftm(ftm.Params())
@@ -124,8 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         problem = problem_for(facts, k)
         for name, make in makers.items():
             if name == "rome_seq":
-                problem_k = UpdateProblem(kind="edit", requests=problem.requests,
-                                          mode="sequential")
+                problem_k = UpdateProblem(kind="edit", requests=problem.requests, mode="sequential")
             else:
                 problem_k = problem
             secs = timed(make(), model, tok, problem_k)

@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ksmith.spec.commands",
     "ksmith.data.commands",
     "ksmith.world.commands",
+    "ksmith.methods.commands",
     "ksmith.evaluate.commands",
     "ksmith.leaderboard.commands",
     "ksmith.pipeline.commands",

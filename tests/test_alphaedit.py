@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import make_model, make_tokenizer
+
 from ksmith.errors import KsmithError
 from ksmith.methods.alphaedit import AlphaEdit, alphaedit_delta, null_space_projection
 from ksmith.methods.base import Request, UpdateProblem
@@ -59,10 +59,14 @@ def test_sequential_mode_grows_cache_per_model(tmp_path, monkeypatch):
     corpus.write_text("the bira eats grass .\nmesu lives in the forest .\n")
     tok = make_tokenizer()
     model = make_model("llama", vocab_size=len(tok))
-    problem = UpdateProblem(kind="edit", mode="sequential", requests=(
-        Request("r0", "bira", "eats", "the bira eats", "grass", "fish"),
-        Request("r1", "karo", "eats", "karo eats", "meat", "seeds"),
-    ))
+    problem = UpdateProblem(
+        kind="edit",
+        mode="sequential",
+        requests=(
+            Request("r0", "bira", "eats", "the bira eats", "grass", "fish"),
+            Request("r1", "karo", "eats", "karo eats", "meat", "seeds"),
+        ),
+    )
     method = AlphaEdit(AlphaEdit.Params(mom2_corpus_path=str(corpus), v_num_grad_steps=2))
     res = method.apply(model, tok, problem)
     assert set(res.log) == {"step0", "step1"}
@@ -78,14 +82,18 @@ def test_empty_null_space_is_an_error(tmp_path, monkeypatch):
     tok = make_tokenizer()
     words = list(tok.get_vocab())[4:]
     g = torch.Generator().manual_seed(0)
-    lines = [" ".join(words[i] for i in torch.randint(len(words), (12,), generator=g).tolist())
-             for _ in range(60)]  # enough varied tokens for a full-rank E[kkᵀ]
+    lines = [
+        " ".join(words[i] for i in torch.randint(len(words), (12,), generator=g).tolist())
+        for _ in range(60)
+    ]  # enough varied tokens for a full-rank E[kkᵀ]
     corpus.write_text("\n".join(lines))
     model = make_model("llama", vocab_size=len(tok))
-    problem = UpdateProblem(kind="edit", requests=(
-        Request("r0", "bira", "eats", "the bira eats", "grass", "fish"),))
-    params = AlphaEdit.Params(mom2_corpus_path=str(corpus), nullspace_scale="absolute",
-                              nullspace_threshold=1e-30)
+    problem = UpdateProblem(
+        kind="edit", requests=(Request("r0", "bira", "eats", "the bira eats", "grass", "fish"),)
+    )
+    params = AlphaEdit.Params(
+        mom2_corpus_path=str(corpus), nullspace_scale="absolute", nullspace_threshold=1e-30
+    )
     with pytest.raises(KsmithError, match="null space"):
         AlphaEdit(params).apply(model, tok, problem)
 

@@ -10,8 +10,9 @@ REPO = Path(__file__).resolve().parents[1]
 BIOLOGY = REPO / "specs" / "graphs" / "biology.yaml"
 
 
-def write_suite(folder: Path, **intervention) -> Path:
-    """A suite over the small biology world with a small intervention spec (overridable)."""
+def write_suite(folder: Path, graphs: tuple[str, ...] = ("biology",), **intervention) -> Path:
+    """A suite over small worlds (default: biology) with a small intervention spec
+    (overridable)."""
     spec = {
         "kind": "intervention",
         "version": 1,
@@ -42,7 +43,9 @@ def write_suite(folder: Path, **intervention) -> Path:
         "version": 1,
         "name": "tiny",
         "seed": 3,
-        "graphs": [{"path": str(BIOLOGY), "size": "small"}],
+        "graphs": [
+            {"path": str(REPO / "specs" / "graphs" / f"{g}.yaml"), "size": "small"} for g in graphs
+        ],
         "interventions": "interventions.yaml",
     }
     path = folder / "suite.yaml"

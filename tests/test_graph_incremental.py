@@ -59,8 +59,10 @@ def test_incremental_equals_full_rebuild(case):
     # the world after is usable: lookups and further changes agree with a rebuild too
     for f in list(full.facts)[:50]:
         assert after.holds(*f.triple)
-    assert {(f.subject, f.relation, f.object, f.support) for f in after.dependents(
-        next(iter(after.base_facts)).id)} == {
+    assert {
+        (f.subject, f.relation, f.object, f.support)
+        for f in after.dependents(next(iter(after.base_facts)).id)
+    } == {
         (f.subject, f.relation, f.object, f.support)
         for f in full.dependents(next(iter(full.base_facts)).id)
     }

@@ -164,3 +164,13 @@ def test_empty_continuation_is_an_error():
 
 def test_registered_as_hf():
     assert BACKENDS.get("hf") is HFBackend
+
+
+def test_empty_context_is_scored_after_the_bos_token():
+    tok = make_tokenizer()
+    model = make_model("gpt2", seed=7)
+    [ll] = HFBackend(model, tok).loglikelihood([("", " grass")])
+    grass = tok(" grass", add_special_tokens=False)["input_ids"][0]
+    with torch.inference_mode():
+        logits = model(input_ids=torch.tensor([[tok.bos_token_id]])).logits[0, -1]
+    assert ll == pytest.approx(torch.log_softmax(logits, -1)[grass].item(), abs=1e-5)

@@ -219,3 +219,25 @@ def test_reverse_probes_have_unique_answers(world, generated):
             else:
                 assert after_holders == [] and p["answer_after"] == s
     assert seen["inverse"] and seen["mcq"]
+
+
+def test_random_order_is_a_lazy_uniform_permutation():
+    import random
+    from collections import Counter
+
+    from ksmith.intervene import Draws, random_order
+
+    items = list("abcde")
+    assert sorted(random_order(items, Draws(3).below)) == items
+    assert list(random_order(items, Draws(3).below)) == list(random_order(items, Draws(3).below))
+    below = random.Random(0)._randbelow
+    firsts = Counter(next(random_order(items, below)) for _ in range(5000))
+    assert set(firsts) == set(items) and min(firsts.values()) > 850  # ~1000 each
+    draws = Draws(1)
+    pairs = Counter(tuple(list(random_order(items, draws.below))[:2]) for _ in range(20000))
+    assert len(pairs) == 20 and min(pairs.values()) > 800  # ~1000 per ordered pair
+    x = list(range(6))
+    draws.shuffle(x)
+    assert sorted(x) == list(range(6))
+    it = random_order(list(range(10**6)), draws.below)  # lazy: a few draws, not a million
+    assert len({next(it) for _ in range(5)}) == 5

@@ -6,8 +6,8 @@ import copy
 
 import pytest
 import torch
-
 from conftest import make_model, make_tokenizer
+
 from ksmith.methods.base import Request, UpdateProblem
 from ksmith.methods.memit import MEMIT, memit_delta
 from ksmith.methods.params import resolve_params
@@ -51,10 +51,13 @@ def test_memit_changes_only_edited_down_projections(arch, tmp_path, monkeypatch)
     tok = make_tokenizer()
     model = make_model(arch, vocab_size=len(tok), layers=3)
     before = copy.deepcopy(model.state_dict())
-    problem = UpdateProblem(kind="edit", requests=(
-        Request("r0", "bira", "eats", "the bira eats", "grass", "fish"),
-        Request("r1", "mesu", "lives in", "mesu lives in the", "forest", "desert"),
-    ))
+    problem = UpdateProblem(
+        kind="edit",
+        requests=(
+            Request("r0", "bira", "eats", "the bira eats", "grass", "fish"),
+            Request("r1", "mesu", "lives in", "mesu lives in the", "forest", "desert"),
+        ),
+    )
     params = MEMIT.Params(layers=(0, 1), mom2_corpus_path=str(corpus), v_num_grad_steps=3)
     res = MEMIT(params).apply(model, tok, problem)
     changed = sorted(n for n, p in model.state_dict().items() if not torch.equal(p, before[n]))

@@ -103,6 +103,11 @@ class _Recorder(UpdateMethod):
         return UpdateResult(log={"n": len(problem.requests)})
 
 
+def ft_m(steps=5):
+    cls = get_method("ft_m")
+    return cls(cls.Params(steps=steps))
+
+
 def state(model):
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 
@@ -143,7 +148,7 @@ def test_runner_saves_only_changed_tensors_and_restores(tmp_path):
 def test_applied_update_restores_on_error(tmp_path):
     model, tok = make_model("llama"), make_tokenizer()
     base = state(model)
-    run_update(model, tok, get_method("ft_m")(), {0: edit_problem()}, tmp_path / "u")
+    run_update(model, tok, ft_m(), {0: edit_problem()}, tmp_path / "u")
     with pytest.raises(RuntimeError), applied_update(model, tmp_path / "u", 0) as (m, _):
         assert not torch.equal(
             dict(m.named_parameters())["model.layers.1.mlp.down_proj.weight"],
@@ -159,12 +164,12 @@ def test_applied_update_restores_on_error(tmp_path):
 def test_applied_ft_m_delta_matches_method_output(tmp_path):
     """The saved delta of a real fine-tuning run reproduces the method's weights."""
     model, tok = make_model("gpt2"), make_tokenizer()
-    method = get_method("ft_m")()
+    method = ft_m()
     torch.manual_seed(0)
     method.apply(model, tok, edit_problem())
     after = state(model)
     model2 = make_model("gpt2")
-    run_update(model2, tok, get_method("ft_m")(), {0: edit_problem()}, tmp_path / "u")
+    run_update(model2, tok, ft_m(), {0: edit_problem()}, tmp_path / "u")
     with applied_update(model2, tmp_path / "u", 0) as (m, _):
         for n, p in m.named_parameters():
             torch.testing.assert_close(p, after[n], rtol=0, atol=1e-7)
@@ -181,16 +186,6 @@ def test_non_finite_stops_run_without_output(tmp_path, cls):
     assert_same(state(model), base)
 
 
-def test_huge_lr_diverges_with_clear_error(tmp_path):
-    model, tok = make_model("llama"), make_tokenizer()
-    cls = get_method("ft_m")
-    # Adam moves each weight by about lr per step: a few steps of 1e38 overflow float32 (~3.4e38).
-    method = cls(cls.Params(lr=1e37, steps=60, early_stop_loss=0))
-    with pytest.raises(KsmithError, match="method 'ft_m', group 0: non-finite"):
-        run_update(model, tok, method, {0: edit_problem()}, tmp_path / "u")
-    assert not (tmp_path / "u").exists()
-
-
 def test_unknown_method_lists_known_ones():
     with pytest.raises(KsmithError, match=r"unknown method 'nope'; known: .*ft_m.*lora"):
         get_method("nope")
@@ -198,7 +193,9 @@ def test_unknown_method_lists_known_ones():
 
 def test_kind_mismatch(tmp_path):
     model, tok = make_model("gpt2"), make_tokenizer()
-    with pytest.raises(KsmithError, match="edit method but the config's requests are unlearn"):
+    with pytest.raises(
+        KsmithError, match="'ft_m' is of kind edit but the requests are of kind unlearn"
+    ):
         run_update(
             model, tok, get_method("ft_m")(), {0: edit_problem(kind="unlearn")}, tmp_path / "u"
         )
@@ -296,7 +293,7 @@ def test_cli_update_end_to_end(fake_stages, tmp_path):
 def test_cli_update_errors(fake_stages, tmp_path):
     base = ["update", "--model", str(fake_stages), "--dataset", "D", "--device", "cpu",
             "--out", str(tmp_path / "u")]  # fmt: skip
-    with pytest.raises(KsmithError, match="edit method but config unlearn.k3 holds unlearn"):
+    with pytest.raises(KsmithError, match="of kind edit but config unlearn.k3 holds unlearn"):
         cli([*base, "--config", "unlearn.k3", "--method", "ft_m"])
     with pytest.raises(KsmithError, match="unknown method 'zzz'"):
         cli([*base, "--config", "edit.k3", "--method", "zzz"])

@@ -75,6 +75,7 @@ def test_unknown_architecture_lists_supported(tmp_path):
         assert name in str(err.value)
 
 
+@pytest.mark.slow
 def test_hub_cache_layout_offline(tmp_path):
     """A Hub id resolves from the local cache with no network (``local_files_only``)."""
     commit = "0123456789abcdef0123456789abcdef01234567"

@@ -6,8 +6,8 @@ import copy
 
 import pytest
 import torch
-
 from conftest import make_model, make_tokenizer
+
 from ksmith.errors import KsmithError
 from ksmith.methods.base import Request, UpdateProblem
 from ksmith.methods.locate import EditTarget, compute_keys, optimize_values
@@ -34,8 +34,9 @@ def test_rank_one_and_writes_value_eq2():
     u = torch.linalg.solve(C, k_star)
     x = torch.randn(W.shape[1], dtype=torch.float64)
     x -= (x @ u) / (u @ u) * u
-    torch.testing.assert_close(delta @ x, torch.zeros(W.shape[0], dtype=torch.float64),
-                               atol=1e-10, rtol=0)
+    torch.testing.assert_close(
+        delta @ x, torch.zeros(W.shape[0], dtype=torch.float64), atol=1e-10, rtol=0
+    )
 
 
 def test_prompt_key_and_identity_covariance_is_easyedit_form():
@@ -54,22 +55,28 @@ def test_rome_in_model_rank_one_and_maps_key_to_value(arch, adjust, tmp_path, mo
     corpus.write_text("the bira eats grass .\nmesu lives in the forest .\nkaro eats fish .\n" * 3)
     tok = make_tokenizer()
     model = make_model(arch, vocab_size=len(tok))
-    params = ROME.Params(layer=0, mom2_adjustment=adjust, mom2_corpus_path=str(corpus),
-                         fact_token="subject_last", v_num_grad_steps=5)
+    params = ROME.Params(
+        layer=0,
+        mom2_adjustment=adjust,
+        mom2_corpus_path=str(corpus),
+        fact_token="subject_last",
+        v_num_grad_steps=5,
+    )
     target = EditTarget("the bira eats", "bira", "fish")
     module = get_module(model, layer_path(model, 0, "mlp_out"))
     before = copy.deepcopy(model.state_dict())
     k = compute_keys(model, tok, [target], 0, [""], params)[0]
-    v_star, _ = optimize_values(model, tok, [target], layer_path(model, 0, "mlp_out"), [""],
-                                params)
-    problem = UpdateProblem(kind="edit", requests=(
-        Request("r0", "bira", "eats", "the bira eats", "grass", "fish"),))
+    v_star, _ = optimize_values(model, tok, [target], layer_path(model, 0, "mlp_out"), [""], params)
+    problem = UpdateProblem(
+        kind="edit", requests=(Request("r0", "bira", "eats", "the bira eats", "grass", "fish"),)
+    )
     ROME(params).apply(model, tok, problem)
     changed = [n for n, p in model.state_dict().items() if not torch.equal(p, before[n])]
     weight_name = layer_path(model, 0, "mlp_out") + ".weight"
     assert changed == [weight_name]
     delta = linear_weight_out_in(module, arch_of(model)).detach() - (
-        before[weight_name].T if arch == "gpt2" else before[weight_name])
+        before[weight_name].T if arch == "gpt2" else before[weight_name]
+    )
     assert torch.linalg.matrix_rank(delta.double(), rtol=1e-6) == 1
     with torch.no_grad():
         out = module(k[None])[0]
@@ -79,8 +86,11 @@ def test_rome_in_model_rank_one_and_maps_key_to_value(arch, adjust, tmp_path, mo
 def test_rome_needs_a_target():
     tok = make_tokenizer()
     model = make_model("llama", vocab_size=len(tok))
-    problem = UpdateProblem(kind="unlearn", target="neutral", requests=(
-        Request("r0", "bira", "eats", "the bira eats", "grass", None),))
+    problem = UpdateProblem(
+        kind="unlearn",
+        target="neutral",
+        requests=(Request("r0", "bira", "eats", "the bira eats", "grass", None),),
+    )
     with pytest.raises(KsmithError, match="idk"):
         ROME(ROME.Params(mom2_adjustment=False)).apply(model, tok, problem)
 
@@ -88,8 +98,9 @@ def test_rome_needs_a_target():
 def test_rome_needs_a_corpus_for_covariance():
     tok = make_tokenizer()
     model = make_model("llama", vocab_size=len(tok))
-    problem = UpdateProblem(kind="edit", requests=(
-        Request("r0", "bira", "eats", "the bira eats", "grass", "fish"),))
+    problem = UpdateProblem(
+        kind="edit", requests=(Request("r0", "bira", "eats", "the bira eats", "grass", "fish"),)
+    )
     with pytest.raises(KsmithError, match="mom2_corpus_path"):
         ROME().apply(model, tok, problem)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import make_model, make_tokenizer
+
 from ksmith.methods.stats import (
     MomentSettings,
     StatsSource,
@@ -46,8 +46,9 @@ def test_matches_direct_computation(arch):
     source = StatsSource.from_texts(TEXTS)
     got = compute_second_moments(model, tok, [0, 1], source, n_tokens=10_000, batch_tokens=16)
     for layer in (0, 1):
-        torch.testing.assert_close(got[layer], _direct(model, tok, layer, TEXTS),
-                                   rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            got[layer], _direct(model, tok, layer, TEXTS), rtol=1e-4, atol=1e-5
+        )
 
 
 def test_token_and_batch_bounds():
@@ -57,8 +58,9 @@ def test_token_and_batch_bounds():
     seqs = select_tokens(tok, source, n_tokens=13, max_length=64, seed=0)
     assert sum(map(len, seqs)) == 13
     shapes = []
-    model.register_forward_pre_hook(lambda _m, args, kw: shapes.append(kw["input_ids"].shape),
-                                    with_kwargs=True)
+    model.register_forward_pre_hook(
+        lambda _m, args, kw: shapes.append(kw["input_ids"].shape), with_kwargs=True
+    )
     compute_second_moments(model, tok, [0], source, n_tokens=13, batch_tokens=8)
     assert shapes and all(b * t <= 8 for b, t in shapes)
     # the sampled tokens are exactly those of select_tokens (cut to the batch budget)
@@ -83,8 +85,14 @@ def test_cached_second_call_does_no_forward(tmp_path):
         torch.testing.assert_close(first[layer], second[layer])
     assert not list(tmp_path.rglob(".*"))  # no temporary files left behind
     # a different sample size is a different statistic
-    second_moments(model, tok, [0], source, MomentSettings(21, 32, cache_dir=str(tmp_path)),
-                   model_fingerprint=fp)
+    second_moments(
+        model,
+        tok,
+        [0],
+        source,
+        MomentSettings(21, 32, cache_dir=str(tmp_path)),
+        model_fingerprint=fp,
+    )
     assert len(calls) > n_first
 
 

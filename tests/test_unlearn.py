@@ -9,11 +9,12 @@ from __future__ import annotations
 import copy
 import math
 import random
+from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import make_model, make_tokenizer
+
 from ksmith.errors import KsmithError
 from ksmith.methods import METHODS
 from ksmith.methods.base import Request, TextPair, UpdateProblem
@@ -23,7 +24,6 @@ from ksmith.methods.unlearn import (
     RMU,
     GradientAscent,
     IdKFineTune,
-    ReLearn,
     SimNPO,
     alternatives,
     layer_output,
@@ -40,6 +40,7 @@ RELATIONS = {
 FORGET = (0, 5, 9)  # indices of the facts to unlearn
 FAST = {"steps": 20, "lr": 3e-3}  # small budgets: the tests check directions, not convergence
 IDK = ("i don't know", "no answer")
+UNLEARN = ("ga", "graddiff", "npo", "simnpo", "rmu", "idk", "relearn")
 
 
 def _facts() -> list[tuple[str, str, str]]:
@@ -83,7 +84,7 @@ def world():
     batch = encode_pairs(tok, prompts, answers)
     torch.manual_seed(0)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(120):
+    for _ in range(60):
         loss = -answer_logprobs(model, batch, reduction="mean").mean()
         opt.zero_grad()
         loss.backward()
@@ -132,17 +133,34 @@ def _state(model) -> dict[str, torch.Tensor]:
 
 # ---- registry ---------------------------------------------------------------------------------
 def test_all_unlearning_methods_registered():
-    names = {"ga", "graddiff", "npo", "simnpo", "rmu", "idk", "relearn"}
-    assert names <= set(METHODS.names())
-    for name in names:
+    assert set(UNLEARN) <= set(METHODS.names())
+    for name in UNLEARN:
         cls = METHODS.get(name)
         assert cls.kind == "unlearn" and "arXiv" in cls.paper
     assert IdKFineTune().target_kind() == "idk" and NPO().target_kind() == "neutral"
 
 
+@pytest.mark.parametrize("name", UNLEARN)
+def test_yaml_defaults_are_complete_and_valid(name):
+    import yaml
+
+    from ksmith.methods.params import resolve_params
+
+    specs = Path(__file__).resolve().parents[1] / "specs"
+    cls = METHODS.get(name)
+    data = yaml.safe_load((specs / "methods" / f"{name}.yaml").read_text())
+    assert data["version"] == 1
+    assert set(data["params"]) == set(cls.Params.model_fields)  # every knob stated
+    for model_type in ("llama", "gpt2"):
+        params = resolve_params(cls, model_type=model_type, specs_dir=specs)
+        assert params.model_dump() == cls.Params(**data["params"]).model_dump()
+
+
 def test_edit_problem_is_rejected(world):
     model, tok, facts = world
-    edit = UpdateProblem(kind="edit", requests=(Request("r", "bira", "eats", "bira eats", "x", "y"),))
+    edit = UpdateProblem(
+        kind="edit", requests=(Request("r", "bira", "eats", "bira eats", "x", "y"),)
+    )
     with pytest.raises(KsmithError, match="unlearn"):
         GradientAscent().apply(copy.deepcopy(model), tok, edit)
 
@@ -188,7 +206,7 @@ def test_npo_gradient_is_ga_gradient_times_weight(world):
     pi_b, ref_b = torch.exp(beta * logp.detach()), torch.exp(beta * logp_ref)
     weight = float((2 * pi_b / (pi_b + ref_b))[0])
     assert weight < 0.9
-    for a, b in zip(g_npo, g_ga):
+    for a, b in zip(g_npo, g_ga, strict=True):
         scale = float(b.abs().max()) + 1e-12  # float32 sums: compare relative to the tensor
         torch.testing.assert_close(a / scale, weight * b / scale, rtol=1e-3, atol=1e-5)
 
@@ -289,15 +307,22 @@ def test_relearn_without_a_candidate_fails_clearly(world):
 
 
 # ---- the retain term --------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["graddiff", "npo", "simnpo", "idk", "relearn"])
-def test_retain_term_keeps_retain_loss(world, name):
+RETAIN_TOL = 0.5  # nats per answer token: how far the retain NLL may rise with the retain term
+
+
+@pytest.mark.parametrize(
+    ("name", "extra"),
+    [("graddiff", {"alpha": 5.0}), ("npo", {}), ("simnpo", {}), ("idk", {}), ("relearn", {})],
+)
+def test_retain_term_keeps_retain_loss(world, name, extra):
     model, tok, facts = world
     problem = _problem(facts)
     before = _retain_nll(model, tok, problem)
-    with_rt = _retain_nll(_run(world, name, problem, **FAST)[0], tok, problem)
-    without = _retain_nll(_run(world, name, problem, alpha=0.0, **FAST)[0], tok, problem)
-    assert with_rt <= before + 0.5
-    assert with_rt <= without + 1e-6
+    with_rt = _retain_nll(_run(world, name, problem, **FAST, **extra)[0], tok, problem)
+    no_rt = {**FAST, **extra, "alpha": 0.0}
+    without = _retain_nll(_run(world, name, problem, **no_rt)[0], tok, problem)
+    assert with_rt <= before + RETAIN_TOL
+    assert with_rt < without
 
 
 def test_relearn_kl_term_runs_and_is_logged(world):
@@ -307,7 +332,7 @@ def test_relearn_kl_term_runs_and_is_logged(world):
 
 
 # ---- determinism and sequential mode --------------------------------------------------------
-@pytest.mark.parametrize("name", ["ga", "graddiff", "npo", "simnpo", "rmu", "idk", "relearn"])
+@pytest.mark.parametrize("name", UNLEARN)
 def test_same_seed_same_weights(world, name):
     params = {"steps": 6, "batch_size": 2}
     a = _state(_run(world, name, **params)[0])
@@ -352,3 +377,16 @@ def test_requires_grad_and_mode_restored(world):
     assert not m.model.embed_tokens.weight.requires_grad
     assert all(q.grad is None for q in m.parameters())
     assert all(q.requires_grad for n, q in m.named_parameters() if "embed" not in n)
+
+
+@pytest.mark.parametrize("name", UNLEARN)
+def test_runs_on_gpt2(name):
+    """The same code path on GPT-2 (Conv1D weights, other module paths), untrained, 2 steps."""
+    tok = make_tokenizer()
+    model = make_model("gpt2", seed=0)
+    before = _state(model)
+    params = METHODS.get(name).Params(steps=2, lr=1e-2)
+    result = METHODS.get(name)(params).apply(model, tok, _problem(_facts()))
+    after = _state(model)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert all(math.isfinite(x) for x in result.log["loss"])

@@ -289,7 +289,7 @@ def test_empty_corpus_is_an_error(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    ds = write_world_dataset(tmp_path / "ds", fingerprint=None)
+    ds = write_world_dataset(tmp_path / "ds")
     pq.write_table(
         pa.table(
             {

@@ -151,7 +151,7 @@ def write_world_dataset(
     seed: int = 0,
     configs: tuple[str, ...] = ("biology.edit.leaf.k1", "biology.unlearn.leaf.k2"),
     groups: int = 2,
-    fingerprint: str | None = FINGERPRINT,
+    fingerprint: str = FINGERPRINT,
 ) -> Path:
     """Write a dataset folder with a corpus, probe configs and a card; returns `root`."""
     root = Path(root)
@@ -200,7 +200,7 @@ def write_world_dataset(
             "format_version": 1,
             "ksmith_version": "0.1.0",
             "counts": counts,
-            **({"fingerprint": fingerprint} if fingerprint else {}),
+            "fingerprint": fingerprint,
         },
     }
     (root / "README.md").write_text(

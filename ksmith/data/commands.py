@@ -16,6 +16,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output dataset folder")
     p.add_argument("--size", default=None, help="size preset for every graph (overrides suite)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes, one graph each (default: min(graphs, 2, CPUs)); output is "
+        "byte-identical for any value",
+    )
     p.set_defaults(func=_generate)
 
     p = subparsers.add_parser(
@@ -34,7 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _generate(args: argparse.Namespace) -> int:
     from ksmith.data.generate import generate_dataset
 
-    stats = generate_dataset(args.suite, args.out, size=args.size, progress=not args.no_progress)
+    stats = generate_dataset(
+        args.suite, args.out, size=args.size, progress=not args.no_progress, workers=args.workers
+    )
     print(
         f"{stats.out}: {len(stats.counts)} configs, {stats.requests} requests, "
         f"{stats.probes} probes, {stats.corpus_lines} corpus lines; "

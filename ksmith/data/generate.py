@@ -8,24 +8,22 @@ memory holds one config's rows, not the whole suite.
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
+import os
+import threading
 import time
-from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from ksmith import __version__
-from ksmith.data.card import CardInfo, corpus_path, probes_path, render_card, requests_path
-from ksmith.data.parquet import RowGroupWriter, write_columns
-from ksmith.data.schema import (
-    CORPUS_SCHEMA,
-    FORMAT_VERSION,
-    PROBE_SCHEMA,
-    REQUEST_COLUMNS,
-    REQUEST_SCHEMA,
-    config_name,
-)
+from ksmith.data.card import CardInfo, corpus_path, render_card
+from ksmith.data.graphjob import GraphJob, corpus_part, run_graph, run_graph_in_worker
+from ksmith.data.parquet import RowGroupWriter
+from ksmith.data.schema import CORPUS_SCHEMA, FORMAT_VERSION, REQUEST_COLUMNS, config_name
 from ksmith.errors import SpecError
 from ksmith.intervene import (
     CandidatePool,
@@ -37,7 +35,7 @@ from ksmith.intervene import (
     sample_group,
 )
 from ksmith.io import atomic_output_dir
-from ksmith.render import Renderer, corpus_batches
+from ksmith.render import Renderer
 
 log = logging.getLogger(__name__)
 
@@ -164,13 +162,32 @@ def config_rows(
     return ConfigRows(name, n_groups, requests, probes)
 
 
-def _config_jobs(plan: SuitePlan) -> Iterator[tuple[int, str, str, int]]:
-    ispec = plan.loaded.interventions
-    for gi in range(len(plan.loaded.graphs)):
-        for kind in ispec.kinds:
-            for level in ispec.levels:
-                for scale in ispec.scales_for(level):
-                    yield gi, kind, level, scale
+def _graph_jobs(plan: SuitePlan) -> list[GraphJob]:
+    loaded = plan.loaded
+    suite, ispec = loaded.suite, loaded.interventions
+    configs = tuple(
+        (kind, level, scale)
+        for kind in ispec.kinds
+        for level in ispec.levels
+        for scale in ispec.scales_for(level)
+    )
+    return [
+        GraphJob(
+            gi,
+            gspec,
+            plan.sizes[gi],
+            f"suite '{suite.name}', graph '{gspec.name}' ({gpath}, size '{plan.sizes[gi]}')",
+            ispec,
+            suite.seed,
+            configs,
+        )  # fmt: skip
+        for gi, (gspec, _, gpath) in enumerate(loaded.graphs)
+    ]
+
+
+def default_workers(n_graphs: int) -> int:
+    """Worker processes for `n_graphs` graphs: one per graph, at most 2 and the CPU count."""
+    return max(1, min(n_graphs, 2, os.cpu_count() or 1))
 
 
 def generate_dataset(
@@ -179,52 +196,47 @@ def generate_dataset(
     *,
     size: str | None = None,
     progress: bool = True,
+    workers: int | None = None,
 ) -> GenerateStats:
-    """Write the dataset of `suite_path` to `out` (atomically; see `ksmith.io`)."""
-    from ksmith.graph import build_world
+    """Write the dataset of `suite_path` to `out` (atomically; see `ksmith.io`).
 
+    With `workers` > 1 (default: `default_workers`), graphs are generated in worker processes;
+    the files are byte-identical to a serial run (each graph's output depends only on its
+    specs and seeds, and the corpus is appended in graph order).
+    """
     t0 = time.perf_counter()
     plan = build_suite_plan(suite_path, size)
     loaded = plan.loaded
-    suite, ispec = loaded.suite, loaded.interventions
+    suite = loaded.suite
     stats = GenerateStats(Path(out), plan.fingerprint)
-    jobs = list(_config_jobs(plan))
-    with atomic_output_dir(out, kind="dataset") as tmp:
+    jobs = _graph_jobs(plan)
+    workers = default_workers(len(jobs)) if workers is None else max(1, workers)
+    total = len(jobs) * len(jobs[0].configs) if jobs else 0
+    with atomic_output_dir(out, kind="dataset") as tmp, ExitStack() as stack:
+        futures = None
+        if workers > 1 and len(jobs) > 1:  # start workers before any thread exists (fork)
+            ex = stack.enter_context(ProcessPoolExecutor(workers, mp_context=_mp_context()))
+            stack.callback(ex.shutdown, cancel_futures=True)
+            futures = [ex.submit(run_graph_in_worker, job, tmp) for job in jobs]
         corpus = RowGroupWriter(tmp / corpus_path(), CORPUS_SCHEMA)
-        bar = tqdm(total=len(jobs), desc="configs", unit="config", disable=not progress)
-        for gi, (gspec, _, gpath) in enumerate(loaded.graphs):
-            gsize = plan.sizes[gi]
-            where = f"suite '{suite.name}', graph '{gspec.name}' ({gpath}, size '{gsize}')"
-            world = build_world(gspec, gsize)
-            stats.base_facts += len(world.base_facts)
-            stats.derived_facts += len(world.facts) - len(world.base_facts)
-            renderer = Renderer(gspec)
-            index = WorldIndex(world)
-            for batch in corpus_batches(
-                world, renderer, seed=derive_seed(suite.seed, gspec.seed, "corpus")
-            ):
-                corpus.write(batch)
-            pool = CandidatePool(world)
-            for job in jobs:
-                if job[0] != gi:
-                    continue
-                _, kind, level, scale = job
-                rows = config_rows(
-                    index, pool, renderer, ispec,
-                    kind=kind, level=level, scale=scale, seed=suite.seed, where=where,
-                )  # fmt: skip
-                write_columns(tmp / requests_path(rows.name), REQUEST_SCHEMA, rows.requests.lists)
-                write_columns(tmp / probes_path(rows.name), PROBE_SCHEMA, rows.probes.lists)
-                stats.counts[rows.name] = {
-                    "groups": rows.groups,
-                    "requests": len(rows.requests),
-                    "probes": len(rows.probes),
-                }
-                stats.requests += len(rows.requests)
-                stats.probes += len(rows.probes)
-                bar.update(1)
-                bar.set_postfix(config=rows.name, probes=stats.probes)
+        bar = tqdm(total=total, desc="configs", unit="config", disable=not progress)
+
+        def done(name: str, counts: dict[str, int]) -> None:
+            bar.update(1)
+            bar.set_postfix(config=name)
+
+        if futures is None:
+            results = [run_graph(job, tmp, corpus.write, done) for job in jobs]
+        else:
+            results = _collect(jobs, futures, tmp, corpus, bar)
         bar.close()
+        for res in results:  # graph order: the card lists configs as a serial run would
+            stats.base_facts += res.base_facts
+            stats.derived_facts += res.derived_facts
+            for name, counts in res.counts.items():
+                stats.counts[name] = counts
+                stats.requests += counts["requests"]
+                stats.probes += counts["probes"]
         stats.corpus_lines = corpus.close()
         (tmp / "spec.yaml").write_text(plan.spec_yaml, encoding="utf-8")
         card = CardInfo(
@@ -246,3 +258,30 @@ def generate_dataset(
         stats.seconds, plan.fingerprint[:12],
     )  # fmt: skip
     return stats
+
+
+def _mp_context():
+    """fork when this process has no other thread (cheap, no re-import of __main__), spawn
+    otherwise (forking a process with running threads can deadlock the child)."""
+    if threading.active_count() == 1 and "fork" in mp.get_all_start_methods():
+        return mp.get_context("fork")
+    return mp.get_context("spawn")
+
+
+def _collect(jobs, futures, tmp: Path, corpus: RowGroupWriter, bar) -> list:
+    """Results in graph order; each graph's corpus part is appended as soon as the graphs
+    before it are done (while the pool works on later graphs), then deleted."""
+    import pyarrow as pa
+
+    results = []
+    for job, fut in zip(jobs, futures, strict=True):
+        res = fut.result()
+        part = corpus_part(tmp, job.index)
+        with pa.OSFile(str(part)) as src:  # batch by batch: a memory map would count in RSS
+            reader = pa.ipc.open_file(src)
+            for i in range(reader.num_record_batches):
+                corpus.write(pa.Table.from_batches([reader.get_batch(i)]))
+        part.unlink()
+        bar.update(len(res.counts))
+        results.append(res)
+    return results

@@ -82,11 +82,8 @@ class HFBackend(Backend):
         self.pad_id: int = pad
         self.eos_id: int | None = tokenizer.eos_token_id
         # The token that stands in for an empty context (lm-eval uses EOT the same way).
-        self.prefix_id: int = (
-            tokenizer.bos_token_id if tokenizer.bos_token_id is not None else self.pad_id
-        )
-        if self.eos_id is not None and tokenizer.bos_token_id is None:
-            self.prefix_id = self.eos_id
+        specials = (tokenizer.bos_token_id, self.eos_id, self.pad_id)
+        self.prefix_id: int = next(t for t in specials if t is not None)
         # transformers >= 4.45 can project only chosen positions onto the vocabulary.
         self._accepts_logits_to_keep = (
             "logits_to_keep" in inspect.signature(model.forward).parameters

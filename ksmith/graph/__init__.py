@@ -5,6 +5,7 @@ world = build_world(load_spec("specs/graphs/biology.yaml"), "small")
 """
 
 from ksmith.graph.closure import ClosureTable, compute_closure
+from ksmith.graph.facts import frozen_heap
 from ksmith.graph.names import NAME_GENERATORS
 from ksmith.graph.world import Fact, Node, World, build_world
 
@@ -16,4 +17,5 @@ __all__ = [
     "World",
     "build_world",
     "compute_closure",
+    "frozen_heap",
 ]

@@ -164,7 +164,9 @@ def update_closure(
                 p = obj[isa]
                 for j in old_sr(p * n_rel + r):
                     if table.hops[j] < rules.cap and obj[j] != s:
-                        chain.add(s, r, obj[j], table.support[j] | {isa}, table.hops[j] + 1, INHERIT)
+                        chain.add(
+                            s, r, obj[j], table.support[j] | {isa}, table.hops[j] + 1, INHERIT
+                        )
         chain.run()
         rows = [j for j in range(start, len(subj)) if j not in dead]
         cols = [

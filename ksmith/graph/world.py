@@ -13,17 +13,15 @@ A triple derived in several ways has one `Fact` per (non-dominated) derivation.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING
 
 from ksmith.errors import KsmithError
 from ksmith.graph.closure import ClosureTable, Rules, base_structure, compute_closure
+from ksmith.graph.facts import Fact, FactView, Node, no_gc
 from ksmith.graph.incremental import ClosureDelta, WorldIndexes, update_closure
 from ksmith.graph.sample import Entities, class_order, sample_base_facts, sample_entities
 from ksmith.spec.graph import GraphSpec
@@ -33,78 +31,6 @@ if TYPE_CHECKING:
     import networkx as nx
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Node:
-    """An entity: a hierarchy node (level, node type, parent) or a value (level None)."""
-
-    name: str
-    level: str | None  # None for values of a value type
-    type: str  # node type for hierarchy nodes, value-type name for values
-    parent: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Fact:
-    """(subject, relation, object) with its derivation: support, hop count and rule."""
-
-    id: str
-    subject: str
-    relation: str
-    object: str
-    base: bool
-    support: frozenset[str]  # base fact ids it rests on ({id} for a base fact)
-    hops: int  # 0 for base; number of rule applications otherwise
-    rule: str  # "" | "inherit" | "inverse" | "symmetric" | "compose:<rule name>"
-
-    @property
-    def triple(self) -> tuple[str, str, str]:
-        return (self.subject, self.relation, self.object)
-
-
-CHUNK = 1 << 16
-
-
-@contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-class FactView(Sequence[Fact]):
-    """A read-only, lazily materialized sequence of a world's facts (rows [start, stop))."""
-
-    def __init__(self, world: World, start: int, stop: int):
-        self._world, self._start, self._stop = world, start, stop
-
-    def __len__(self) -> int:
-        return self._stop - self._start
-
-    def __getitem__(self, i):  # type: ignore[override]
-        if isinstance(i, slice):
-            return tuple(self[j] for j in range(*i.indices(len(self))))
-        n = len(self)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError("fact index out of range")
-        return self._world._fact(self._start + i)
-
-    def __iter__(self) -> Iterator[Fact]:
-        fact = self._world._fact
-        for lo in range(self._start, self._stop, CHUNK):
-            with _no_gc():  # materialize a chunk without GC passes over the growing heap
-                chunk = [fact(i) for i in range(lo, min(lo + CHUNK, self._stop))]
-            yield from chunk
-
-    def __repr__(self) -> str:
-        return f"<{len(self)} facts>"
 
 
 class World:
@@ -128,7 +54,7 @@ class World:
         self._rel_ids = {r: i for i, r in enumerate(self._rels)}
         t0 = time.perf_counter()
         if table is None:
-            with _no_gc():  # millions of small objects: generational GC would rescan them
+            with no_gc():  # millions of small objects: generational GC would rescan them
                 table = compute_closure(spec, base, len(entities.names))
         self._table = table
         self._row_of_base = {fid: i for i, fid in enumerate(base_ids)}
@@ -198,7 +124,7 @@ class World:
         """(s, r) key (s * n_rel + r) -> rows, in row order."""
         t, n_rel = self._table, len(self._rels)
         idx: dict[int, list[int]] = {}
-        with _no_gc():
+        with no_gc():
             for i, (s, r) in enumerate(zip(t.subj, t.rel, strict=True)):
                 idx.setdefault(s * n_rel + r, []).append(i)
         return idx
@@ -208,7 +134,7 @@ class World:
         """(o, r) key (o * n_rel + r) -> rows, in row order."""
         t, n_rel = self._table, len(self._rels)
         idx: dict[int, list[int]] = {}
-        with _no_gc():
+        with no_gc():
             for i, (o, r) in enumerate(zip(t.obj, t.rel, strict=True)):
                 idx.setdefault(o * n_rel + r, []).append(i)
         return idx
@@ -217,7 +143,7 @@ class World:
     def _dependents(self) -> dict[int, list[int]]:
         t = self._table
         idx: dict[int, list[int]] = {}
-        with _no_gc():
+        with no_gc():
             for i in range(t.n_base, len(t)):
                 for b in t.support[i]:
                     idx.setdefault(b, []).append(i)
@@ -242,13 +168,23 @@ class World:
         key = s * len(self._rels) + self._rel_ids[relation]
         return [self._fact(i) for i in self._by_subject_relation.get(key, ())]
 
+    def _rows(self, subject: str, relation: str) -> list[int]:
+        s = self._ents.index.get(subject)
+        r = self._rel_ids.get(relation)
+        if s is None or r is None:
+            return []
+        return self._by_subject_relation.get(s * len(self._rels) + r, [])
+
     def objects(self, subject: str, relation: str) -> list[str]:
         """Distinct objects that hold for (subject, relation), in fact order."""
-        return list(dict.fromkeys(f.object for f in self.lookup(subject, relation)))
+        obj, names = self._table.obj, self._ents.names
+        return list(dict.fromkeys(names[obj[i]] for i in self._rows(subject, relation)))
 
     def holds(self, subject: str, relation: str, object: str) -> bool:
         """Whether the triple is a base or derived fact of this world."""
-        return any(f.object == object for f in self.lookup(subject, relation))
+        o = self._ents.index.get(object)
+        obj = self._table.obj
+        return o is not None and any(obj[i] == o for i in self._rows(subject, relation))
 
     def dependents(self, base_id: str) -> list[Fact]:
         """Derived facts whose support contains `base_id` (they may change with it)."""
@@ -361,7 +297,7 @@ class World:
         """What `changes` (base fact id -> new object, None: removed) do to the closure,
         computed incrementally (`ksmith.graph.incremental`) without building a second world."""
         rows = self._change_rows(changes)
-        with _no_gc():
+        with no_gc():
             return update_closure(
                 Rules.of(self.spec), self._table, len(self._ents.names), self._indexes, rows
             )

@@ -1,6 +1,6 @@
 """Update requests (edit, unlearn) sampled from a world, and the probes derived for them."""
 
-from ksmith.intervene.columns import Columns, random_order
+from ksmith.intervene.columns import Columns, Draws, random_order
 from ksmith.intervene.probes import AVOID, MATCH, ProbeBuilder
 from ksmith.intervene.reverse import ReversePlan, plan_reverse
 from ksmith.intervene.sample import CandidatePool, PlannedRequest, derive_seed, sample_group
@@ -11,6 +11,7 @@ __all__ = [
     "MATCH",
     "CandidatePool",
     "Columns",
+    "Draws",
     "GroupDiff",
     "PlannedRequest",
     "ProbeBuilder",

@@ -7,7 +7,7 @@ For each request (s, r, o -> o'), with W the world and W' the world after the gr
 |---|---|---|
 | direct | Q+ | (s, r) with the training cloze/question templates |
 | paraphrase | Q+ | (s, r) with held-out paraphrase templates |
-| reverse | Q+ | the fact from the object's side, only with a unique answer (`ksmith.intervene.reverse`) |
+| reverse | Q+ | the fact from the object's side, with a unique answer (see below) |
 | multi_hop | Q+ | derived facts among W.dependents(fact) that differ in W' |
 | comparison | Q+ | "same answer for s and y?" for a y whose yes/no flips between W and W' |
 | contextual | Q- | unaffected facts: same subject, siblings, parent/children, anywhere |
@@ -25,16 +25,16 @@ is in `ksmith.intervene.reverse`.
 
 from __future__ import annotations
 
-import random
-
 from ksmith.data.schema import PROBE_COLUMNS
-from ksmith.intervene.columns import Columns, random_order
+from ksmith.intervene.columns import Columns, Draws, random_order
 from ksmith.intervene.reverse import plan_reverse
 from ksmith.intervene.sample import PlannedRequest
 from ksmith.intervene.worlds import GroupDiff, WorldIndex, values_after
 from ksmith.render.text import FALSE, NO, TRUE, YES, Renderer
 
 MATCH, AVOID = "match", "avoid"
+_SHARED = ("group", "request_id", "kind", "level")  # one value per request
+_OWN = tuple(c for c in PROBE_COLUMNS if c not in _SHARED)  # one value per row
 _BINARY = ("mcq", "qa")  # formats of yes/no and true/false probes
 
 
@@ -47,17 +47,28 @@ class ProbeBuilder:
         self.spec = ispec
         self.diff = diff
         self.changed = {index.key(s, r) for s, r in diff.keys}
-        self.rng = random.Random(seed)
+        self.rng = Draws(seed)
         self.types = set(ispec.probe_types)
         self.formats = list(ispec.formats)
         self.inverse = dict(index.world.spec.inverse_pairs())
-        self.columns = Columns(PROBE_COLUMNS)
+        self._own: list[tuple] = []  # per-row fields (`_OWN` columns), one tuple per row
+        self._shared: list[list] = [[], [], [], []]  # group, request_id, kind, level columns
         self.used: set[int] = set()  # (subject, relation) keys asked by any probe
         self._req: PlannedRequest | None = None
         self._counts: dict[tuple[str, str], int] = {}
+        self._lost: dict[tuple[str, str], list[str]] = {}
+        self._held: dict[tuple[str, str], set[str]] = {}
 
     def __len__(self) -> int:
-        return len(self.columns)
+        return len(self._own)
+
+    @property
+    def columns(self) -> Columns:
+        """The probe rows as columns (`PROBE_COLUMNS` order), transposed in one pass."""
+        own = [list(c) for c in zip(*self._own, strict=True)] if self._own else [[] for _ in _OWN]
+        by_name = dict(zip(_OWN, own, strict=True))
+        by_name.update(zip(_SHARED, self._shared, strict=True))
+        return Columns.of(PROBE_COLUMNS, [by_name[n] for n in PROBE_COLUMNS])
 
     @property
     def rows(self) -> list[tuple]:
@@ -67,39 +78,69 @@ class ProbeBuilder:
     # -- row assembly -----------------------------------------------------------------------
 
     def _emit(self, type_, qset, fmt, prompt, options, before, after, fact, hops, pair, support):
+        """Add one row's own fields (the request's fields follow in `_end_request`)."""
         req = self._req
         n = self._counts.get((type_, fmt), 0)
         self._counts[(type_, fmt)] = n + 1
         unlearn_plus = req.kind == "unlearn" and qset == "Q+"
-        self.columns.append(
-            f"{req.request_id}.{type_}.{fmt}.{n}",
-            req.group,
-            req.request_id,
-            req.kind,
-            req.level,
-            type_,
-            qset,
-            fmt,
-            prompt,
-            options,
-            before,
-            before if unlearn_plus else after,
-            AVOID if unlearn_plus else MATCH,
-            hops,
-            fact[0],
-            fact[1],
-            fact[2],
-            pair,
-            support,
+        self._own.append(
+            (
+                f"{req.request_id}.{type_}.{fmt}.{n}",
+                type_,
+                qset,
+                fmt,
+                prompt,
+                options,
+                before,
+                before if unlearn_plus else after,
+                AVOID if unlearn_plus else MATCH,
+                hops,
+                fact[0],
+                fact[1],
+                fact[2],
+                pair,
+                support,
+            )
         )
+
+    def held(self, subject: str, relation: str) -> set[str]:
+        """Values of (subject, relation) in either world (never an mcq distractor); memoized
+        for the group."""
+        key = (subject, relation)
+        got = self._held.get(key)
+        if got is None:
+            before = self.ix.values(key)
+            got = set(before)
+            if key in self.diff.added or key in self.diff.removed:
+                got.update(values_after(self.ix, self.diff, key))
+            self._held[key] = got
+        return got
+
+    def lost_holders(self, relation: str, value: str) -> list[str]:
+        """Subjects that hold (relation, value) before the update and not after, sorted."""
+        got = self._lost.get((relation, value))
+        if got is None:
+            got = self._lost[(relation, value)] = sorted(
+                self.diff.removed_rv.get((relation, value), ())
+            )
+        return got
+
+    def _end_request(self, req: PlannedRequest) -> None:
+        """Fill the request's columns (group .. level) for the rows it emitted, in bulk."""
+        n = len(self._own) - len(self._shared[0])
+        for c, v in zip(
+            self._shared, (req.group, req.request_id, req.kind, req.level), strict=True
+        ):
+            c.extend([v] * n)
 
     def options(self, answers: list[str], pool: list[str], exclude: set[str]) -> list[str]:
         """4 options: `answers` (1-2 correct ones) plus distractors from `pool`, shuffled."""
         opts = list(dict.fromkeys(answers))
         banned = exclude | set(opts)
         tries = 0
+        below, n = self.rng.below, len(pool)
         while len(opts) < 4 and tries < 24 and pool:
-            v = pool[self.rng.randrange(len(pool))]
+            v = pool[below(n)]
             tries += 1
             if v not in banned:
                 opts.append(v)
@@ -116,8 +157,7 @@ class ProbeBuilder:
         sup = sorted(support)
         for fmt in self.formats:
             if fmt == "mcq":
-                held = set(self.ix.values((s, r))) | set(values_after(self.ix, self.diff, (s, r)))
-                opts = self.options([before, after], self.ix.range_of(r, s), held)
+                opts = self.options([before, after], self.ix.range_of(r, s), self.held(s, r))
             else:
                 opts = []
             p = pair if fmt == "mcq" else ""
@@ -166,11 +206,13 @@ class ProbeBuilder:
             self._comparison(req, support)
         if "contextual" in self.types:
             for g in self._unaffected_near(s, self.spec.contextual_per_request):
-                gf = self.ix.fact(g)
-                self._fact_formats("contextual", "Q-", gf.triple, self._prompts(gf.relation,
-                                   gf.subject), gf.object, gf.object, self.ix.support_ids(g))  # fmt: skip
+                gs, gr, go = triple = self.ix.triple(g)
+                prompts = self._prompts(gr, gs)
+                sup = self.ix.support_ids(g)
+                self._fact_formats("contextual", "Q-", triple, prompts, go, go, sup)
         if "negation" in self.types:
             self._negation(req, support)
+        self._end_request(req)
 
     # -- multi-hop --------------------------------------------------------------------------
 
@@ -182,27 +224,27 @@ class ProbeBuilder:
         deps = ix.world._dependents.get(ix.world._row_of_base[req.fact.id], [])
         taken = 0
         seen: set[tuple[str, str, str]] = set()
-        for row in random_order(deps, self.rng):
+        for row in random_order(deps, self.rng.below):
             if taken == cap:
                 break
             if ix.table.hops[row] > self.spec.max_hops:
                 continue
-            d = ix.fact(row)
-            if d.triple not in self.diff.removed_triples or d.triple in seen:
+            d = ix.triple(row)
+            if d not in self.diff.removed_triples or d in seen:
                 continue  # unchanged, or another derivation of a triple already asked
-            seen.add(d.triple)
-            key = (d.subject, d.relation)
+            seen.add(d)
+            key = (d[0], d[1])
             if req.kind == "edit":
                 gained = self.diff.added.get(key, [])
                 if not gained:
                     continue
                 after = req.new_object if req.new_object in gained else gained[0]
             else:
-                after = d.object
+                after = d[2]
             self.used.add(ix.key(*key))
             taken += 1
-            self._fact_formats("multi_hop", "Q+", d.triple, self._prompts(d.relation, d.subject),
-                               d.object, after, d.support, hops=d.hops)  # fmt: skip
+            self._fact_formats("multi_hop", "Q+", d, self._prompts(d[1], d[0]), d[2], after,
+                               ix.support_ids(row), hops=ix.table.hops[row])  # fmt: skip
 
     # -- comparison -------------------------------------------------------------------------
 
@@ -220,14 +262,16 @@ class ProbeBuilder:
         for target, before, after in kinds:
             if made == self.spec.comparison_per_request:
                 break
-            ys = [
-                y
-                for y in ix.subjects_with_valueset(r, target)
-                if y != s and ix.key(y, r) not in self.changed
-            ]
-            if not ys:
+            y = next(  # uniform among the eligible: the first of a lazy random order
+                (
+                    y
+                    for y in random_order(ix.subjects_with_valueset(r, target), self.rng.below)
+                    if y != s and ix.key(y, r) not in self.changed
+                ),
+                None,
+            )
+            if y is None:
                 continue
-            y = ys[self.rng.randrange(len(ys))]
             self.used.add(ix.key(y, r))
             sup = set(support)
             for g in ix.rows(y, r):
@@ -251,23 +295,11 @@ class ProbeBuilder:
             return []
         ix = self.ix
         avoid, changed = self.used, self.changed
-        parent = ix.parent.get(s)
-        near_subjects = [s]
-        if parent is not None:
-            near_subjects += [parent, *ix.children.get(parent, ())]
-        near_subjects += ix.children.get(s, ())
-        n_rel, eid, sr_rows = ix.n_rel, ix.eid, ix.sr_rows
-        cands: list[int] = []
-        for x in near_subjects:
-            base = eid[x] * n_rel
-            for r in ix.rel_order:
-                rows = sr_rows.get(base + r)
-                if rows:
-                    cands.extend(rows)
-        subj, rel = ix.table.subj, ix.table.rel
+        cands = ix.near_rows(s)
+        subj, rel, n_rel = ix.table.subj, ix.table.rel, ix.n_rel
         out: list[int] = []
         seen: set[int] = set()
-        for g in random_order(cands, self.rng):
+        for g in random_order(cands, self.rng.below):
             if len(out) == k:
                 break
             key = subj[g] * n_rel + rel[g]
@@ -278,7 +310,7 @@ class ProbeBuilder:
         for _ in range(8 * k):  # then anywhere in the world
             if len(out) == k:
                 break
-            g = self.rng.randrange(ix.n_facts)
+            g = self.rng.below(ix.n_facts)
             key = subj[g] * n_rel + rel[g]
             if key in avoid or key in seen or key in changed:
                 continue
@@ -292,7 +324,11 @@ class ProbeBuilder:
         prompts, answers = [], []
         ix, rd = self.ix, self.rd
         for g in self._unaffected_near(req.fact.subject, k):
-            s, r, o = ix.names[ix.table.subj[g]], ix.rels[ix.table.rel[g]], ix.names[ix.table.obj[g]]
+            s, r, o = (
+                ix.names[ix.table.subj[g]],
+                ix.rels[ix.table.rel[g]],
+                ix.names[ix.table.obj[g]],
+            )
             prompts += (rd.cloze(r, s), rd.question(r, s))
             answers += (o, o)
         return prompts, answers
@@ -305,9 +341,8 @@ class ProbeBuilder:
         flip = req.kind == "edit"  # after an edit the old statement is false
         self._tf_pair("Q+", (s, r, o), sorted(support), f"{req.request_id}.neg+", flip)
         for g in self._unaffected_near(s, 1):
-            gf = self.ix.fact(g)
             sup = sorted(self.ix.support_ids(g))
-            self._tf_pair("Q-", gf.triple, sup, f"{req.request_id}.neg-", False)
+            self._tf_pair("Q-", self.ix.triple(g), sup, f"{req.request_id}.neg-", False)
 
     def _tf_pair(self, qset: str, fact: tuple[str, str, str], sup: list[str], pair: str, flip):
         s, r, o = fact

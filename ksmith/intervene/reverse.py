@@ -44,7 +44,11 @@ def plan_reverse(b, req) -> ReversePlan | None:
     before_vals = ix.values((s, r))
     after_vals = values_after(ix, diff, (s, r))
     after = req.new_object if req.kind == "edit" else o
-    if inverse is not None and before_vals == [o] and after_vals == ([after] if req.kind == "edit" else []):
+    if (
+        inverse is not None
+        and before_vals == [o]
+        and after_vals == ([after] if req.kind == "edit" else [])
+    ):
         opts = b.options([o, after], ix.range_of(r, s), set(before_vals) | set(after_vals))
         return ReversePlan(b.rd.reverse(inverse, s), o, after, opts, tuple(b.formats))
     if "mcq" not in b.formats:
@@ -53,7 +57,7 @@ def plan_reverse(b, req) -> ReversePlan | None:
     if req.kind == "unlearn":
         before = s
     else:  # a subject that held o' before and does not after (moved by another request)
-        moved = sorted(diff.removed_rv.get((r, asked), ()))
+        moved = b.lost_holders(r, asked)
         before = next((x for x in moved if x != s), None)
         if before is None:
             return None
@@ -62,7 +66,7 @@ def plan_reverse(b, req) -> ReversePlan | None:
     exclude: set[str] = set(opts)
     tries = 0
     while len(opts) < 4 and tries < 32 and pool:
-        x = pool[b.rng.randrange(len(pool))]
+        x = pool[b.rng.below(len(pool))]
         tries += 1
         if x in exclude:
             continue

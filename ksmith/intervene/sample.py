@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from ksmith.errors import KsmithError
+from ksmith.intervene.columns import random_order
 
 Key = tuple[str, str]  # (subject, relation)
 
@@ -55,12 +57,15 @@ class CandidatePool:
         self._inverse = dict(spec.inverse_pairs())
         self._symmetric = set(spec.symmetric())
         self._ranges: dict[str, list[str]] = {}
-        by_level: dict[str, dict[str, list]] = {}
-        for f in sorted(_values(world.base_facts), key=lambda f: f.id):
-            if f.relation == hier or spec.relations[f.relation].derived:
-                continue
-            level = world.level_of(f.subject)
-            by_level.setdefault(level, {}).setdefault(f.relation, []).append(f)
+        # base rows (fact id order) per level and relation; `Fact`s are built when drawn
+        t, ents, rels = world._table, world._ents, world._rels
+        targetable = [r != hier and not spec.relations[r].derived for r in rels]
+        by_level: dict[str | None, dict[str, _Rows]] = {}
+        for i in range(t.n_base):
+            r = t.rel[i]
+            if targetable[r]:
+                level = ents.level[t.subj[i]]
+                by_level.setdefault(level, {}).setdefault(rels[r], _Rows(world)).rows.append(i)
         self._by_level = by_level
 
     def count(self, level: str) -> int:
@@ -71,19 +76,21 @@ class CandidatePool:
             self._ranges[relation] = list(self.world.range_values(relation))
         return self._ranges[relation]
 
-    def stratified_order(self, level: str, rng: random.Random) -> list:
-        """All candidates of `level`: each relation shuffled, then interleaved round-robin."""
+    def stratified_order(self, level: str, rng: random.Random) -> Iterator:
+        """All candidates of `level`: each relation in a random order, the relations in a random
+        order, interleaved round-robin. Drawn lazily (`random_order`), so a group pays for the
+        candidates it looks at, not for shuffling the whole level."""
         per_rel = self._by_level.get(level, {})
-        lists = []
-        for rel in sorted(per_rel):
-            items = list(per_rel[rel])
-            rng.shuffle(items)
-            lists.append(items)
-        rng.shuffle(lists)
-        out = []
-        for i in range(max((len(x) for x in lists), default=0)):
-            out.extend(x[i] for x in lists if i < len(x))
-        return out
+        streams = [random_order(per_rel[rel], rng._randbelow) for rel in sorted(per_rel)]
+        rng.shuffle(streams)
+        while streams:
+            alive = []
+            for it in streams:
+                fact = next(it, None)
+                if fact is not None:
+                    yield fact
+                    alive.append(it)
+            streams = alive
 
     def new_object(self, fact, rng: random.Random) -> str | None:
         """A value from the relation's range that `fact.subject` does not hold (None if none).
@@ -91,7 +98,7 @@ class CandidatePool:
         For cardinality-one relations only the old object is excluded; for cardinality-many
         relations every value the subject already holds is.
         """
-        held = {g.object for g in self.world.lookup(fact.subject, fact.relation)}
+        held = set(self.world.objects(fact.subject, fact.relation))
         held.add(fact.object)
         values = self.range_of(fact.relation)
         for _ in range(8):  # rejection sampling: ranges are usually much larger than `held`
@@ -122,8 +129,17 @@ class CandidatePool:
         return keys, ids
 
 
-def _values(collection) -> list:
-    return list(collection.values()) if isinstance(collection, dict) else list(collection)
+class _Rows(Sequence):
+    """Closure rows of a world, seen as their `Fact`s (built on access)."""
+
+    def __init__(self, world):
+        self.world, self.rows = world, []
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self.world._fact(self.rows[i])
 
 
 def sample_group(

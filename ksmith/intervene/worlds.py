@@ -46,6 +46,15 @@ class WorldIndex:
         self.rel_order = [self.rid[r] for r in sorted(self.rels[i] for i in present)]
         self._valuesets: dict[int, dict[frozenset[int], list[str]]] = {}
         self._ranges: dict[tuple[str, str | None], list[str]] = {}
+        self._subject_rows: dict[int, list[int]] = {}
+        self._family: dict[str, list[int]] = {}
+        self._near: dict[str, list[int]] = {}
+        # one pass each over the closure, needed by every group: build them up front
+        world._indexes  # noqa: B018  (incremental-update indexes of the world)
+        self.subjects_by_rel_level  # noqa: B018
+        self.subjects_with_valueset(self.rels[0], frozenset())
+        for parent in self.children:
+            self._family_rows(parent)
 
     @property
     def facts(self):
@@ -67,6 +76,11 @@ class WorldIndex:
         """The `Fact` of a closure row (built on demand, cached by the world)."""
         return self.world._fact(row)
 
+    def triple(self, row: int) -> tuple[str, str, str]:
+        """(subject, relation, object) names of a closure row."""
+        t = self.table
+        return (self.names[t.subj[row]], self.rels[t.rel[row]], self.names[t.obj[row]])
+
     def support_ids(self, row: int) -> set[str]:
         ids = self.world._base_ids
         return {ids[b] for b in self.table.support[row]}
@@ -75,7 +89,10 @@ class WorldIndex:
     def values(self, key: Key) -> list[str]:
         """Distinct values of (subject, relation) before the update, in fact order."""
         obj, names = self.table.obj, self.names
-        return list(dict.fromkeys(names[obj[j]] for j in self.rows(*key)))
+        rows = self.rows(*key)
+        if len(rows) == 1:
+            return [names[obj[rows[0]]]]
+        return list(dict.fromkeys(names[obj[j]] for j in rows))
 
     def holds(self, subject: str, relation: str, value: str) -> bool:
         o = self.eid.get(value)
@@ -99,25 +116,69 @@ class WorldIndex:
     @cached_property
     def subjects_by_rel_level(self) -> dict[tuple[str, str | None], list[str]]:
         """(relation, level of subject) -> subjects with a fact of that relation, sorted."""
-        out: dict[tuple[str, str | None], set[str]] = {}
-        names, n_rel, level = self.names, self.n_rel, self.level
-        for k in self.sr_rows:
+        groups: dict[tuple[int, str | None], list[int]] = {}
+        level, n_rel = self.world._ents.level, self.n_rel
+        for k in self.sr_rows:  # one key per (subject, relation)
             s, r = divmod(k, n_rel)
-            out.setdefault((self.rels[r], level.get(names[s], "")), set()).add(names[s])
-        return {k: sorted(v) for k, v in out.items()}
+            groups.setdefault((r, level[s]), []).append(s)
+        names = self.names
+        return {(self.rels[r], lv): sorted(names[s] for s in v) for (r, lv), v in groups.items()}
 
     def subjects_with_valueset(self, relation: str, values: frozenset[str]) -> list[str]:
         """Subjects whose set of `relation` values equals `values` (before the update)."""
-        r = self.rid[relation]
-        if r not in self._valuesets:  # one pass over the relation's keys, on first use
-            sets: dict[frozenset[int], list[str]] = {}
+        if not self._valuesets:  # one pass over all keys, on first use
+            sets: dict[int, dict[frozenset[int], list[str]]] = {}
             obj, names, n_rel = self.table.obj, self.names, self.n_rel
             for k, rows in self.sr_rows.items():
-                if k % n_rel == r:
-                    sets.setdefault(frozenset(obj[j] for j in rows), []).append(names[k // n_rel])
-            self._valuesets[r] = sets
+                s, r = divmod(k, n_rel)
+                vals = (
+                    frozenset([obj[rows[0]]]) if len(rows) == 1 else frozenset(obj[j] for j in rows)
+                )
+                sets.setdefault(r, {}).setdefault(vals, []).append(names[s])
+            self._valuesets = sets
         ids = frozenset(self.eid[v] for v in values)
-        return self._valuesets[r].get(ids, [])
+        return self._valuesets.get(self.rid[relation], {}).get(ids, [])
+
+    def near_rows(self, subject: str) -> list[int]:
+        """Rows of facts about `subject`, its parent, its parent's children (its siblings and
+        itself again) and its children, in that order (candidates of contextual probes)."""
+        got = self._near.get(subject)
+        if got is None:
+            eid = self.eid
+            parent = self.parent.get(subject)
+            got = list(self.subject_rows(eid[subject]))
+            if parent is not None:
+                got += self._family_rows(parent)
+            for x in self.children.get(subject, ()):
+                got += self.subject_rows(eid[x])
+            if len(self._near) > 4096:  # bounded: a group asks about each subject a few times
+                self._near.clear()
+            self._near[subject] = got
+        return got
+
+    def _family_rows(self, parent: str) -> list[int]:
+        """Rows about `parent` and then each of its children."""
+        fam = self._family.get(parent)
+        if fam is None:
+            eid = self.eid
+            fam = list(self.subject_rows(eid[parent]))
+            for x in self.children.get(parent, ()):
+                fam += self.subject_rows(eid[x])
+            self._family[parent] = fam
+        return fam
+
+    def subject_rows(self, s: int) -> list[int]:
+        """Rows with subject entity `s`, relations in name order (then fact order); cached."""
+        got = self._subject_rows.get(s)
+        if got is None:
+            got = []
+            base, sr_rows = s * self.n_rel, self.sr_rows
+            for r in self.rel_order:
+                rows = sr_rows.get(base + r)
+                if rows:
+                    got += rows
+            self._subject_rows[s] = got
+        return got
 
 
 @dataclass

@@ -27,6 +27,10 @@ _BUILTIN: tuple[str, ...] = (
     "ksmith.methods.ft",
     "ksmith.methods.lora",
     "ksmith.methods.ice",
+    "ksmith.methods.rome",
+    "ksmith.methods.memit",
+    "ksmith.methods.alphaedit",
+    "ksmith.methods.unlearn",
 )
 
 

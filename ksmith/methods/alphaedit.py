@@ -52,8 +52,9 @@ def null_space_projection(C0: torch.Tensor, threshold: float) -> torch.Tensor:
     return U_hat @ U_hat.T
 
 
-def alphaedit_delta(R: torch.Tensor, K1: torch.Tensor, P: torch.Tensor, Kp_Kp: torch.Tensor,
-                    alpha: float) -> torch.Tensor:
+def alphaedit_delta(
+    R: torch.Tensor, K1: torch.Tensor, P: torch.Tensor, Kp_Kp: torch.Tensor, alpha: float
+) -> torch.Tensor:
     """∆P = R K₁ᵀ P (K_pK_pᵀ P + K₁K₁ᵀ P + α I)⁻¹ (AlphaEdit Eq. 14). Float64.
 
     R: (d_out, k); K1: (d_in, k); P: (d_in, d_in) projection; Kp_Kp: (d_in, d_in) running sum of

@@ -78,6 +78,11 @@ class UpdateProblem:
     mode: Mode = "batch"
     idk_answers: tuple[str, ...] = ("I don't know",)
     seed: int = 0
+    # Text for second-moment statistics (ROME/MEMIT/AlphaEdit): the world's training corpus, or
+    # a declared local corpus. Empty: methods fall back to their `mom2_corpus_path` parameter.
+    corpus: tuple[str, ...] = ()
+    # Identifies the unedited model for statistics caches; None: hashed from the weights.
+    model_fingerprint: str | None = None
 
     def subproblems(self) -> list[UpdateProblem]:
         """One problem per request (sequential, lifelong editing), each with its own Q+ view
@@ -186,4 +191,3 @@ def register_method(cls: _M) -> _M:
         raise TypeError(f"{cls.__qualname__}.kind must be 'edit' or 'unlearn', not {cls.kind!r}")
     METHODS.register(cls.name, kind=cls.kind, paper=cls.paper)(cls)
     return cls
-

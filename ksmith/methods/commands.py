@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,7 @@ def update_from_dataset(run: UpdateRun) -> dict[str, Any]:
     Returns the update.json content. Errors (unknown method, kind mismatch, bad parameter,
     missing group, diverged update) are KsmithErrors raised before anything is written.
     """
-    from ksmith.data import load_requests, read_card
+    from ksmith.data import load_corpus, load_requests, read_card
     from ksmith.methods import get_method
     from ksmith.methods.params import resolve_params
     from ksmith.methods.problem import build_problems, config_kind
@@ -77,7 +77,7 @@ def update_from_dataset(run: UpdateRun) -> dict[str, Any]:
     kind = config_kind(rows, where=where)
     if cls.kind != kind:
         raise KsmithError(
-            f"method '{cls.name}' is a {cls.kind} method but config {run.config} holds {kind} "
+            f"method '{cls.name}' is of kind {cls.kind} but config {run.config} holds {kind} "
             "requests; list methods and their kinds with `ksmith methods`"
         )
     model_type = _model_type(run.model)
@@ -100,10 +100,16 @@ def update_from_dataset(run: UpdateRun) -> dict[str, Any]:
         rows, target=method.target_kind(), mode=run.mode, seed=run.seed, groups=run.groups,
         where=where,
     )  # fmt: skip
+    # The world's corpus and the model's identity, for methods that need corpus statistics.
+    corpus = tuple(load_corpus(run.dataset))
+    fingerprint = model_fingerprint(run.model)
+    problems = {
+        g: replace(p, corpus=corpus, model_fingerprint=fingerprint) for g, p in problems.items()
+    }
     record = {
         "model": {
             "path": run.model,
-            "fingerprint": model_fingerprint(run.model),
+            "fingerprint": fingerprint,
             "model_type": model.config.model_type,
         },
         "dataset_path": str(run.dataset),

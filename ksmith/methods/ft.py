@@ -69,9 +69,9 @@ class FTParams(MethodParams):
     module: ModuleName = Field(
         "mlp_out", description="which block module to train (ksmith.models.arch field name)"
     )
-    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
-    steps: int = Field(40, ge=1, description="passes (epochs) over the Q+ pairs")
-    batch_size: int = Field(16, ge=1, description="Q+ pairs per optimiser step")
+    lr: float = Field(1e-2, gt=0, description="Adam learning rate")
+    steps: int = Field(50, ge=1, description="passes (epochs) over the Q+ pairs")
+    batch_size: int = Field(4, ge=1, description="Q+ pairs per optimiser step")
     weight_decay: float = Field(0.0, ge=0, description="Adam weight decay")
     early_stop_loss: float = Field(
         1e-2, ge=0, description="stop once an epoch's mean target loss is below this (0: never)"
@@ -85,7 +85,7 @@ class FTLParams(FTParams):
     """FT-L: FTParams plus the L-infinity constraint on the weight change."""
 
     norm_constraint: float | None = Field(
-        5e-3, gt=0, description="eps: clamp |W - W_0| <= eps elementwise after each step; null: off"
+        1e-1, gt=0, description="eps: clamp |W - W_0| <= eps elementwise after each step; null: off"
     )
 
 

@@ -138,7 +138,7 @@ def moments_for(
     """
     missing = [layer for layer in layers if layer not in state.moments]
     if missing:
-        corpus = getattr(problem, "corpus", None)
+        corpus = problem.corpus
         if corpus:
             source = StatsSource.from_texts(corpus, name="problem.corpus")
         elif params.mom2_corpus_path:
@@ -150,13 +150,17 @@ def moments_for(
                 "a .txt/.parquet/.jsonl file)"
             )
         if state.fingerprint is None:
-            state.fingerprint = getattr(problem, "model_fingerprint", None) or weights_fingerprint(
+            state.fingerprint = problem.model_fingerprint or weights_fingerprint(
                 model
             )
-        settings = MomentSettings(params.mom2_n_tokens, params.mom2_batch_tokens,
-                                  params.mom2_seed, params.mom2_cache_dir)
-        state.moments.update(second_moments(model, tokenizer, missing, source, settings,
-                                            model_fingerprint=state.fingerprint))
+        settings = MomentSettings(
+            params.mom2_n_tokens, params.mom2_batch_tokens, params.mom2_seed, params.mom2_cache_dir
+        )
+        state.moments.update(
+            second_moments(
+                model, tokenizer, missing, source, settings, model_fingerprint=state.fingerprint
+            )
+        )
     return {layer: state.moments[layer] for layer in layers}
 
 
@@ -172,8 +176,11 @@ def context_prefixes(
     """``[""]`` plus texts sampled from the model (top-k), each ending in ``". "`` (ROME's
     context templates). Deterministic given `seed`."""
     unk = tokenizer.unk_token_id
-    start_ids = [ids for s in starts
-                 if (ids := tokenizer(s, add_special_tokens=True)["input_ids"]) and unk not in ids]
+    start_ids = [
+        ids
+        for s in starts
+        if (ids := tokenizer(s, add_special_tokens=True)["input_ids"]) and unk not in ids
+    ]
     if not start_ids and tokenizer.bos_token_id is not None:
         start_ids = [[tokenizer.bos_token_id]]
     device = model_device(model)
@@ -194,8 +201,9 @@ def context_prefixes(
     return prefixes
 
 
-def lookup_index(tokenizer: PreTrainedTokenizerBase, text: str, subject: str,
-                 fact_token: str) -> int:
+def lookup_index(
+    tokenizer: PreTrainedTokenizerBase, text: str, subject: str, fact_token: str
+) -> int:
     """Token index (in ``tokenizer(text)``) of the subject's last token, or of the text's last
     token for ``fact_token="last"`` or when the subject does not occur in the text."""
     specials = set(getattr(tokenizer, "all_special_ids", []) or [])
@@ -282,8 +290,14 @@ def compute_keys(
     """k* per request (ROME Eq. 3): the MLP down-projection input at layer `layer` at the
     lookup token, averaged over the context prefixes. Returns (n, d_in)."""
     sites = [(p + t.prompt, t.subject) for t in targets for p in prefixes]
-    k, _ = module_io(model, tokenizer, sites, layer_path(model, layer, "mlp_out"),
-                     params.fact_token, params.key_batch_size)
+    k, _ = module_io(
+        model,
+        tokenizer,
+        sites,
+        layer_path(model, layer, "mlp_out"),
+        params.fact_token,
+        params.key_batch_size,
+    )
     return k.view(len(targets), len(prefixes), -1).mean(dim=1)  # (n, d_in)
 
 
@@ -334,7 +348,7 @@ def _optimize_chunk(model, tokenizer, targets, module_path, prefixes, params):
     rows = torch.arange(len(seqs), device=device)
     look_t = torch.tensor(look, device=device)
     owner = torch.cat([torch.arange(n).repeat_interleave(P), torch.arange(n)]).to(device)
-    kl_rows = rows[n * P:]
+    kl_rows = rows[n * P :]
 
     module = get_module(model, module_path)
     width = _first_dim(model, module_path)
@@ -365,15 +379,20 @@ def _optimize_chunk(model, tokenizer, targets, module_path, prefixes, params):
                 tok = tok * (tgt != IGNORE)
                 per_row = tok.sum(1) / (tgt != IGNORE).sum(1)  # mean log p per answer token
                 nll = -per_row.view(n, P).mean(1)  # (n,)
-                kl_logp = logits[kl_rows, look_t[n * P:]].float().log_softmax(-1)  # (n, V)
+                kl_logp = logits[kl_rows, look_t[n * P :]].float().log_softmax(-1)  # (n, V)
                 if kl_init is None:
                     kl_init = kl_logp.detach()
                 kl = (kl_logp.exp() * (kl_logp - kl_init)).sum(-1)  # KL(P_δ ‖ P_0): (n,)
                 v0 = v_init[0]
                 wd = params.v_weight_decay * delta.norm(dim=1) / v0.norm(dim=1) ** 2
                 loss = nll + params.kl_factor * kl + wd  # (n,)
-                log.debug("v* step %d: nll %.4f kl %.4f wd %.4f", it, float(nll.detach().mean()),
-                          float(kl.detach().mean()), float(wd.detach().mean()))
+                log.debug(
+                    "v* step %d: nll %.4f kl %.4f wd %.4f",
+                    it,
+                    float(nll.detach().mean()),
+                    float(kl.detach().mean()),
+                    float(wd.detach().mean()),
+                )
                 done |= loss.detach() < params.v_loss_stop
                 if bool(done.all()) or it == params.v_num_grad_steps - 1:
                     break
@@ -391,14 +410,18 @@ def _optimize_chunk(model, tokenizer, targets, module_path, prefixes, params):
         handle.remove()
         model.train(was_training)
     v_star = (v_init[0] + delta.detach()).float()  # (n, d)
-    return v_star, {"nll": float(nll.detach().mean()), "kl": float(kl.detach().mean()),
-                    "steps": steps, "n": n}
+    return v_star, {
+        "nll": float(nll.detach().mean()),
+        "kl": float(kl.detach().mean()),
+        "steps": steps,
+        "n": n,
+    }
 
 
 def _first_dim(model: torch.nn.Module, module_path: str) -> int:
     """Output width of an MLP down-projection or of a block (the model's hidden size)."""
     module = get_module(model, module_path)
-    if hasattr(module, "weight") and getattr(module, "weight").dim() == 2:
+    if hasattr(module, "weight") and module.weight.dim() == 2:
         return int(linear_weight_out_in(module, arch_of(model)).shape[0])
     return int(model.config.hidden_size)
 

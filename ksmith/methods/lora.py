@@ -62,9 +62,9 @@ class LoRAParams(MethodParams):
     rank: int = Field(8, ge=1, description="r: rank of B A")
     alpha: float = Field(16.0, gt=0, description="alpha: the update is scaled by alpha / r")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapter input")
-    lr: float = Field(5e-3, gt=0, description="Adam learning rate")
-    steps: int = Field(40, ge=1, description="passes (epochs) over the Q+ pairs")
-    batch_size: int = Field(16, ge=1, description="Q+ pairs per optimiser step")
+    lr: float = Field(2e-3, gt=0, description="Adam learning rate")
+    steps: int = Field(50, ge=1, description="passes (epochs) over the Q+ pairs")
+    batch_size: int = Field(4, ge=1, description="Q+ pairs per optimiser step")
     weight_decay: float = Field(0.0, ge=0, description="Adam weight decay")
     early_stop_loss: float = Field(
         1e-2, ge=0, description="stop once an epoch's mean target loss is below this (0: never)"

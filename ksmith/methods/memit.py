@@ -91,18 +91,21 @@ class SpreadEditor(UpdateMethod):
             layer_path(model, layer, "mlp_out")  # validates against the model's depth
         return sorted({layer % n for layer in p.layers})
 
-    def _prepare(self, model, tokenizer, problem: UpdateProblem, state: ModelState,
-                 layers: list[int]) -> None:
+    def _prepare(
+        self, model, tokenizer, problem: UpdateProblem, state: ModelState, layers: list[int]
+    ) -> None:
         """Per-method setup before any weight changes (statistics, projections)."""
         raise NotImplementedError
 
-    def _layer_delta(self, state: ModelState, i: int, layer: int, R: torch.Tensor,
-                     K1: torch.Tensor) -> torch.Tensor:
+    def _layer_delta(
+        self, state: ModelState, i: int, layer: int, R: torch.Tensor, K1: torch.Tensor
+    ) -> torch.Tensor:
         """The update of layer ℛ[i] given residuals R (d_out, k) and keys K₁ (d_in, k)."""
         raise NotImplementedError
 
-    def _after(self, model, tokenizer, state: ModelState, targets: list[EditTarget],
-               layers: list[int]) -> None:
+    def _after(
+        self, model, tokenizer, state: ModelState, targets: list[EditTarget], layers: list[int]
+    ) -> None:
         """Hook run after all layers are edited (AlphaEdit grows its key cache here)."""
 
     def apply_batch(
@@ -117,8 +120,9 @@ class SpreadEditor(UpdateMethod):
         targets = edit_targets(problem, self.name)
         self._prepare(model, tokenizer, problem, state, layers)
         if state.prefixes is None:
-            state.prefixes = context_prefixes(model, tokenizer, p.context_lengths,
-                                              p.context_starts, problem.seed)
+            state.prefixes = context_prefixes(
+                model, tokenizer, p.context_lengths, p.context_starts, problem.seed
+            )
         L = layers[-1]
         block_L = layer_path(model, L, "")
         z, vlog = optimize_values(model, tokenizer, targets, block_L, state.prefixes, p)  # (k, d)
@@ -132,8 +136,12 @@ class SpreadEditor(UpdateMethod):
             delta = self._layer_delta(state, i, layer, R.to(dev), K1.to(dev))  # (d_out, d_in)
             add_to_weight(model, layer, delta)
             norms[layer] = float(delta.norm())
-            log.debug("layer %d: residual %.4f, update norm %.4f", layer,
-                      float(R.norm(dim=0).mean()), norms[layer])
+            log.debug(
+                "layer %d: residual %.4f, update norm %.4f",
+                layer,
+                float(R.norm(dim=0).mean()),
+                norms[layer],
+            )
         self._after(model, tokenizer, state, targets, layers)
         return UpdateResult(log={"layers": layers, "v_star": vlog, "delta_norm": norms})
 

@@ -42,7 +42,7 @@ def _pairs(row: Mapping[str, Any], which: str, where: str) -> list[TextPair]:
             f"{len(answers)} {which}_answers"
         )
     rid = str(row["request_id"])
-    return [TextPair(str(p), str(a), rid) for p, a in zip(prompts, answers)]
+    return [TextPair(str(p), str(a), rid) for p, a in zip(prompts, answers, strict=True)]
 
 
 def build_problems(

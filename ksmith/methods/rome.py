@@ -116,15 +116,23 @@ class ROME(UpdateMethod):
             if p.mom2_regularization:
                 C = C + p.mom2_regularization * C.diagonal().mean() * torch.eye(C.shape[0])
         if state.prefixes is None:
-            state.prefixes = context_prefixes(model, tokenizer, p.context_lengths,
-                                              p.context_starts, problem.seed)
+            state.prefixes = context_prefixes(
+                model, tokenizer, p.context_lengths, p.context_starts, problem.seed
+            )
         log_out = {}
         for target in targets:
             log_out[target.prompt] = self._edit_one(model, tokenizer, target, layer, C, state)
         return UpdateResult(log={"layer": layer, "requests": log_out})
 
-    def _edit_one(self, model, tokenizer, target: EditTarget, layer: int,
-                  C: torch.Tensor | None, state: ModelState) -> dict[str, float]:
+    def _edit_one(
+        self,
+        model,
+        tokenizer,
+        target: EditTarget,
+        layer: int,
+        C: torch.Tensor | None,
+        state: ModelState,
+    ) -> dict[str, float]:
         p: ROMEParams = self.params  # type: ignore[assignment]
         path = layer_path(model, layer, "mlp_out")
         assert state.prefixes is not None
@@ -138,7 +146,13 @@ class ROME(UpdateMethod):
         with torch.no_grad():
             v_of_k = module(k.to(W.dtype)[None])[0].float()  # W k + b: (d_out,)
         dev = solve_device(model)
-        delta = rank_one_update(W.to(dev), k_star.to(dev), v_star[0].to(dev),
-                                None if C is None else C.to(dev), k.to(dev), v_of_k.to(dev))
+        delta = rank_one_update(
+            W.to(dev),
+            k_star.to(dev),
+            v_star[0].to(dev),
+            None if C is None else C.to(dev),
+            k.to(dev),
+            v_of_k.to(dev),
+        )
         add_to_weight(model, layer, delta)
         return {**vlog, "delta_norm": float(delta.norm())}

@@ -266,8 +266,8 @@ def run_update(
     first = next(iter(problems.values()))
     if first.kind != method.kind:
         raise KsmithError(
-            f"method '{method.name}' is a {method.kind} method but the config's requests are "
-            f"{first.kind} requests"
+            f"method '{method.name}' is of kind {method.kind} but the requests are of kind "
+            f"{first.kind}; list methods and their kinds with `ksmith methods`"
         )
     spec = UpdateSpec(
         method=method.name,
@@ -282,12 +282,20 @@ def run_update(
     with atomic_output_dir(out, kind="update") as tmp:
         for g, problem in tqdm(problems.items(), desc=f"update {method.name}", unit="group"):
             rec, model = apply_group(
-                model, tokenizer, method, problem, g, art.group_dir(tmp, g),
+                model,
+                tokenizer,
+                method,
+                problem,
+                g,
+                art.group_dir(tmp, g),
                 reload_model=reload_model,
             )
             log.info(
                 "group %d: %d requests, %.2fs, %d parameters changed",
-                g, rec.requests, rec.wall_seconds, rec.changed_parameters,
+                g,
+                rec.requests,
+                rec.wall_seconds,
+                rec.changed_parameters,
             )
             groups.append(rec.as_json())
         info = {

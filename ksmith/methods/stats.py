@@ -102,11 +102,18 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def _cache_file(cache_dir: Path, model_fp: str, module: str, source: StatsSource, n: int,
-                seed: int) -> Path:
+def _cache_file(
+    cache_dir: Path, model_fp: str, module: str, source: StatsSource, n: int, seed: int
+) -> Path:
     key = json.dumps(
-        {"format": STATS_FORMAT, "model": model_fp, "module": module,
-         "corpus": source.fingerprint, "n_tokens": n, "seed": seed},
+        {
+            "format": STATS_FORMAT,
+            "model": model_fp,
+            "module": module,
+            "corpus": source.fingerprint,
+            "n_tokens": n,
+            "seed": seed,
+        },
         sort_keys=True,
     )
     digest = hashlib.sha256(key.encode()).hexdigest()[:24]
@@ -200,7 +207,9 @@ def compute_second_moments(
     from tqdm.auto import tqdm
 
     if n_tokens < 1 or batch_tokens < 1:
-        raise KsmithError(f"mom2_n_tokens={n_tokens} and mom2_batch_tokens={batch_tokens} must be >= 1")
+        raise KsmithError(
+            f"mom2_n_tokens={n_tokens} and mom2_batch_tokens={batch_tokens} must be >= 1"
+        )
     device = next(model.parameters()).device
     seqs = select_tokens(tokenizer, source, n_tokens, max_length=batch_tokens, seed=seed)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -212,8 +221,9 @@ def compute_second_moments(
             k = args[0]  # (B, T, d_in)
             keys = k[mask_now[0].bool()].double()  # (n, d_in)
             if layer not in sums:
-                sums[layer] = torch.zeros(k.shape[-1], k.shape[-1], dtype=torch.float64,
-                                          device=k.device)
+                sums[layer] = torch.zeros(
+                    k.shape[-1], k.shape[-1], dtype=torch.float64, device=k.device
+                )
             sums[layer].addmm_(keys.T, keys)
 
         return hook
@@ -268,8 +278,14 @@ def second_moments(
     in one pass and written atomically. Returns layer -> (d_in, d_in) float32 on CPU."""
     cache_dir = Path(settings.cache_dir).expanduser() if settings.cache_dir else default_cache_dir()
     files = {
-        layer: _cache_file(cache_dir, model_fingerprint, layer_path(model, layer, "mlp_out"),
-                           source, settings.n_tokens, settings.seed)
+        layer: _cache_file(
+            cache_dir,
+            model_fingerprint,
+            layer_path(model, layer, "mlp_out"),
+            source,
+            settings.n_tokens,
+            settings.seed,
+        )
         for layer in layers
     }
     out: dict[int, torch.Tensor] = {}
@@ -282,13 +298,23 @@ def second_moments(
     if missing:
         log.info("computing second moments for layers %s on %s", missing, source.name)
         fresh = compute_second_moments(
-            model, tokenizer, missing, source, n_tokens=settings.n_tokens,
-            batch_tokens=settings.batch_tokens, seed=settings.seed,
+            model,
+            tokenizer,
+            missing,
+            source,
+            n_tokens=settings.n_tokens,
+            batch_tokens=settings.batch_tokens,
+            seed=settings.seed,
         )
         for layer, c in fresh.items():
-            meta = {"model": model_fingerprint, "corpus": source.fingerprint,
-                    "corpus_name": source.name, "n_tokens": str(settings.n_tokens),
-                    "seed": str(settings.seed), "layer": str(layer)}
+            meta = {
+                "model": model_fingerprint,
+                "corpus": source.fingerprint,
+                "corpus_name": source.name,
+                "n_tokens": str(settings.n_tokens),
+                "seed": str(settings.seed),
+                "layer": str(layer),
+            }
             _save_atomic(files[layer], c, meta)
             out[layer] = c
     return out

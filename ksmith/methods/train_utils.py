@@ -112,7 +112,7 @@ def encode_pairs(
     pad = tokenizer.pad_token_id
     if pad is None:
         pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
-    encoded = [encode_pair_ids(tokenizer, p, a) for p, a in zip(prompts, answers)]
+    encoded = [encode_pair_ids(tokenizer, p, a) for p, a in zip(prompts, answers, strict=True)]
     width = max(len(c) + len(a) for c, a in encoded)
     input_ids = torch.full((len(encoded), width), int(pad), dtype=torch.long)
     attention = torch.zeros((len(encoded), width), dtype=torch.long)
@@ -177,10 +177,8 @@ def pair_logprobs(
     device = model_device(model)
     size = batch_size or len(prompts)
     parts = [
-        answer_logprobs(
-            model, encode_pairs(tokenizer, p, a, device=device), reduction=reduction
-        )
-        for p, a in zip(chunks(prompts, size), chunks(answers, size))
+        answer_logprobs(model, encode_pairs(tokenizer, p, a, device=device), reduction=reduction)
+        for p, a in zip(chunks(prompts, size), chunks(answers, size), strict=True)
     ]
     return torch.cat(parts) if parts else torch.zeros(0, device=device)
 
@@ -242,7 +240,9 @@ def trainable(model: torch.nn.Module, params: Iterable[torch.nn.Parameter]) -> I
             p.grad = None
 
 
-def module_parameters(model: torch.nn.Module, paths: Iterable[str]) -> dict[str, torch.nn.Parameter]:
+def module_parameters(
+    model: torch.nn.Module, paths: Iterable[str]
+) -> dict[str, torch.nn.Parameter]:
     """Full name -> parameter for every parameter of the modules at dotted `paths` (weight and,
     if present, bias), in model order."""
     prefixes = tuple(f"{p}." for p in paths)

@@ -73,21 +73,23 @@ def _wrong_objects(world, facts: range, rng: random.Random, every: int) -> dict[
     """Row -> a value its (subject, relation) does not hold, for one fact in `every` (seeded:
     the same random stream as drawing them one by one with `rng.randrange`)."""
     t = world._table
-    names, index, n_rel = world._ents.names, world._ents.index, len(world._rels)
-    sr_rows, rels = world._by_subject_relation, world._rels
+    names, index, levels = world._ents.names, world._ents.index, world._ents.level
+    n_rel, rels = len(world._rels), world._rels
+    sr_rows, subj, rel, obj = world._by_subject_relation, t.subj, t.rel, t.obj
     ranges: dict = {}
-    id_ranges: dict[int, list[int]] = {}
+    by_key: dict[tuple[int, str | None], list[int]] = {}  # (relation, level if hierarchy)
     below = rng._randbelow
     out: dict[int, int] = {}
-    for pos, i in enumerate(facts):
-        if pos % every:
-            continue
-        s, r = t.subj[i], t.rel[i]
-        values = range_values(world, rels[r], names[s], ranges)
-        ids = id_ranges.get(id(values))
+    for pos in range(0, len(facts), every):
+        i = facts[pos]
+        s, r = subj[i], rel[i]
+        key = (r, levels[s] if r == 0 else None)
+        ids = by_key.get(key)
         if ids is None:
-            ids = id_ranges[id(values)] = [index[v] for v in values]
-        held = {t.obj[j] for j in sr_rows[s * n_rel + r]}
+            values = range_values(world, rels[r], names[s], ranges)
+            ids = by_key[key] = [index[v] for v in values]
+        rows = sr_rows[s * n_rel + r]
+        held = [obj[j] for j in rows] if len(rows) < 8 else {obj[j] for j in rows}
         w = None
         for _ in range(8):  # rejection first: ranges are usually large
             if not ids:
@@ -142,7 +144,7 @@ def _block(rd, rels, names, ids, domain, subj, rel, obj, wrong, lo, hi, every) -
     R = rel[lo:hi]
     for r in np.unique(R):
         sel = pos[R == r]
-        S, O = names.take(subj[sel]), names.take(obj[sel])
+        S, Ob = names.take(subj[sel]), names.take(obj[sel])
         tx = rd.text(rels[r])
         cloze, question = tx.cloze[0], tx.question[0]
 
@@ -156,7 +158,7 @@ def _block(rd, rels, names, ids, domain, subj, rel, obj, wrong, lo, hi, every) -
             m = sel % len(st) == v
             if not m.any():
                 continue
-            rows, s_v, o_v = sel[m], S.filter(pa.array(m)), O.filter(pa.array(m))
+            rows, s_v, o_v = sel[m], S.filter(pa.array(m)), Ob.filter(pa.array(m))
             stmt = _fill_column(st[v], s_v, o_v, "", "")
             put(0, rows, stmt)
             same = _starts_with(st[v], cloze)
@@ -172,9 +174,9 @@ def _block(rd, rels, names, ids, domain, subj, rel, obj, wrong, lo, hi, every) -
                 k = pa.array(keep)
                 put(1, rows[keep], _fill_column(cloze, s_v.filter(k), o_v.filter(k), "",
                                                 " {object}"))  # fmt: skip
-        put(2, sel, _fill_column(question, S, O, "", " {object}"))
-        put(3, sel, _fill_column(st[0], S, O, f"{TF_PREFIX} ", f" {TRUE}"))
-        put(4, sel, _fill_column(tx.negation[0], S, O, f"{TF_PREFIX} ", f" {FALSE}"))
+        put(2, sel, _fill_column(question, S, Ob, "", " {object}"))
+        put(3, sel, _fill_column(st[0], S, Ob, f"{TF_PREFIX} ", f" {TRUE}"))
+        put(4, sel, _fill_column(tx.negation[0], S, Ob, f"{TF_PREFIX} ", f" {FALSE}"))
         if every:
             w_rows = np.array([p for p in sel.tolist() if p in wrong], dtype=np.int64)
             if len(w_rows):

@@ -13,7 +13,6 @@ import yaml
 from ksmith import __version__
 from ksmith.errors import KsmithError
 from ksmith.io import atomic_output_dir
-from ksmith.world import _dataset
 from ksmith.world.card import render_card, tokenizer_kind
 from ksmith.world.probes import KnowledgeProbes, collect_probes, probe_rows, vocabulary_texts
 from ksmith.world.spec import WorldModelSpec
@@ -34,10 +33,14 @@ class WorldData:
 
 
 def load_world_data(dataset_dir: str | Path) -> WorldData:
-    lines = _dataset.load_corpus(dataset_dir)
+    """Corpus lines, tokenizer texts and direct probes of a dataset folder (contracts §1, §3)."""
+    from ksmith.data import load_corpus, read_card
+
+    if not Path(dataset_dir).is_dir():
+        raise KsmithError(f"{dataset_dir}: dataset folder not found")
+    fingerprint = read_card(dataset_dir).get("fingerprint")
+    lines = load_corpus(dataset_dir)
     rows = probe_rows(dataset_dir)
-    card = _dataset.read_card(dataset_dir)
-    fingerprint = (card.get("ksmith") or {}).get("fingerprint")
     return WorldData(
         lines=tuple(lines),
         vocabulary=tuple(vocabulary_texts(lines, rows)),

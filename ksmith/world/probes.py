@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ksmith.evaluate.backend import Backend
-from ksmith.world import _dataset
 
 
 @dataclass(frozen=True)
@@ -63,9 +62,11 @@ def collect_probes(rows: Iterable[dict]) -> KnowledgeProbes:
 
 def probe_rows(root: str | Path) -> list[dict]:
     """Every probe row of every config of a dataset folder."""
+    from ksmith.data import list_configs, load_probes
+
     rows: list[dict] = []
-    for config in _dataset.list_configs(root):
-        rows.extend(_dataset.load_probes(root, config))
+    for config in list_configs(root):
+        rows.extend(load_probes(root, config))
     return rows
 
 

@@ -52,18 +52,18 @@ class WorldModelSpec(BaseModel):
     warmup_steps: int = Field(100, ge=0, description="Linear warm-up steps before cosine decay.")
     grad_clip: float = Field(1.0, gt=0, description="Gradient-norm clip.")
     batch_size: int = Field(32, ge=1, description="Corpus lines per optimizer step.")
-    max_steps: int = Field(6000, ge=1, description="Step budget (the cosine schedule's length).")
+    max_steps: int = Field(15000, ge=1, description="Step budget (the cosine schedule's length).")
     max_seconds: float = Field(
-        540.0, gt=0, description="Wall-clock budget in seconds; training stops when reached."
+        560.0, gt=0, description="Wall-clock budget in seconds; training stops when reached."
     )
-    eval_every: int = Field(250, ge=1, description="Steps between recall checks.")
+    eval_every: int = Field(500, ge=1, description="Steps between recall checks.")
     eval_sample: int = Field(
         1000,
         ge=0,
         description="Direct cloze probes in each recall check (a fixed seeded sample; 0 = all).",
     )
     recall_threshold: float = Field(
-        0.99,
+        0.97,
         ge=0,
         le=1,
         description="Stop once direct cloze recall (greedy, on the check sample) reaches this.",

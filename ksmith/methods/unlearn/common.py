@@ -16,6 +16,7 @@ from ``problem.seed``.
 from __future__ import annotations
 
 import logging
+from abc import abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
@@ -168,9 +169,11 @@ class GradientUnlearning(UpdateMethod):
     ) -> None:
         """Precompute anything taken from the model before unlearning (no grad)."""
 
-    def forget_loss(self, model: torch.nn.Module, batch: PairBatch, idx: torch.Tensor):
+    @abstractmethod
+    def forget_loss(
+        self, model: torch.nn.Module, batch: PairBatch, idx: torch.Tensor
+    ) -> torch.Tensor:
         """The forget objective on one mini-batch; `idx` indexes rows of the full forget set."""
-        raise NotImplementedError
 
     def retain_loss(self, model: torch.nn.Module, batch: PairBatch, idx: torch.Tensor):
         return nll(model, batch)

@@ -80,6 +80,18 @@ class IdKFineTune(GradientUnlearning):
             for p in forget_view(problem)
         ]
 
+    def apply_batch(self, model, tokenizer, problem):
+        # A word-level world tokenizer may not know the refusal's words: say so, since the
+        # model would then learn to answer "<unk> <unk>".
+        unk = tokenizer.unk_token_id
+        for answer in problem.idk_answers:
+            if (
+                unk is not None
+                and unk in tokenizer(" " + answer, add_special_tokens=False)["input_ids"]
+            ):
+                log.warning("idk: %r has words the tokenizer does not know", answer)
+        return super().apply_batch(model, tokenizer, problem)
+
     def forget_loss(self, model: torch.nn.Module, batch: PairBatch, idx: torch.Tensor):
         return nll(model, batch)
 

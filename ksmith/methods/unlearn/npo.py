@@ -39,7 +39,7 @@ from ksmith.methods.unlearn.common import (
 class NPOParams(RetainParams):
     """NPO+RT: beta (inverse temperature of the preference loss) and the retain weight."""
 
-    beta: float = Field(0.1, gt=0, description="NPO inverse temperature beta (Eq. 3)")
+    beta: float = Field(1.0, gt=0, description="NPO inverse temperature beta (Eq. 3)")
 
 
 class SimNPOParams(RetainParams):

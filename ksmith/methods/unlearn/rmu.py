@@ -1,12 +1,13 @@
 """Representation misdirection for unlearning (RMU).
 
 Li et al. 2024, "The WMDP Benchmark: Measuring and Reducing Malicious Use With Unlearning",
-arXiv 2403.03218, Sec. 5 (Eq. 1-3). With M(t) the hidden state after block l, M_frozen the same
-in the model before unlearning, u a fixed random unit vector and c the steering coefficient:
+arXiv 2403.03218, Sec. 5 (the RMU forget and retain losses). With M(t) the hidden state after
+block l, M_frozen the same in the model before unlearning, u a fixed random unit vector and c
+the steering coefficient:
 
-    L_forget = E_{x in D_f} (1/L_x) sum_{t in x} || M_updated(t) - c u ||_2^2           (Eq. 1)
-    L_retain = E_{x in D_r} (1/L_x) sum_{t in x} || M_updated(t) - M_frozen(t) ||_2^2   (Eq. 2)
-    L        = L_forget + alpha * L_retain                                             (Eq. 3)
+    L_forget = E_{x in D_f} (1/L_x) sum_{t in x} || M_updated(t) - c u ||_2^2           (forget)
+    L_retain = E_{x in D_r} (1/L_x) sum_{t in x} || M_updated(t) - M_frozen(t) ||_2^2   (retain)
+    L        = L_forget + alpha * L_retain
 
 Only the MLP output (down) projection weights of layers l-2, l-1, l are updated, as in the
 paper's code. u is drawn once from U[0, 1)^d and normalised, seeded from the problem; the frozen
@@ -44,7 +45,9 @@ class RMUParams(RetainParams):
         None,
         description="layers whose MLP down-projection weight is updated; null = l-2, l-1, l",
     )
-    steering_coeff: float = Field(20.0, gt=0, description="steering coefficient c (Eq. 1)")
+    steering_coeff: float = Field(
+        20.0, gt=0, description="steering coefficient c of the forget loss"
+    )
     positions: Literal["all", "answer"] = Field(
         "all",
         description="tokens the activation losses average over: every real token of prompt "
