@@ -299,3 +299,15 @@ def test_headline_picks_the_first_available_mode():
         "locality@cloze": {"value": None},
     }
     assert list(headline(metrics)) == ["efficacy@cloze", "locality@mcq"]
+
+
+def test_compute_metrics_is_independent_of_probe_order():
+    """The leaderboard recomputes from rows in file order; intervals must not depend on it."""
+    probes = [probe(f"d{i:02d}", request=f"g0.r{i}") for i in range(30)]
+    before = {p["id"]: "grass" for p in probes}
+    after = {p["id"]: ("meat" if i % 3 else "grass") for i, p in enumerate(probes)}
+    preds = rows_for(probes, before, after)
+    a = compute_metrics(probes, preds, kind="edit", seed=0, n_boot=200)
+    b = compute_metrics(list(reversed(probes)), list(reversed(preds)), kind="edit", seed=0,
+                        n_boot=200)
+    assert a == b

@@ -47,6 +47,11 @@ def test_dvc_repro_tiny(tmp_path):
     assert "Does editing over-spread" in text and "Does unlearning under-spread" in text
     assert any((report / "plots").glob("*.png"))
 
+    from ksmith.leaderboard import load_submission
+
+    sub = load_submission(proj / "out" / "submissions" / "ft_m")
+    assert sub.method.name == "ft_m" and len(sub.cells) == 1
+
     shown = _dvc(proj, "metrics", "show")
     assert shown.returncode == 0 and "ft_m" in shown.stdout
 

@@ -2,7 +2,9 @@
 
 `build_suite_plan` resolves the suite (pure: specs in, resolved spec text and fingerprint out);
 `generate_dataset` writes the folder atomically (contract section 1), one config at a time, so
-memory holds one config's rows, not the whole suite.
+memory holds one world and one config's rows, not the whole suite; the corpus is streamed to
+parquet in fixed row groups. Graphs run in worker processes (`workers`; `ksmith.data.graphjob`)
+with byte-identical output whatever the scheduling.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ shared writer when serial, an Arrow IPC part file the main process appends in or
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,8 @@ from ksmith.data.card import probes_path, requests_path
 from ksmith.data.parquet import write_columns
 from ksmith.data.schema import CORPUS_SCHEMA, PROBE_SCHEMA, REQUEST_SCHEMA
 from ksmith.errors import KsmithError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,16 +61,35 @@ def run_graph(
     from ksmith.render import Renderer
 
     spec = job.spec
+    clock = _Clock()
     world = build_world(spec, job.size)
     res = GraphResult(job.index, len(world.base_facts), len(world.facts) - len(world.base_facts))
     renderer = Renderer(spec)
+    clock.lap("world")
     index = WorldIndex(world)
+    clock.lap("index")
     with frozen_heap():  # the world is built: GC passes need not rescan it
-        _write_graph(job, out, world, index, renderer, res, corpus_sink, on_config)
+        _write_graph(job, out, world, index, renderer, res, corpus_sink, on_config, clock)
+    log.info("graph %s/%s: %s", spec.name, job.size, clock)
     return res
 
 
-def _write_graph(job, out, world, index, renderer, res, corpus_sink, on_config) -> None:
+class _Clock:
+    """CPU seconds per stage, for the log."""
+
+    def __init__(self):
+        self.t, self.laps = time.process_time(), {}
+
+    def lap(self, name: str) -> None:
+        now = time.process_time()
+        self.laps[name] = self.laps.get(name, 0.0) + now - self.t
+        self.t = now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{k} {v:.1f}s" for k, v in self.laps.items()) + " CPU"
+
+
+def _write_graph(job, out, world, index, renderer, res, corpus_sink, on_config, clock) -> None:
     from ksmith.data.generate import config_rows
     from ksmith.intervene import CandidatePool, derive_seed
     from ksmith.render import corpus_batches
@@ -80,14 +103,17 @@ def _write_graph(job, out, world, index, renderer, res, corpus_sink, on_config) 
         with pa.ipc.new_file(corpus_part(out, job.index), CORPUS_SCHEMA) as part:
             for batch in batches:
                 part.write_table(pa.Table.from_arrays(batch.columns, schema=CORPUS_SCHEMA))
+    clock.lap("corpus")
     pool = CandidatePool(world)
     for kind, level, scale in job.configs:
         rows = config_rows(
             index, pool, renderer, job.ispec,
             kind=kind, level=level, scale=scale, seed=job.suite_seed, where=job.where,
         )  # fmt: skip
+        clock.lap("configs")
         write_columns(out / requests_path(rows.name), REQUEST_SCHEMA, rows.requests.lists)
         write_columns(out / probes_path(rows.name), PROBE_SCHEMA, rows.probes.lists)
+        clock.lap("write")
         counts = {"groups": rows.groups, "requests": len(rows.requests), "probes": len(rows.probes)}
         res.counts[rows.name] = counts
         if on_config is not None:

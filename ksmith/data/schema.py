@@ -9,6 +9,8 @@ from __future__ import annotations
 import pyarrow as pa
 
 # Bump when the layout or the meaning of any generated field changes: it enters the fingerprint.
+# 2: reverse probes only with unique answers (ksmith.intervene.reverse); lazy random orders and
+#    fast draws in sampling and probes (same distributions, other bytes); corpus unchanged.
 FORMAT_VERSION = "2"
 
 _S = pa.string()

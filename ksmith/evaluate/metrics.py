@@ -342,6 +342,9 @@ def compute_metrics(
     """
     if kind not in KINDS:
         raise KsmithError(f"kind is {kind!r}; expected one of {', '.join(KINDS)}")
+    # Bootstrap intervals resample items by position: fix the order so that any caller (the
+    # runner, the leaderboard) gets the same numbers from the same rows.
+    probes = sorted(probes, key=lambda p: (int(p["group"]), str(p["id"])))
     view = PredictionView(probes, predictions)
     out: dict[str, dict[str, Any]] = {}
     for name in METRICS.names():

@@ -258,10 +258,14 @@ def compute_closure(
     spec: GraphSpec,
     base: list[tuple[int, int, int]],
     n_entities: int,
+    structure: tuple[dict[int, list[tuple[int, int]]], set[int]] | None = None,
 ) -> ClosureTable:
-    """Close `base` (entity/relation ids; relation 0 is the hierarchy) under the spec's rules."""
+    """Close `base` (entity/relation ids; relation 0 is the hierarchy) under the spec's rules.
+
+    `structure`: `base_structure(base, n_rel)` if the caller has it already (it is not changed).
+    """
     rules = Rules.of(spec)
-    children, declares = base_structure(base, rules.n_rel)
+    children, declares = structure or base_structure(base, rules.n_rel)
     chain = Chain(
         rules, n_entities, [], [], [], [], [], [], TripleIndex(), Index(), Index(),
         children, declares,

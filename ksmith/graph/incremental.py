@@ -29,7 +29,7 @@ class WorldIndexes:
     """Lookups over a closed world's rows, built once per world (see `World._indexes`)."""
 
     sr_rows: dict[int, list[int]]  # (s, r) key -> rows, row order
-    or_rows: dict[int, list[int]]  # (o, r) key -> rows, row order
+    or_rows: dict[int, list[int]]  # (o, r) key -> rows of `Rules.joined_second`, row order
     dependents: dict[int, list[int]]  # base row -> derived rows whose support holds it
     children: dict[int, list[tuple[int, int]]]  # parent -> (child, is_a base row)
     declares: set[int]  # (s, r) keys of base facts

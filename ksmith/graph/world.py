@@ -52,10 +52,12 @@ class World:
         self._base_ids = base_ids
         self._rels = spec.relation_names()
         self._rel_ids = {r: i for i, r in enumerate(self._rels)}
+        self._structure: tuple[dict[int, list[tuple[int, int]]], set[int]] | None = None
         t0 = time.perf_counter()
         if table is None:
             with no_gc():  # millions of small objects: generational GC would rescan them
-                table = compute_closure(spec, base, len(entities.names))
+                self._structure = base_structure(base, len(self._rels))
+                table = compute_closure(spec, base, len(entities.names), self._structure)
         self._table = table
         self._row_of_base = {fid: i for i, fid in enumerate(base_ids)}
         self._cache: list[Fact | None] = [None] * len(self._table)
@@ -131,12 +133,15 @@ class World:
 
     @cached_property
     def _by_object_relation(self) -> dict[int, list[int]]:
-        """(o, r) key (o * n_rel + r) -> rows, in row order."""
+        """(o, r) key (o * n_rel + r) -> rows, in row order, for the relations a composition
+        joins by object (the first premises: all an incremental update needs)."""
         t, n_rel = self._table, len(self._rels)
+        joined = Rules.of(self.spec).joined_second
         idx: dict[int, list[int]] = {}
         with no_gc():
             for i, (o, r) in enumerate(zip(t.obj, t.rel, strict=True)):
-                idx.setdefault(o * n_rel + r, []).append(i)
+                if r in joined:
+                    idx.setdefault(o * n_rel + r, []).append(i)
         return idx
 
     @cached_property
@@ -151,7 +156,9 @@ class World:
 
     @cached_property
     def _indexes(self) -> WorldIndexes:
-        children, declares = base_structure(self._base, len(self._rels))
+        if self._structure is None:
+            self._structure = base_structure(self._base, len(self._rels))
+        children, declares = self._structure
         return WorldIndexes(
             self._by_subject_relation,
             self._by_object_relation,

@@ -30,7 +30,6 @@ class WorldIndex:
         self.rid = {r: i for i, r in enumerate(self.rels)}
         self.n_rel = len(self.rels)
         self.sr_rows: dict[int, list[int]] = world._by_subject_relation
-        self.or_rows: dict[int, list[int]] = world._by_object_relation
         self.n_facts = len(t)
         nodes = world.nodes
         self.level = {name: n.level for name, n in nodes.items()}
@@ -44,7 +43,7 @@ class WorldIndex:
         # relation ids in relation-name order (candidate order of contextual facts)
         present = {k % self.n_rel for k in self.sr_rows}
         self.rel_order = [self.rid[r] for r in sorted(self.rels[i] for i in present)]
-        self._valuesets: dict[int, dict[frozenset[int], list[str]]] = {}
+        self._valuesets: dict[int, dict] = {}  # relation -> value id or id set -> subjects
         self._ranges: dict[tuple[str, str | None], list[str]] = {}
         self._subject_rows: dict[int, list[int]] = {}
         self._family: dict[str, list[int]] = {}
@@ -99,15 +98,6 @@ class WorldIndex:
         obj = self.table.obj
         return o is not None and any(obj[j] == o for j in self.rows(subject, relation))
 
-    def holders(self, relation: str, value: str) -> list[str]:
-        """Distinct subjects holding (relation, value) before the update, in fact order."""
-        o = self.eid.get(value)
-        if o is None:
-            return []
-        subj, names = self.table.subj, self.names
-        rows = self.or_rows.get(o * self.n_rel + self.rid[relation], ())
-        return list(dict.fromkeys(names[subj[j]] for j in rows))
-
     def range_of(self, relation: str, subject: str) -> list[str]:
         """Possible objects of (subject, relation); for the hierarchy relation, the nodes one
         level above the subject."""
@@ -127,17 +117,24 @@ class WorldIndex:
     def subjects_with_valueset(self, relation: str, values: frozenset[str]) -> list[str]:
         """Subjects whose set of `relation` values equals `values` (before the update)."""
         if not self._valuesets:  # one pass over all keys, on first use
-            sets: dict[int, dict[frozenset[int], list[str]]] = {}
+            sets: dict[int, dict] = {}
             obj, names, n_rel = self.table.obj, self.names, self.n_rel
             for k, rows in self.sr_rows.items():
                 s, r = divmod(k, n_rel)
-                vals = (
-                    frozenset([obj[rows[0]]]) if len(rows) == 1 else frozenset(obj[j] for j in rows)
-                )
-                sets.setdefault(r, {}).setdefault(vals, []).append(names[s])
+                # one value: keyed by the value id itself (no frozenset for the common case)
+                vals = obj[rows[0]] if len(rows) == 1 else _valueset(obj, rows)
+                got = sets.get(r)
+                if got is None:
+                    got = sets[r] = {}
+                lst = got.get(vals)
+                if lst is None:
+                    got[vals] = [names[s]]
+                else:
+                    lst.append(names[s])
             self._valuesets = sets
         ids = frozenset(self.eid[v] for v in values)
-        return self._valuesets.get(self.rid[relation], {}).get(ids, [])
+        key = next(iter(ids)) if len(ids) == 1 else ids
+        return self._valuesets.get(self.rid[relation], {}).get(key, [])
 
     def near_rows(self, subject: str) -> list[int]:
         """Rows of facts about `subject`, its parent, its parent's children (its siblings and
@@ -179,6 +176,11 @@ class WorldIndex:
                     got += rows
             self._subject_rows[s] = got
         return got
+
+
+def _valueset(obj: list[int], rows: list[int]) -> int | frozenset[int]:
+    vals = frozenset(obj[j] for j in rows)
+    return next(iter(vals)) if len(vals) == 1 else vals
 
 
 @dataclass

@@ -33,7 +33,9 @@ def parse_config(config: str) -> tuple[str, str, str, int]:
             raise ValueError
         return domain, kind, level, int(k[1:])
     except ValueError:
-        raise KsmithError(f"not a probe config name: {config!r} (expected domain.kind.level.kN)")
+        raise KsmithError(
+            f"not a probe config name: {config!r} (expected domain.kind.level.kN)"
+        ) from None
 
 
 def cells_for(

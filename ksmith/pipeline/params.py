@@ -55,6 +55,10 @@ class PipelineParams(_Frozen):
     backend: Literal["hf", "vllm"] = Field("hf", description="Evaluation backend.")
     device: str = Field("auto", description="torch device: auto, cpu, cuda, cuda:1 ...")
     batch_size: int = Field(64, gt=0, description="Evaluation batch size.")
+    threads: int = Field(
+        1, ge=1, description="torch CPU threads per stage. 1 suits the small world model: on a "
+        "2-core machine a second thread mostly waits; raise it for real models on many cores.",
+    )
     methods: list[str] = Field(description="Update methods (names in `ksmith methods`).")
     overrides: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
