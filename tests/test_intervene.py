@@ -241,3 +241,20 @@ def test_random_order_is_a_lazy_uniform_permutation():
     assert sorted(x) == list(range(6))
     it = random_order(list(range(10**6)), draws.below)  # lazy: a few draws, not a million
     assert len({next(it) for _ in range(5)}) == 5
+
+
+@pytest.mark.parametrize("kind", ["edit", "unlearn"])
+@pytest.mark.parametrize("level", ["root", "leaf"])
+def test_group_diff_is_the_difference_of_the_two_worlds(world, kind, level):
+    from ksmith.intervene import group_diff
+
+    pool = CandidatePool(world)
+    reqs = sample_group(pool, kind=kind, level=level, scale=20, group=0, seed=5, where="t")
+    changes = {r.fact.id: r.new_object for r in reqs}
+    diff = group_diff(WorldIndex(world), changes)
+    before = {f.triple for f in world.facts}
+    after = {f.triple for f in world.with_changes(changes).facts}
+    assert diff.removed_triples == before - after
+    added = {(s, r, o) for (s, r), objs in diff.added.items() for o in objs}
+    assert added == after - before
+    assert diff.keys == {(s, r) for s, r, _ in (before ^ after)}

@@ -180,46 +180,30 @@ def test_conflict_pairs_across_formats_are_judged_in_primary_modes():
 
 def test_unlearn_avoid_semantics_and_residual_retention_per_request():
     old = "grass"
+    mcq = {"fmt": "mcq", "options": ("grass", "meat", "fish", "seeds")}
+    unl = {"before": old, "after": old, "expect": "avoid", "kind": "unlearn"}
     ps = [
-        # request r0: the cloze direct probe forgets, but the mcq paraphrase still recovers it
-        probe("a", before=old, after=old, expect="avoid", kind="unlearn", request="g0.r0"),
-        probe(
-            "b",
-            "paraphrase",
-            before=old,
-            after=old,
-            expect="avoid",
-            kind="unlearn",
-            request="g0.r0",
-            fmt="mcq",
-            options=("grass", "meat", "fish", "seeds"),
-        ),
-        # request r1: forgotten in every format
-        probe("c", before=old, after=old, expect="avoid", kind="unlearn", request="g0.r1"),
-        probe(
-            "d",
-            "paraphrase",
-            before=old,
-            after=old,
-            expect="avoid",
-            kind="unlearn",
-            request="g0.r1",
-            fmt="mcq",
-            options=("grass", "meat", "fish", "seeds"),
-        ),
+        # request r0: the direct probe forgets, but the cloze paraphrase still produces it
+        probe("a", request="g0.r0", **unl),
+        probe("b", "paraphrase", request="g0.r0", **unl),
+        # request r1: forgotten in every generative probe; an MCQ pick of the old option is
+        # reported as rr@mcq but is not evidence of retention for rr@any (chance)
+        probe("c", request="g0.r1", **unl),
+        probe("d", "paraphrase", request="g0.r1", **unl, **mcq),
         probe(
             "q", "contextual", "Q-", before="fish", after="fish", kind="unlearn", request="g0.r1"
         ),
     ]
     before = {"a": old, "b": old, "c": old, "d": old, "q": "fish"}
-    after = {"a": "I don't know", "b": old, "c": "meat", "d": "meat", "q": "fish"}
+    after = {"a": "I don't know", "b": old, "c": "meat", "d": old, "q": "fish"}
     m = metrics_of(ps, before, after, kind="unlearn")
     # avoid: correct iff the old answer does not come
     assert m["efficacy@cloze"]["value"] == 1.0
-    assert m["generalization@mcq"]["value"] == 0.5
+    assert m["generalization@cloze"]["value"] == 0.0
+    assert m["generalization@mcq"]["value"] == 0.0
     assert m["rr@any"]["value"] == 0.5 and m["rr@any"]["n"] == 2
-    assert m["rr@mcq"]["value"] == 0.5
-    assert m["rr@cloze"]["value"] == 0.0
+    assert m["rr@mcq"]["value"] == 1.0 and m["rr@mcq"]["n"] == 1
+    assert m["rr@cloze"]["value"] == 0.5
     assert m["locality@cloze"]["value"] == 1.0
     # rr is an unlearning metric only
     assert "rr@any" not in metrics_of(ps[:1], {"a": old}, {"a": old}, kind="edit")

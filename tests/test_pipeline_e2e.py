@@ -49,7 +49,7 @@ def test_dvc_repro_tiny(tmp_path):
 
     from ksmith.leaderboard import load_submission
 
-    sub = load_submission(proj / "out" / "submissions" / "ft_m")
+    sub = load_submission(proj / "out" / "submissions" / "world-ft_m")
     assert sub.method.name == "ft_m" and len(sub.cells) == 1
 
     shown = _dvc(proj, "metrics", "show")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
-import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
@@ -202,9 +201,10 @@ def generate_dataset(
 ) -> GenerateStats:
     """Write the dataset of `suite_path` to `out` (atomically; see `ksmith.io`).
 
-    With `workers` > 1 (default: `default_workers`), graphs are generated in worker processes;
-    the files are byte-identical to a serial run (each graph's output depends only on its
-    specs and seeds, and the corpus is appended in graph order).
+    With `workers` > 1 (default: `default_workers`), graphs are generated in worker processes
+    (spawned, one per graph: a script calling this needs the ``if __name__ == "__main__":``
+    guard); the files are byte-identical to a serial run (each graph's output depends only on
+    its specs and seeds, and the corpus is appended in graph order).
     """
     t0 = time.perf_counter()
     plan = build_suite_plan(suite_path, size)
@@ -216,8 +216,12 @@ def generate_dataset(
     total = len(jobs) * len(jobs[0].configs) if jobs else 0
     with atomic_output_dir(out, kind="dataset") as tmp, ExitStack() as stack:
         futures = None
-        if workers > 1 and len(jobs) > 1:  # start workers before any thread exists (fork)
-            ex = stack.enter_context(ProcessPoolExecutor(workers, mp_context=_mp_context()))
+        if workers > 1 and len(jobs) > 1:
+            # a fresh interpreter per graph: no memory carried over from the previous world,
+            # and no fork of a process whose (arrow, tqdm) threads may hold locks
+            ctx = mp.get_context("spawn")
+            pool = ProcessPoolExecutor(workers, mp_context=ctx, max_tasks_per_child=1)
+            ex = stack.enter_context(pool)
             stack.callback(ex.shutdown, cancel_futures=True)
             futures = [ex.submit(run_graph_in_worker, job, tmp) for job in jobs]
         corpus = RowGroupWriter(tmp / corpus_path(), CORPUS_SCHEMA)
@@ -260,14 +264,6 @@ def generate_dataset(
         stats.seconds, plan.fingerprint[:12],
     )  # fmt: skip
     return stats
-
-
-def _mp_context():
-    """fork when this process has no other thread (cheap, no re-import of __main__), spawn
-    otherwise (forking a process with running threads can deadlock the child)."""
-    if threading.active_count() == 1 and "fork" in mp.get_all_start_methods():
-        return mp.get_context("fork")
-    return mp.get_context("spawn")
 
 
 def _collect(jobs, futures, tmp: Path, corpus: RowGroupWriter, bar) -> list:

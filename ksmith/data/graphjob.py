@@ -9,6 +9,7 @@ shared writer when serial, an Arrow IPC part file the main process appends in or
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -113,11 +114,13 @@ def _write_graph(job, out, world, index, renderer, res, corpus_sink, on_config, 
         clock.lap("configs")
         write_columns(out / requests_path(rows.name), REQUEST_SCHEMA, rows.requests.lists)
         write_columns(out / probes_path(rows.name), PROBE_SCHEMA, rows.probes.lists)
-        clock.lap("write")
         counts = {"groups": rows.groups, "requests": len(rows.requests), "probes": len(rows.probes)}
         res.counts[rows.name] = counts
         if on_config is not None:
             on_config(rows.name, counts)
+        del rows
+        gc.collect(0)  # automatic GC is off in `frozen_heap`: sweep this config's young objects
+        clock.lap("write")
 
 
 def corpus_part(out: Path, index: int) -> Path:

@@ -226,7 +226,10 @@ def accuracy_before(view: PredictionView) -> Iterable[Series]:
     group="efficacy",
     kinds=("unlearn",),
     description="residual retention: share of unlearned requests whose old answer is still "
-    "produced by at least one of their probes (@any: any type and mode; @<mode>: that mode)",
+    "produced by at least one of their probes (@any: any probe type in any generative mode, "
+    "cloze or generation; @<mode>: that mode). MCQ is kept out of @any: a forced choice among "
+    "few options names the old answer by chance, so any-of-many MCQ probes would count nearly "
+    "every request as retained",
 )
 def residual_retention(view: PredictionView) -> Iterable[Series]:
     by_request: dict[str, list[Item]] = defaultdict(list)
@@ -234,7 +237,9 @@ def residual_retention(view: PredictionView) -> Iterable[Series]:
         if it.probe["expect_after"] == "avoid":
             by_request[it.probe["request_id"]].append(it)
     reqs = sorted(by_request)
-    yield "rr@any", "any", _f(any(it.after["match_after"] for it in by_request[r]) for r in reqs)
+    yield "rr@any", "any", _f(
+        any(it.after["match_after"] for it in by_request[r] if it.mode != "mcq") for r in reqs
+    )
     for mode in view.modes:
         vals = [[it for it in by_request[r] if it.mode == mode] for r in reqs]
         yield f"rr@{mode}", mode, _f(any(it.after["match_after"] for it in v) for v in vals if v)

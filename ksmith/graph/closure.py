@@ -151,35 +151,58 @@ class Chain:
     new_isa: set[int] = field(default_factory=set)  # incremental: new base is_a rows
     old_sr: Callable[[int], Iterable[int]] | None = None  # incremental: live old rows by (s, r)
 
-    def add(self, s: int, r: int, o: int, S: frozenset[int], h: int, code: int) -> None:
-        """Add a derivation unless dominated; drop the derivations it dominates."""
-        key = (s * self.rules.n_rel + r) * self.n_entities + o
-        prev = self.by_triple.get(key)
-        if prev is not None:
-            hops, sup = self.hops, self.sup
-            rows = prev if type(prev) is list else (prev,)
-            for j in rows:
-                if hops[j] <= h and sup[j] <= S:
-                    return
-            for j in [j for j in rows if h <= hops[j] and S <= sup[j]]:
-                self.kill(j, key)
-            prev = self.by_triple.get(key)
-        row = len(self.subj)
-        self.subj.append(s)
-        self.rel.append(r)
-        self.obj.append(o)
-        self.sup.append(S)
-        self.hops.append(h)
-        self.rule.append(code)
-        self.by_triple.note(key, row, prev)
-        self.queue.append(row)
+    def __post_init__(self) -> None:
+        self.add = self._adder()
 
-    def kill(self, j: int, key: int) -> None:
-        n_rel = self.rules.n_rel
-        self.dead.add(j)
-        self.by_triple.discard(key, j)
-        self.by_sr.discard(self.subj[j] * n_rel + self.rel[j], j)
-        self.by_or.discard(self.obj[j] * n_rel + self.rel[j], j)
+    def _adder(self):
+        """`add(s, r, o, S, h, code)`: add a derivation unless dominated, and drop the
+        derivations it dominates. A closure over the columns: it runs once per derived fact."""
+        n_rel, E = self.rules.n_rel, self.n_entities
+        subj, rel, obj, sup, hops, rule = (
+            self.subj,
+            self.rel,
+            self.obj,
+            self.sup,
+            self.hops,
+            self.rule,
+        )
+        by_triple, queue, dead = self.by_triple, self.queue, self.dead
+        by_sr, by_or = self.by_sr, self.by_or
+        get, note = by_triple.get, by_triple.note
+        plain = type(by_triple) is TripleIndex  # a dict: new triples are set directly
+
+        # closures over the state, not over `self`: no reference cycle through the chain
+        def kill(j: int, key: int) -> None:
+            dead.add(j)
+            by_triple.discard(key, j)
+            by_sr.discard(subj[j] * n_rel + rel[j], j)
+            by_or.discard(obj[j] * n_rel + rel[j], j)
+
+        def add(s: int, r: int, o: int, S: frozenset[int], h: int, code: int) -> None:
+            key = (s * n_rel + r) * E + o
+            prev = get(key)
+            if prev is not None:
+                rows = prev if type(prev) is list else (prev,)
+                for j in rows:
+                    if hops[j] <= h and sup[j] <= S:
+                        return
+                for j in [j for j in rows if h <= hops[j] and S <= sup[j]]:
+                    kill(j, key)
+                prev = get(key)
+            row = len(subj)
+            subj.append(s)
+            rel.append(r)
+            obj.append(o)
+            sup.append(S)
+            hops.append(h)
+            rule.append(code)
+            if plain and prev is None:
+                by_triple[key] = row
+            else:
+                note(key, row, prev)
+            queue.append(row)
+
+        return add
 
     def run(self) -> None:
         """Process the queue to a fixpoint."""

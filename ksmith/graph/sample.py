@@ -150,8 +150,13 @@ def sample_base_facts(spec: GraphSpec, ents: Entities) -> list[tuple[int, int, i
                 e = ents.parent[e]
             return own.get(e, []) if e >= 0 else []
 
+        coverage: dict[tuple[str | None, str], float] = {}  # per (level, type): same values
         for s in subjects:
-            if rng.random() >= _coverage(spec, rname, ents, s):
+            ck = (ents.level[s], ents.type[s])
+            cov = coverage.get(ck)
+            if cov is None:
+                cov = coverage[ck] = _coverage(spec, rname, ents, s)
+            if rng.random() >= cov:
                 continue
             avoid = {s}
             if rname in inherited and ents.parent[s] >= 0:

@@ -46,7 +46,7 @@ class ProbeBuilder:
         self.rd = renderer
         self.spec = ispec
         self.diff = diff
-        self.changed = {index.key(s, r) for s, r in diff.keys}
+        self.changed = diff.key_ids
         self.rng = Draws(seed)
         self.types = set(ispec.probe_types)
         self.formats = list(ispec.formats)

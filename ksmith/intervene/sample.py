@@ -110,22 +110,30 @@ class CandidatePool:
         free = [v for v in values if v not in held]
         return free[rng.randrange(len(free))] if free else None
 
-    def footprint(self, fact, new_object: str | None) -> tuple[set[Key], set[str]]:
-        """Keys and fact ids a request on `fact` may change: its own key, its dependents'
-        keys, and the keys its new object will gain through inverse or symmetric rules."""
-        keys = {(fact.subject, fact.relation)}
-        ids = {fact.id}
-        for d in self.world.dependents(fact.id):
-            keys.add((d.subject, d.relation))
-            ids.add(d.id)
+    def key(self, subject: str, relation: str) -> int:
+        """The integer key of (subject, relation) (``entity * n_rel + relation``)."""
+        w = self.world
+        return w._ents.index[subject] * len(w._rels) + w._rel_ids[relation]
+
+    def footprint(self, fact, new_object: str | None) -> tuple[set[int], set[int]]:
+        """Keys (`key`) and closure rows a request on `fact` may change: its own key, its
+        dependents' keys, and the keys its new object will gain through inverse or symmetric
+        rules."""
+        w = self.world
+        t, n_rel = w._table, len(w._rels)
+        row = w._row_of_base[fact.id]
+        deps = w._dependents.get(row, ())
+        keys = {t.subj[row] * n_rel + t.rel[row]}
+        keys.update([t.subj[d] * n_rel + t.rel[d] for d in deps])
+        ids = {row, *deps}
         inv = self._inverse.get(fact.relation)
         for obj in (fact.object, new_object):
             if obj is None:
                 continue
             if inv is not None:
-                keys.add((obj, inv))
+                keys.add(self.key(obj, inv))
             if fact.relation in self._symmetric:
-                keys.add((obj, fact.relation))
+                keys.add(self.key(obj, fact.relation))
         return keys, ids
 
 
@@ -164,22 +172,25 @@ def sample_group(
             "or use a larger size"
         )
     rng = random.Random(seed)
-    taken_keys: set[Key] = set()
-    taken_ids: set[str] = set()
+    taken_keys: set[int] = set()
+    taken_rows: set[int] = set()
     out: list[PlannedRequest] = []
     for fact in pool.stratified_order(level, rng):
         if len(out) == scale:
             break
-        if (fact.subject, fact.relation) in taken_keys or fact.id in taken_ids:
+        if (
+            pool.key(fact.subject, fact.relation) in taken_keys
+            or pool.world._row_of_base[fact.id] in taken_rows
+        ):
             continue
         new = pool.new_object(fact, rng) if kind == "edit" else None
         if kind == "edit" and new is None:
             continue
-        keys, ids = pool.footprint(fact, new)
-        if not keys.isdisjoint(taken_keys) or not ids.isdisjoint(taken_ids):
+        keys, rows = pool.footprint(fact, new)
+        if not keys.isdisjoint(taken_keys) or not rows.isdisjoint(taken_rows):
             continue
         taken_keys |= keys
-        taken_ids |= ids
+        taken_rows |= rows
         out.append(PlannedRequest(group, len(out), kind, level, fact, new))
     if len(out) < scale:
         raise KsmithError(

@@ -195,6 +195,7 @@ class GroupDiff:
     removed_triples: set[tuple[str, str, str]] = field(default_factory=set)
     added_rv: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     removed_rv: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    key_ids: set[int] = field(default_factory=set)  # `keys` as integer (s, r) keys
 
     @property
     def keys(self) -> set[Key]:
@@ -207,22 +208,33 @@ def group_diff(index: WorldIndex, changes: dict[str, str | None]) -> GroupDiff:
     incremental closure delta (`World.closure_delta`)."""
     delta = index.world.closure_delta(changes)
     t, n_rel, names, rels = index.table, index.n_rel, index.names, index.rels
-    sr_rows, dead = index.sr_rows, delta.dead
-    new_triples = set(zip(delta.subj, delta.rel, delta.obj, strict=True))
-
-    def live_before(s: int, r: int, o: int, dead_ok: bool) -> bool:
-        obj = t.obj
-        return any(
-            obj[j] == o and (dead_ok or j not in dead) for j in sr_rows.get(s * n_rel + r, ())
-        )
-
-    removed = set()
-    for j in dead:
-        s, r, o = t.subj[j], t.rel[j], t.obj[j]
-        if (s, r, o) not in new_triples and not live_before(s, r, o, False):
-            removed.add((s, r, o))
-    added = {(s, r, o) for s, r, o in new_triples if not live_before(s, r, o, True)}
+    subj, rel, obj = t.subj, t.rel, t.obj
+    sr_rows, dead, E = index.sr_rows, delta.dead, len(names)
+    new: dict[int, tuple[int, int, int]] = {}
+    for s, r, o in zip(delta.subj, delta.rel, delta.obj, strict=True):
+        new[(s * n_rel + r) * E + o] = (s, r, o)
+    removed: list[tuple[int, int, int]] = []
+    seen: set[int] = set()
+    for j in dead:  # gone unless another derivation survives or comes back
+        sr, o = subj[j] * n_rel + rel[j], obj[j]
+        key = sr * E + o
+        if key in new or key in seen:
+            continue
+        seen.add(key)
+        for i in sr_rows[sr]:
+            if obj[i] == o and i not in dead:
+                break
+        else:
+            removed.append((subj[j], rel[j], o))
+    added: list[tuple[int, int, int]] = []
+    for s, r, o in new.values():  # new unless the triple held before
+        for i in sr_rows.get(s * n_rel + r, ()):
+            if obj[i] == o:
+                break
+        else:
+            added.append((s, r, o))
     diff = GroupDiff()
+    diff.key_ids = {s * n_rel + r for s, r, _ in removed} | {s * n_rel + r for s, r, _ in added}
     diff.removed_triples = {(names[s], rels[r], names[o]) for s, r, o in removed}
     for s, r, o in sorted(diff.removed_triples):
         diff.removed.setdefault((s, r), []).append(o)

@@ -32,21 +32,16 @@ import torch
 from pydantic import Field
 
 from ksmith.methods.base import (
-    MethodParams,
     UpdateMethod,
     UpdateProblem,
     UpdateResult,
     register_method,
 )
+from ksmith.methods.fit import FitParams, fit_pairs
 from ksmith.methods.train_utils import (
     PairBatch,
     answer_logprobs,
-    chunks,
-    cycle_batches,
-    encode_pairs,
-    model_device,
     module_parameters,
-    pairs_text,
     resolve_layers,
     trainable,
 )
@@ -60,7 +55,7 @@ log = logging.getLogger(__name__)
 ModuleName = Literal["mlp_out", "mlp_in", "attn_out"]
 
 
-class FTParams(MethodParams):
+class FTParams(FitParams):
     """Hyper-parameters shared by FT-L and FT-M."""
 
     layers: tuple[int, ...] = Field(
@@ -68,16 +63,6 @@ class FTParams(MethodParams):
     )
     module: ModuleName = Field(
         "mlp_out", description="which block module to train (ksmith.models.arch field name)"
-    )
-    lr: float = Field(1e-2, gt=0, description="Adam learning rate")
-    steps: int = Field(50, ge=1, description="passes (epochs) over the Q+ pairs")
-    batch_size: int = Field(4, ge=1, description="Q+ pairs per optimiser step")
-    weight_decay: float = Field(0.0, ge=0, description="Adam weight decay")
-    early_stop_loss: float = Field(
-        1e-2, ge=0, description="stop once an epoch's mean target loss is below this (0: never)"
-    )
-    retain_weight: float = Field(
-        0.0, ge=0, description="lambda_pres: weight of the Q- cross-entropy term (0: off)"
     )
 
 
@@ -127,35 +112,14 @@ class _FineTune(UpdateMethod):
         p = self.params
         params = self.trained_parameters(model)
         w0 = {n: w.detach().clone() for n, w in params.items()}
-        device = model_device(model)
         plus = list(problem.plus)
         if not plus:
             return UpdateResult(log={"loss": [], "note": "no Q+ pairs"})
-        minus = cycle_batches(list(problem.minus), p.batch_size)
-        opt = torch.optim.Adam(params.values(), lr=p.lr, weight_decay=p.weight_decay)
-        epoch_losses: list[float] = []
         with trainable(model, params.values()):
-            for _ in range(p.steps):
-                total, n = 0.0, 0
-                for chunk in chunks(plus, p.batch_size):
-                    batch = encode_pairs(tokenizer, *pairs_text(chunk), device=device)
-                    target = -self.target_logprobs(model, batch).mean()
-                    loss = target
-                    if p.retain_weight > 0 and problem.minus:
-                        retain = encode_pairs(tokenizer, *pairs_text(next(minus)), device=device)
-                        nll = -answer_logprobs(model, retain, reduction="mean").mean()
-                        loss = loss + p.retain_weight * nll
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    self.project_(params, w0)
-                    total += float(target.detach()) * len(chunk)
-                    n += len(chunk)
-                epoch_losses.append(total / n)
-                if not torch.isfinite(torch.tensor(epoch_losses[-1])):
-                    break  # the runner reports the diverged loss
-                if epoch_losses[-1] < p.early_stop_loss:
-                    break
+            epoch_losses = fit_pairs(
+                model, tokenizer, plus, list(problem.minus), params.values(), p,
+                self.target_logprobs, after_step=lambda: self.project_(params, w0),
+            )  # fmt: skip
         log.debug("%s: target loss %s", self.name, epoch_losses)
         return UpdateResult(log={"loss": epoch_losses, "trained": sorted(params)})
 

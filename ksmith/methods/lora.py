@@ -25,19 +25,14 @@ from pydantic import Field
 
 from ksmith.errors import KsmithError
 from ksmith.methods.base import (
-    MethodParams,
     UpdateMethod,
     UpdateProblem,
     UpdateResult,
     register_method,
 )
+from ksmith.methods.fit import FitParams, fit_pairs
 from ksmith.methods.train_utils import (
     answer_logprobs,
-    chunks,
-    cycle_batches,
-    encode_pairs,
-    model_device,
-    pairs_text,
     trainable,
 )
 from ksmith.models.arch import arch_of, layer_path, num_layers
@@ -50,7 +45,7 @@ log = logging.getLogger(__name__)
 ADAPTER = "ksmith"
 
 
-class LoRAParams(MethodParams):
+class LoRAParams(FitParams):
     """LoRA editor hyper-parameters."""
 
     layers: tuple[int, ...] = Field(
@@ -63,15 +58,6 @@ class LoRAParams(MethodParams):
     alpha: float = Field(16.0, gt=0, description="alpha: the update is scaled by alpha / r")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapter input")
     lr: float = Field(2e-3, gt=0, description="Adam learning rate")
-    steps: int = Field(50, ge=1, description="passes (epochs) over the Q+ pairs")
-    batch_size: int = Field(4, ge=1, description="Q+ pairs per optimiser step")
-    weight_decay: float = Field(0.0, ge=0, description="Adam weight decay")
-    early_stop_loss: float = Field(
-        1e-2, ge=0, description="stop once an epoch's mean target loss is below this (0: never)"
-    )
-    retain_weight: float = Field(
-        0.0, ge=0, description="lambda_pres: weight of the Q- cross-entropy term (0: off)"
-    )
 
 
 @register_method
@@ -114,9 +100,6 @@ class LoRA(UpdateMethod):
             fan_in_fan_out=arch_of(model).conv1d,  # GPT-2 Conv1D stores (in, out)
             bias="none",
         )
-        device = model_device(model)
-        minus = cycle_batches(list(problem.minus), p.batch_size)
-        epoch_losses: list[float] = []
         # `trainable(model, [])` records every base flag and restores it afterwards; peft
         # freezes the base and makes only the adapters trainable in between.
         with trainable(model, []):
@@ -124,28 +107,15 @@ class LoRA(UpdateMethod):
             merged = False
             try:
                 adapters = [w for w in peft_model.parameters() if w.requires_grad]
-                opt = torch.optim.Adam(adapters, lr=p.lr, weight_decay=p.weight_decay)
-                for _ in range(p.steps):
-                    total, n = 0.0, 0
-                    for chunk in chunks(plus, p.batch_size):
-                        batch = encode_pairs(tokenizer, *pairs_text(chunk), device=device)
-                        target = -answer_logprobs(peft_model, batch, reduction="mean").mean()
-                        loss = target
-                        if p.retain_weight > 0 and problem.minus:
-                            pairs = pairs_text(next(minus))
-                            retain = encode_pairs(tokenizer, *pairs, device=device)
-                            nll = -answer_logprobs(peft_model, retain, reduction="mean").mean()
-                            loss = loss + p.retain_weight * nll
-                        opt.zero_grad(set_to_none=True)
-                        loss.backward()
-                        opt.step()
-                        total += float(target.detach()) * len(chunk)
-                        n += len(chunk)
-                    epoch_losses.append(total / n)
-                    if not torch.isfinite(torch.tensor(epoch_losses[-1])):
-                        break  # the runner reports the diverged loss
-                    if epoch_losses[-1] < p.early_stop_loss:
-                        break
+                epoch_losses = fit_pairs(
+                    peft_model,
+                    tokenizer,
+                    plus,
+                    list(problem.minus),
+                    adapters,
+                    p,
+                    lambda m, batch: answer_logprobs(m, batch, reduction="mean"),
+                )
                 # W <- W_0 + (alpha / r) B A, adapters removed: `model` is a plain model again.
                 unloaded = peft_model.merge_and_unload()
                 merged = True
