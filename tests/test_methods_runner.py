@@ -263,6 +263,7 @@ def fake_stages(monkeypatch, tmp_path):
 
     monkeypatch.setattr(ksmith.data, "load_requests", load_requests, raising=False)
     monkeypatch.setattr(ksmith.data, "read_card", lambda d: {"fingerprint": "abc"}, raising=False)
+    monkeypatch.setattr(ksmith.data, "load_corpus", lambda d: ["tolan eats grass ."], raising=False)
     monkeypatch.setattr(ksmith.models, "load_model", load_model, raising=False)
     monkeypatch.setattr(ksmith.models, "model_fingerprint", lambda p: "m123", raising=False)
     return model_dir
@@ -288,6 +289,24 @@ def test_cli_update_end_to_end(fake_stages, tmp_path):
     assert info["params"]["steps"] == 2 and [g["group"] for g in info["groups"]] == [1]
     assert (out / "g1" / "delta.safetensors").is_file() and not (out / "g0").exists()
     assert (out / ".ksmith-output").is_file()
+
+
+def test_problems_carry_the_world_corpus_and_model_fingerprint(fake_stages, tmp_path, monkeypatch):
+    """ROME/MEMIT/AlphaEdit compute key statistics on the dataset's corpus, cached by model."""
+    import ksmith.methods.runner as runner
+
+    seen = {}
+
+    def record(model, tokenizer, method, problems, out, **kw):
+        seen.update(problems)
+        return {"groups": [], "method": method.name, "wall_seconds": 0.0}
+
+    monkeypatch.setattr(runner, "run_update", record)
+    argv = ["update", "--model", str(fake_stages), "--dataset", "D", "--config", "edit.k3",
+            "--method", "ft_m", "--device", "cpu", "--out", str(tmp_path / "u")]  # fmt: skip
+    cli(argv)
+    assert seen and all(p.corpus == ("tolan eats grass .",) for p in seen.values())
+    assert all(p.model_fingerprint == "m123" for p in seen.values())
 
 
 def test_cli_update_errors(fake_stages, tmp_path):
