@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from test_data_helpers import BIOLOGY, write_suite
 
+from ksmith.data.schema import PROBE_TYPES
 from ksmith.errors import KsmithError
 from ksmith.graph import build_world
 from ksmith.intervene import CandidatePool, WorldIndex, derive_seed, sample_group
@@ -151,15 +152,7 @@ def test_probe_shapes(generated):
             if p["pair_id"]:
                 pairs[p["pair_id"]] = pairs.get(p["pair_id"], 0) + 1
         assert set(pairs.values()) <= {2}
-    assert types == {
-        "direct",
-        "paraphrase",
-        "reverse",
-        "multi_hop",
-        "comparison",
-        "contextual",
-        "negation",
-    }
+    assert types == set(PROBE_TYPES)
 
 
 def test_comparison_flips_with_the_update(generated):
