@@ -32,15 +32,6 @@ class UpdateRun:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; anything else as given."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def _model_type(path: str) -> str | None:
     """config.model_type read without loading weights (None if the config is not local)."""
     try:
@@ -67,7 +58,7 @@ def update_from_dataset(run: UpdateRun) -> dict[str, Any]:
     from ksmith.methods.params import resolve_params
     from ksmith.methods.problem import build_problems, config_kind
     from ksmith.methods.runner import run_update
-    from ksmith.models import load_model, model_fingerprint
+    from ksmith.models import load_model, model_fingerprint, resolve_device
 
     if run.mode not in ("batch", "sequential"):
         raise KsmithError(f"--mode must be batch or sequential, not {run.mode!r}")
