@@ -74,3 +74,23 @@ def test_spec_file_resolves(model_type):
         assert params == MEMIT.Params()
     else:
         assert params.fact_token == "subject_last"
+
+
+def test_value_optimization_does_not_depend_on_batching():
+    """v* of each request is the same whether requests share a batch or not (own δ_i each)."""
+    from ksmith.methods.locate import EditTarget, LocateParams, optimize_values
+
+    tok = make_tokenizer()
+    torch.manual_seed(0)
+    model = make_model("llama", vocab_size=len(tok), layers=2)
+    targets = [
+        EditTarget("the bira eats", "bira", "fish"),
+        EditTarget("mesu lives in the", "mesu", "desert"),
+        EditTarget("karo eats", "karo", "grass"),
+    ]
+    path = "model.layers.0"
+    one = LocateParams(v_num_grad_steps=6, v_batch_rows=2)  # one request (+ essence) per batch
+    together = LocateParams(v_num_grad_steps=6, v_batch_rows=256)
+    z_one, _ = optimize_values(model, tok, targets, path, [""], one)
+    z_all, _ = optimize_values(model, tok, targets, path, [""], together)
+    torch.testing.assert_close(z_one, z_all, atol=1e-4, rtol=1e-4)

@@ -19,6 +19,11 @@ def _dvc(cwd: Path, *args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=1200)
 
 
+def _ksmith(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ksmith.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=1200)
+
+
 @pytest.mark.slow
 def test_dvc_repro_tiny(tmp_path):
     proj = tmp_path / "proj"
@@ -28,12 +33,13 @@ def test_dvc_repro_tiny(tmp_path):
         (shutil.copytree if src.is_dir() else shutil.copy)(src, proj / name)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params.update(
-        methods=["ft_m", "ga"], overrides={"ft_m": {}, "ga": {}}, levels=["leaf"], scales=[1],
-        batch_size=16,
+        methods=["ft_m", "ga"], overrides={"ft_m": {}, "ga": {}}, levels=["leaf", "root"],
+        scales=[1], batch_size=16, workers=2,
     )
     params["model"]["world_overrides"] = {"max_steps": 20, "eval_every": 10, "eval_sample": 50,
                                           "hidden": 32, "intermediate": 64}
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (proj / "one.yaml").write_text(yaml.safe_dump({**params, "workers": 1}, sort_keys=False))
     assert _dvc(proj, "init", "--no-scm", "-q").returncode == 0
 
     run = _dvc(proj, "repro")
@@ -41,7 +47,7 @@ def test_dvc_repro_tiny(tmp_path):
     report = proj / "report"
     metrics = json.loads((report / "metrics.json").read_text())
     assert set(metrics) == {"ft_m", "ga", "none"}
-    assert "biology.edit.leaf.k1.s0" in metrics["ft_m"]
+    assert {"biology.edit.leaf.k1.s0", "biology.edit.root.k1.s0"} <= set(metrics["ft_m"])
     assert "biology.unlearn.leaf.k1.s0" in metrics["ga"]
     text = (report / "README.md").read_text()
     assert "Does editing over-spread" in text and "Does unlearning under-spread" in text
@@ -50,7 +56,18 @@ def test_dvc_repro_tiny(tmp_path):
     from ksmith.leaderboard import load_submission
 
     sub = load_submission(proj / "out" / "submissions" / "world-ft_m")
-    assert sub.method.name == "ft_m" and len(sub.cells) == 1
+    assert sub.method.name == "ft_m" and len(sub.cells) == 2
+
+    # Cells run by two workers hold the same weights as cells run one after another.
+    one = _ksmith(proj, "--threads", "1", "pipeline", "update", "--method", "ft_m", "--dataset", "out/dataset",
+                  "--model", "out/model", "--out", "one-worker", "--params", "one.yaml")
+    assert one.returncode == 0, one.stderr[-3000:]
+    deltas = sorted((proj / "out" / "updates" / "ft_m").glob("*/g*/delta.safetensors"))
+    assert {p.parts[-3] for p in deltas} == {"biology.edit.leaf.k1.s0", "biology.edit.root.k1.s0"}
+    assert len(deltas) == len(list((proj / "one-worker").glob("*/g*/delta.safetensors")))
+    root = proj / "out" / "updates" / "ft_m"
+    for path in deltas:
+        assert path.read_bytes() == (proj / "one-worker" / path.relative_to(root)).read_bytes()
 
     shown = _dvc(proj, "metrics", "show")
     assert shown.returncode == 0 and "ft_m" in shown.stdout

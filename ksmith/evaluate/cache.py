@@ -92,8 +92,22 @@ def load_before(cache_dir: Path, key: str) -> StageMeasures | None:
 
 
 def save_before(cache_dir: Path, key: str, measures: StageMeasures) -> None:
-    """Write the before stage atomically (a killed run leaves no half entry)."""
-    with atomic_output_dir(Path(cache_dir) / key, kind="before-cache") as tmp:
+    """Write the before stage atomically (a killed run leaves no half entry).
+
+    Entries are content-addressed, so when processes evaluating side by side race to write the
+    same key, the first complete entry stands and the others are dropped.
+    """
+    entry = Path(cache_dir) / key
+    try:
+        _write_before(entry, measures)
+    except OSError:
+        if load_before(cache_dir, key) is None:
+            raise
+        log.debug("before cache %s was written by another process", entry)
+
+
+def _write_before(entry: Path, measures: StageMeasures) -> None:
+    with atomic_output_dir(entry, kind="before-cache") as tmp:
         table = pa.Table.from_pylist(measures.judgements, schema=JUDGEMENT_SCHEMA)
         pq.write_table(table, tmp / "judgements.parquet")
         has_drift = measures.logprobs is not None and measures.hidden is not None

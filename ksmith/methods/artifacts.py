@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ksmith.errors import KsmithError
+from ksmith.io import save_safetensors
 
 UPDATE_JSON = "update.json"
 DELTA_FILE = "delta.safetensors"
@@ -83,7 +84,7 @@ def restore_(model: torch.nn.Module, base: Mapping[str, torch.Tensor], names=Non
 def save_delta(path: str | Path, delta: Mapping[str, torch.Tensor]) -> None:
     """Write a delta (float32, contiguous, CPU) as safetensors; an empty delta is allowed."""
     tensors = {n: d.detach().to("cpu", torch.float32).contiguous() for n, d in delta.items()}
-    save_file(tensors, str(path), metadata={"format": "ksmith-delta", "dtype": "float32"})
+    save_safetensors(tensors, path, metadata={"format": "ksmith-delta", "dtype": "float32"})
 
 
 def load_delta(path: str | Path) -> dict[str, torch.Tensor]:

@@ -59,7 +59,13 @@ class LocateParams(MethodParams):
     kl_prompt: str = Field("{} is a", description="essence prompt; {} is the subject")
     clamp_norm_factor: float = Field(4.0, gt=0, description="‖δ‖ is clamped to this times ‖v‖")
     v_loss_stop: float = Field(0.05, ge=0, description="stop a request's optimization below this")
-    v_batch_requests: int = Field(16, ge=1, description="requests optimized together per batch")
+    v_batch_rows: int = Field(
+        256,
+        ge=1,
+        description="sequences per v* optimization batch (requests x (prefixes + 1 essence row)); "
+        "bounds its memory. Batching is exact: each request has its own δ and Adam is "
+        "per-coordinate",
+    )
     key_batch_size: int = Field(64, ge=1, description="sequences per forward pass for keys")
     mom2_corpus_path: str | None = Field(
         None,
@@ -311,12 +317,16 @@ def optimize_values(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """v* per request (ROME Eq. 4 / MEMIT Eq. 16) at the output of `module_path`.
 
-    Requests in a batch are optimized jointly but independently: each has its own δ_i, and a
-    request stops moving once its loss is below ``v_loss_stop``. Returns (n, d_out) float32
-    and a log of mean final losses.
+    Requests in a batch are optimized jointly but independently: each has its own δ_i (the loss
+    is a sum of per-request terms and Adam updates each coordinate on its own gradient), and a
+    request stops moving once its loss is below ``v_loss_stop``; so the result does not depend
+    on the batching, which only trades memory for speed. A batch holds at most
+    ``v_batch_rows`` sequences: each request brings one per prefix plus its essence prompt.
+    Returns (n, d_out) float32 and a log of mean final losses.
     """
     parts, logs = [], []
-    for chunk in chunks(list(targets), params.v_batch_requests):
+    per_batch = max(1, params.v_batch_rows // (len(prefixes) + 1))
+    for chunk in chunks(list(targets), per_batch):
         v, lg = _optimize_chunk(model, tokenizer, chunk, module_path, prefixes, params)
         parts.append(v)
         logs.append(lg)

@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import random
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,17 +120,9 @@ def _cache_file(
 
 
 def _save_atomic(path: Path, tensor: torch.Tensor, meta: dict[str, str]) -> None:
-    from safetensors.torch import save_file
+    from ksmith.io import save_safetensors
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({"mom2": tensor.contiguous()}, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    save_safetensors({"mom2": tensor.contiguous()}, path, metadata=meta)
 
 
 def _load(path: Path) -> torch.Tensor | None:

@@ -1,7 +1,8 @@
 """CLI: ``ksmith pipeline pretrain|update|evaluate|report``, the stages `dvc.yaml` runs.
 
-Each stage reads `params.yaml` (the keys dvc.yaml declares for it) and loops over its cells in one
-process, so a stage pays Python's and torch's start-up once, not once per cell. A stage's output
+Each stage reads `params.yaml` (the keys dvc.yaml declares for it) and runs its cells in one
+process, or in `workers` processes side by side (`ksmith.pipeline.workers`), so a stage pays
+Python's and torch's start-up once per process, not once per cell. A stage's output
 folder is written atomically: a stage killed part-way leaves the previous output or none.
 """
 
@@ -78,8 +79,12 @@ def _pretrain(args: argparse.Namespace) -> int:
     overrides = [f"{k}={json.dumps(v)}" for k, v in sorted(m.world_overrides.items())]
     spec = load_world_spec(m.world_spec, overrides)
     meta = pretrain(args.dataset, args.out, spec, base=m.base, device=params.device)
-    log.info("world model: recall=%s mcq_accuracy=%s train_seconds=%s",
-             meta["recall"], meta["mcq_accuracy"], meta["train_seconds"])
+    log.info(
+        "world model: recall=%s mcq_accuracy=%s train_seconds=%s",
+        meta["recall"],
+        meta["mcq_accuracy"],
+        meta["train_seconds"],
+    )
     return 0
 
 
@@ -100,10 +105,9 @@ def _method_cells(args: argparse.Namespace, method: str | None):
 
 
 def _update(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from ksmith.io import atomic_output_dir
     from ksmith.methods.commands import UpdateRun, update_from_dataset
+    from ksmith.pipeline.workers import Job, run_jobs
 
     params, cells = _method_cells(args, args.method)
     overrides = tuple(
@@ -111,35 +115,54 @@ def _update(args: argparse.Namespace) -> int:
     )
     model = resolve_model(args.model)
     with atomic_output_dir(args.out, kind="pipeline-updates") as tmp:
-        for cell in tqdm(cells, desc=f"update {args.method}", unit="cell"):
-            update_from_dataset(UpdateRun(
+        jobs = [
+            Job(cell.cell_id, update_from_dataset, (UpdateRun(
                 model=model, dataset=args.dataset, config=cell.config, method=args.method,
                 out=str(tmp / cell.cell_id), overrides=overrides, mode=params.mode,
                 device=params.device, seed=cell.seed,
-            ))
+            ),), cost=cell.scale)
+            for cell in cells
+        ]  # fmt: skip
+        run_jobs(jobs, workers=params.workers, threads=params.threads, desc=f"update {args.method}")
     return 0
 
 
-def _evaluate(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+def evaluate_cell(model: str, dataset: str, config: str, out: Path, update: Path | None,
+                  options) -> None:  # fmt: skip
+    """One evaluation cell (a module-level function, so worker processes can run it)."""
+    from ksmith.evaluate.runner import evaluate
 
-    from ksmith.evaluate.runner import EvalOptions, evaluate
+    evaluate(model, dataset, config, out=out, update=update, options=options)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from ksmith.evaluate.runner import EvalOptions
     from ksmith.io import atomic_output_dir
+    from ksmith.pipeline.workers import Job, run_jobs
 
     method = None if args.method == "none" else args.method
     if method is not None and not args.updates:
         raise KsmithError("--updates is required unless --method none")
     params, cells = _method_cells(args, method)
     options = EvalOptions(
-        backend=params.backend, device=params.device, batch_size=params.batch_size,
-        lmeval_tasks=tuple(params.lmeval.tasks), lmeval_limit=params.lmeval.limit,
+        backend=params.backend,
+        device=params.device,
+        batch_size=params.batch_size,
+        lmeval_tasks=tuple(params.lmeval.tasks),
+        lmeval_limit=params.lmeval.limit,
     )
     model = resolve_model(args.model)
     with atomic_output_dir(args.out, kind="pipeline-results") as tmp:
-        for cell in tqdm(cells, desc=f"evaluate {args.method}", unit="cell"):
-            update = None if method is None else Path(args.updates) / cell.cell_id
-            evaluate(model, args.dataset, cell.config, out=tmp / cell.cell_id, update=update,
-                     options=options)
+        jobs = [
+            Job(cell.cell_id, evaluate_cell, (
+                model, args.dataset, cell.config, tmp / cell.cell_id,
+                None if method is None else Path(args.updates) / cell.cell_id, options,
+            ), cost=cell.scale)
+            for cell in cells
+        ]  # fmt: skip
+        run_jobs(
+            jobs, workers=params.workers, threads=params.threads, desc=f"evaluate {args.method}"
+        )
     return 0
 
 

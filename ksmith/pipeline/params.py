@@ -56,8 +56,16 @@ class PipelineParams(_Frozen):
     device: str = Field("auto", description="torch device: auto, cpu, cuda, cuda:1 ...")
     batch_size: int = Field(64, gt=0, description="Evaluation batch size.")
     threads: int = Field(
-        1, ge=1, description="torch CPU threads per stage. 1 suits the small world model: on a "
-        "2-core machine a second thread mostly waits; raise it for real models on many cores.",
+        1,
+        ge=1,
+        description="torch CPU threads per process. 1 suits the small world model: on "
+        "a 2-core machine a second thread mostly waits; raise it for real models on many cores.",
+    )
+    workers: int = Field(
+        1,
+        ge=1,
+        description="Processes that run a stage's update or evaluation cells side by "
+        "side (each with `threads` threads). Results do not depend on it. On a GPU keep 1.",
     )
     methods: list[str] = Field(description="Update methods (names in `ksmith methods`).")
     overrides: dict[str, dict[str, Any]] = Field(
@@ -94,4 +102,6 @@ def load_params(path: str | Path = "params.yaml") -> PipelineParams:
     except ValidationError as e:
         err = e.errors()[0]
         field = ".".join(str(p) for p in err["loc"])
-        raise SpecError(f"{err['msg']} (got {err.get('input')!r})", file=path, field=field) from None
+        raise SpecError(
+            f"{err['msg']} (got {err.get('input')!r})", file=path, field=field
+        ) from None

@@ -101,11 +101,15 @@ def _table(cells: Sequence[CellResult], bases: Sequence[str]) -> list[str]:
 def _by_level_scale(cells: Sequence[CellResult], base: str) -> list[str]:
     """Mean of one metric over methods, per level (rows) and scale (columns)."""
     scales = sorted({c.scale for c in cells})
-    lines = ["| level | " + " | ".join(f"k={k}" for k in scales) + " |",
-             "|---|" + "---|" * len(scales)]
+    lines = [
+        "| level | " + " | ".join(f"k={k}" for k in scales) + " |",
+        "|---|" + "---|" * len(scales),
+    ]
     for level in LEVELS:
-        row = [_mean([c.value(base) for c in cells if c.level == level and c.scale == k])
-               for k in scales]
+        row = [
+            _mean([c.value(base) for c in cells if c.level == level and c.scale == k])
+            for k in scales
+        ]
         if any(v is not None for v in row):
             lines.append(f"| {level} | " + " | ".join(_fmt(v) for v in row) + " |")
     return lines
@@ -122,8 +126,9 @@ def _plot(cells: Sequence[CellResult], kind: str, bases: Sequence[str], path: Pa
     if not sel or not levels:
         return False
     methods = sorted({c.method for c in sel})
-    fig, axes = plt.subplots(len(bases), len(levels), figsize=(4 * len(levels), 3 * len(bases)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(bases), len(levels), figsize=(4 * len(levels), 3 * len(bases)), squeeze=False
+    )
     for i, base in enumerate(bases):
         for j, level in enumerate(levels):
             ax = axes[i][j]
@@ -155,22 +160,42 @@ def _questions(cells: Sequence[CellResult]) -> list[str]:
     unl = [c for c in cells if c.kind == "unlearn"]
     out = ["## KnowledgeSmith's questions, measured", ""]
     if edit:
-        out += ["### Does editing over-spread? (CCR: share of Q- probes that changed; lower is "
-                "better)", "", *_by_level_scale(edit, "ccr"), ""]
-        out += ["Propagation of edits to entailed facts (higher is better):", "",
-                *_by_level_scale(edit, "propagation"), ""]
+        out += [
+            "### Does editing over-spread? (CCR: share of Q- probes that changed; lower is better)",
+            "",
+            *_by_level_scale(edit, "ccr"),
+            "",
+        ]
+        out += [
+            "Propagation of edits to entailed facts (higher is better):",
+            "",
+            *_by_level_scale(edit, "propagation"),
+            "",
+        ]
     if unl:
-        out += ["### Does unlearning under-spread? (RR: share of unlearned facts still "
-                "recoverable by some probe; lower is better)", "", *_by_level_scale(unl, "rr"), ""]
-        out += ["Propagation of the removal to entailed facts (higher is better):", "",
-                *_by_level_scale(unl, "propagation"), ""]
+        out += [
+            "### Does unlearning under-spread? (RR: share of unlearned facts still "
+            "recoverable by some probe; lower is better)",
+            "",
+            *_by_level_scale(unl, "rr"),
+            "",
+        ]
+        out += [
+            "Propagation of the removal to entailed facts (higher is better):",
+            "",
+            *_by_level_scale(unl, "propagation"),
+            "",
+        ]
     if edit and unl:
         ccr_e, ccr_u = _mean([c.value("ccr") for c in edit]), _mean([c.value("ccr") for c in unl])
         pr_e = _mean([c.value("propagation") for c in edit])
         pr_u = _mean([c.value("propagation") for c in unl])
-        out += [f"Averaged over every method, level and scale: collateral change (CCR) is "
-                f"{_fmt(ccr_e)} for editing and {_fmt(ccr_u)} for unlearning; propagation is "
-                f"{_fmt(pr_e)} for editing and {_fmt(pr_u)} for unlearning.", ""]
+        out += [
+            f"Averaged over every method, level and scale: collateral change (CCR) is "
+            f"{_fmt(ccr_e)} for editing and {_fmt(ccr_u)} for unlearning; propagation is "
+            f"{_fmt(pr_e)} for editing and {_fmt(pr_u)} for unlearning.",
+            "",
+        ]
     return out
 
 
@@ -179,21 +204,28 @@ def write_report(results_root: str | Path, out: str | Path) -> list[CellResult]:
     cells = collect(results_root)
     out = Path(out)
     (out / "plots").mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(dvc_metrics(cells), indent=2, sort_keys=True)
-                                      + "\n")
+    (out / "metrics.json").write_text(
+        json.dumps(dvc_metrics(cells), indent=2, sort_keys=True) + "\n"
+    )
     bases = _headline_bases(cells)
-    lines = ["# ksmith run report", "",
-             f"{len(cells)} cells from `{results_root}`. Each value is the headline mode of the "
-             "metric (see the metric table below); per-item predictions sit next to every "
-             "cell's metrics.json.", ""]
+    lines = [
+        "# ksmith run report",
+        "",
+        f"{len(cells)} cells from `{results_root}`. Each value is the headline mode of the "
+        "metric (see the metric table below); per-item predictions sit next to every "
+        "cell's metrics.json.",
+        "",
+    ]
     for kind in ("edit", "unlearn"):
         sel = [c for c in cells if c.kind == kind]
         if not sel:
             continue
         kb = [b for b in bases if kind in metric_info(b).get("kinds", (kind,))]
         lines += [f"## {'Editing' if kind == 'edit' else 'Unlearning'}", "", *_table(sel, kb), ""]
-        for name, bset in ((f"scale_{kind}.png", SCALE_CURVES),
-                           (f"consistency_{kind}.png", CONSISTENCY)):
+        for name, bset in (
+            (f"scale_{kind}.png", SCALE_CURVES),
+            (f"consistency_{kind}.png", CONSISTENCY),
+        ):
             if _plot(cells, kind, bset, out / "plots" / name):
                 lines += [f"![{name}](plots/{name})", ""]
     lines += _questions(cells)

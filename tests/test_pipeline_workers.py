@@ -1,0 +1,58 @@
+"""Running a stage's cells in this process or in spawned worker processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ksmith.errors import KsmithError
+from ksmith.pipeline.workers import CellFailed, Job, run_jobs
+
+
+def record(path: str, value: int) -> None:
+    """A cell: writes its value and the process's torch thread count."""
+    import os
+
+    import torch
+
+    Path(path).write_text(f"{value} {torch.get_num_threads()} {os.getpid()}")
+
+
+def refuse(name: str) -> None:
+    raise KsmithError(f"bad input in {name}")
+
+
+def crash() -> None:
+    raise ZeroDivisionError("boom")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_every_job_runs(tmp_path, workers):
+    import os
+
+    jobs = [Job(f"c{i}", record, (str(tmp_path / f"c{i}"), i), cost=i) for i in range(5)]
+    run_jobs(jobs, workers=workers, threads=1)
+    rows = [(tmp_path / f"c{i}").read_text().split() for i in range(5)]
+    assert [int(r[0]) for r in rows] == list(range(5))
+    in_parent = {r[2] for r in rows} == {str(os.getpid())}
+    assert in_parent == (workers == 1)  # workers are separate processes...
+    if workers > 1:
+        assert {r[1] for r in rows} == {"1"}  # ...with the declared torch threads
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_refused_cell_names_itself(tmp_path, workers):
+    jobs = [Job("ok", record, (str(tmp_path / "ok"), 1)), Job("bad.cell", refuse, ("x",))]
+    with pytest.raises(CellFailed, match=r"cell bad.cell: bad input in x"):
+        run_jobs(jobs, workers=workers)
+
+
+def test_an_unexpected_error_keeps_its_traceback():
+    with pytest.raises(CellFailed, match=r"(?s)cell c[01]: Traceback.*ZeroDivisionError: boom"):
+        run_jobs([Job("c0", crash, ()), Job("c1", crash, ())], workers=2)
+
+
+def test_workers_must_be_positive():
+    with pytest.raises(KsmithError, match="workers must be at least 1"):
+        run_jobs([], workers=0)
