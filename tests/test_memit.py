@@ -78,7 +78,8 @@ def test_spec_file_resolves(model_type):
 
 def test_value_optimization_does_not_depend_on_batching():
     """v* of each request is the same whether requests share a batch or not (own δ_i each)."""
-    from ksmith.methods.locate import EditTarget, LocateParams, optimize_values
+    from ksmith.methods.locate import EditTarget, LocateParams
+    from ksmith.methods.values import optimize_values
 
     tok = make_tokenizer()
     torch.manual_seed(0)

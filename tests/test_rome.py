@@ -10,9 +10,10 @@ from conftest import make_model, make_tokenizer
 
 from ksmith.errors import KsmithError
 from ksmith.methods.base import Request, UpdateProblem
-from ksmith.methods.locate import EditTarget, compute_keys, optimize_values
+from ksmith.methods.locate import EditTarget, compute_keys
 from ksmith.methods.params import resolve_params
 from ksmith.methods.rome import ROME, rank_one_update
+from ksmith.methods.values import optimize_values
 from ksmith.models.arch import arch_of, get_module, layer_path, linear_weight_out_in
 
 

@@ -2,7 +2,7 @@
 
 A batch of k facts is written into the MLP down-projections of a range of layers ℛ at once.
 The target hidden state z_i = h_i^L + δ_i at the last edited layer L is found per request by
-gradient descent (Eq. 16; `locate.optimize_values` at the block output). Then, layer by layer
+gradient descent (Eq. 16; `values.optimize_values` at the block output). Then, layer by layer
 (low to high), with K₁ (d_in, k) the current keys of the requests and R (d, k) the remaining
 residual z − h^L divided over the layers left (Eq. 15-16),
 
@@ -32,10 +32,10 @@ from ksmith.methods.locate import (
     edit_targets,
     module_io,
     moments_for,
-    optimize_values,
     solve_device,
     state_for,
 )
+from ksmith.methods.values import optimize_values
 from ksmith.models.arch import layer_path, num_layers
 
 if TYPE_CHECKING:

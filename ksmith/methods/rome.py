@@ -7,7 +7,7 @@ uncentered second moment C = K Kᵀ (Eq. 2):
     Ŵ = W + Λ (C⁻¹ k*)ᵀ,    Λ = (v* − W k*) / ((C⁻¹ k*)ᵀ k*)
 
 k* is the key at the subject's last token averaged over context prefixes (Eq. 3), v* the value
-that makes the model say the new object (Eq. 4; `locate.optimize_values`). As in the reference
+that makes the model say the new object (Eq. 4; `values.optimize_values`). As in the reference
 implementation, v* is the value *at the request prompt* (its own output plus δ), so Λ is taken
 at the prompt's own key k: Λ = (v* − W k) / ((C⁻¹k*)ᵀ k), which gives Ŵ k = v* exactly; with no
 context prefixes k = k* and this is Eq. 2 verbatim. ``mom2_adjustment: false`` sets C = I
@@ -35,10 +35,10 @@ from ksmith.methods.locate import (
     context_prefixes,
     edit_targets,
     moments_for,
-    optimize_values,
     solve_device,
     state_for,
 )
+from ksmith.methods.values import optimize_values
 from ksmith.models.arch import arch_of, get_module, layer_path, linear_weight_out_in, num_layers
 
 if TYPE_CHECKING:
