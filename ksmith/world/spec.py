@@ -63,7 +63,7 @@ class WorldModelSpec(BaseModel):
         description="Direct cloze probes in each recall check (a fixed seeded sample; 0 = all).",
     )
     recall_threshold: float = Field(
-        0.97,
+        0.96,
         ge=0,
         le=1,
         description="Stop once direct cloze recall (greedy, on the check sample) reaches this.",
