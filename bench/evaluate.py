@@ -1,14 +1,23 @@
 """Batched scoring vs one forward pass per probe, measured in one run.
 
 Scores the same (prompt, answer) probes three ways on the world model:
-  batched  -- the `hf` backend (length-sorted, right-padded batches, inference_mode);
+  batched  -- the `hf` backend (distinct model inputs; with prefix sharing, each node of their
+              prefix trie computed once in packed sequences under a tree mask, else
+              length-sorted right-padded batches; inference_mode);
   looped   -- one unbatched forward pass per probe, as EasyEdit-style evaluators do;
-  forward  -- a bare forward pass over the very padded token batches the backend builds.
-Prints probes/s for batched and looped (`ratio=` batched/looped, target >= 20) and the backend's
-tokens/s against the bare forward (`overhead=` backend time / forward time, target <= 1.5).
-The last line is one `key=value` summary with `ratio=` first.
+  forward  -- bare forward passes over the very model inputs the backend builds (packed ids,
+              position ids, tree masks and `logits_to_keep`, or the padded batches).
+Each side is timed as the best of `--repeats` runs. Prints probes/s for batched and looped
+(`ratio=` batched/looped, target >= 20) and the backend's time against the bare forward
+(`overhead=` backend time / forward time, target <= 1.5; it counts tokenization, the trie, the
+masks and the log-softmax). Token counts: `real_tokens` (sum
+of distinct row lengths, what the padded path computes without padding), `trie_nodes` (distinct
+prefixes, the least any exact method computes), `model_tokens` (positions the forwards run,
+padding and repeated ancestor paths included). The last line is one `key=value` summary with
+`ratio=` first.
 
     python bench/evaluate.py [--model WORLD_MODEL_DIR] [--dataset DATASET_DIR] [--n 2000]
+                             [--pack-length 128 (0: padded path)] [--clock wall|cpu]
 
 Without --model, a model of the default world-model shape (specs/world/default.yaml) is made
 from its config with a word tokenizer over the probe texts (scores are then random, speeds
@@ -22,9 +31,11 @@ import random
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ksmith.evaluate.hf import HFBackend
+from ksmith.evaluate.packing import build_trie, continuation_nodes
 
 WORDS = (
     "Bira Tolan Mesu Karo Vindel Lumo Sapi Dorat Fenu Gali eats lives in the forest desert "
@@ -81,20 +92,28 @@ def looped(model, tokenizer, requests) -> list[float]:
     return out
 
 
-def padded_batches(
-    backend: HFBackend, requests
-) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int]:
-    """The right-padded batches `HFBackend.score` runs (one row per distinct model input,
-    longest first), and their real token count."""
-    ctx = backend._encode_contexts([c for c, _ in requests])
-    cont = backend._encode([x for _, x in requests], special=False)
-    inputs = list(dict.fromkeys(tuple((c + x)[:-1]) for c, x in zip(ctx, cont, strict=True)))
-    inputs.sort(key=lambda s: -len(s))
-    batches = [
-        backend._right_padded([list(s) for s in inputs[start : start + backend.batch_size]])
-        for start in range(0, len(inputs), backend.batch_size)
-    ]
-    return batches, sum(len(s) for s in inputs)
+def forward_batches(backend: HFBackend, requests) -> tuple[list[dict], dict[str, int]]:
+    """The keyword arguments of every forward pass `HFBackend.score` runs on `requests`, and
+    token counts (real tokens, trie nodes, positions run)."""
+    unique = list(dict.fromkeys(requests))
+    ctx = backend._encode_contexts([c for c, _ in unique])
+    cont = backend._encode([x for _, x in unique], special=False)
+    rows, members = backend.scoring_rows(unique, ctx, cont)
+    trie = build_trie(rows)
+    counts = {"real_tokens": sum(len(r) for r in rows), "trie_nodes": len(trie)}
+    if backend.tree_attention_supported():
+        _, node, _ = continuation_nodes(trie, members, cont)
+        keep = np.zeros(len(trie), dtype=bool)
+        keep[node] = True
+        batches = [kwargs for kwargs, _ in backend.packed_forwards(trie, keep)]
+    else:
+        rows.sort(key=lambda s: -len(s))
+        batches = []
+        for start in range(0, len(rows), backend.batch_size):
+            ids, mask = backend._right_padded(rows[start : start + backend.batch_size])
+            batches.append({"input_ids": ids, "attention_mask": mask})
+    counts["model_tokens"] = sum(b["input_ids"].numel() for b in batches)
+    return batches, counts
 
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
@@ -119,6 +138,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000, help="probes scored by the batched backend")
     ap.add_argument("--n-looped", type=int, default=300, help="probes scored one by one")
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument(
+        "--pack-length", type=int, default=128, help="packed sequence length; 0 = padded path"
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument(
         "--clock",
@@ -137,7 +159,8 @@ def main() -> None:
     else:
         model, tokenizer = make_model([c + x for c, x in requests])
         source = "default-shape"
-    backend = HFBackend(model, tokenizer, batch_size=args.batch_size)
+    pack = None if args.pack_length == 0 else args.pack_length
+    backend = HFBackend(model, tokenizer, batch_size=args.batch_size, pack_length=pack)
     n_params = sum(p.numel() for p in model.parameters())
     print(
         f"model={source} type={model.config.model_type} params={n_params} "
@@ -147,39 +170,50 @@ def main() -> None:
     backend.score(requests[:64])  # warm-up
     t_batched = best_of(lambda: backend.score(requests), args.repeats, args.clock)
     some = requests[: args.n_looped]
-    t_looped = best_of(lambda: looped(model, tokenizer, some), 1, args.clock)
+    # Best of the same number of runs as the batched side: noise then slows neither more.
+    t_looped = best_of(lambda: looped(model, tokenizer, some), args.repeats, args.clock)
     batched_ps = len(requests) / t_batched
     looped_ps = len(some) / t_looped
     # The two ways agree (same numbers, different speed).
     ref = looped(model, tokenizer, some[:20])
     got = backend.loglikelihood(some[:20])
     max_diff = max(abs(a - b) for a, b in zip(ref, got, strict=True))
+    # ... and with the padded path, on every probe (greedy tokens too).
+    padded = HFBackend(model, tokenizer, batch_size=args.batch_size, pack_length=None)
+    pairs = list(zip(backend.score(requests), padded.score(requests), strict=True))
+    diff_padded = max(abs(a.loglikelihood - b.loglikelihood) for a, b in pairs)
+    greedy_same = all(a.greedy_ids == b.greedy_ids for a, b in pairs)
     print(
         f"batched: {batched_ps:.0f} probes/s   looped: {looped_ps:.1f} probes/s   "
-        f"max |loglik diff| = {max_diff:.2e}"
+        f"max |loglik diff| = {max_diff:.2e} (vs looped), {diff_padded:.2e} (vs padded, all); "
+        f"same greedy tokens: {greedy_same}"
     )
 
-    batches, n_tokens = padded_batches(backend, requests)
+    batches, counts = forward_batches(backend, requests)
 
     def forward_only():
         with torch.inference_mode():
-            for ids, mask in batches:
-                model(input_ids=ids, attention_mask=mask)
+            for kwargs in batches:
+                model(**kwargs)
 
     forward_only()
     t_forward = best_of(forward_only, args.repeats, args.clock)
-    backend_tps = n_tokens / t_batched
-    forward_tps = n_tokens / t_forward
     overhead = t_batched / t_forward
     print(
-        f"backend: {backend_tps:.0f} tokens/s   bare forward: {forward_tps:.0f} tokens/s   "
+        f"tokens: real={counts['real_tokens']} trie_nodes={counts['trie_nodes']} "
+        f"run={counts['model_tokens']} in {len(batches)} forwards   "
+        f"backend: {t_batched * 1e3:.0f} ms   bare forward: {t_forward * 1e3:.0f} ms   "
         f"overhead={overhead:.2f}"
     )
     print(
         f"ratio={batched_ps / looped_ps:.1f} batched_probes_s={batched_ps:.0f} "
-        f"looped_probes_s={looped_ps:.1f} overhead={overhead:.2f} backend_tokens_s={backend_tps:.0f} "
-        f"forward_tokens_s={forward_tps:.0f} probes={len(requests)} batch_size={args.batch_size} "
-        f"threads={torch.get_num_threads()} clock={args.clock} max_abs_diff={max_diff:.1e}"
+        f"looped_probes_s={looped_ps:.1f} overhead={overhead:.2f} "
+        f"real_tokens={counts['real_tokens']} trie_nodes={counts['trie_nodes']} "
+        f"model_tokens={counts['model_tokens']} forwards={len(batches)} "
+        f"packed={int(backend.tree_attention_supported())} pack_length={backend.pack_length} "
+        f"probes={len(requests)} batch_size={args.batch_size} "
+        f"threads={torch.get_num_threads()} clock={args.clock} max_abs_diff={max_diff:.1e} "
+        f"max_abs_diff_padded={diff_padded:.1e} greedy_same={int(greedy_same)}"
     )
 
 

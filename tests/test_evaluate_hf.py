@@ -230,3 +230,20 @@ def test_cli_evaluate_reports_errors_without_output(setup, tmp_path: Path):
     )
     assert code == 0
     assert (out / "metrics.json").exists()
+
+
+def test_saved_model_scores_probes_alike_with_and_without_prefix_sharing(setup):
+    """The runner's backend, loaded from disk, takes the packed path and agrees with padding."""
+    from ksmith.evaluate.hf import HFBackend
+
+    root, _, _ = setup
+    requests = []
+    for row in tiny_probes():
+        answers = row["options"] or [row["answer_before"], row["answer_after"]]
+        requests += [(row["prompt"], " " + a) for a in answers]
+    packed = HFBackend.from_path(root / "model", device="cpu", batch_size=4, pack_length=8)
+    padded = HFBackend.from_path(root / "model", device="cpu", batch_size=4, pack_length=None)
+    assert packed.tree_attention_supported()
+    for a, b in zip(packed.score(requests), padded.score(requests), strict=True):
+        assert a.loglikelihood == pytest.approx(b.loglikelihood, abs=1e-4)
+        assert a.greedy_ids == b.greedy_ids

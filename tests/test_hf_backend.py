@@ -62,10 +62,12 @@ def reference_generate(model, tok, prompt, max_new_tokens, stop):
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 @pytest.mark.parametrize("batch_size", [1, 3, 64])
-def test_scores_match_unbatched_forward(arch, batch_size):
+@pytest.mark.parametrize("pack_length", [None, 4, 128])  # padded path, then prefix sharing
+def test_scores_match_unbatched_forward(arch, batch_size, pack_length):
     tok = make_tokenizer()
     model = make_model(arch, seed=1)
-    backend = HFBackend(model, tok, batch_size=batch_size)
+    backend = HFBackend(model, tok, batch_size=batch_size, pack_length=pack_length)
+    assert backend.tree_attention_supported() == (pack_length is not None)
     ref = reference_scores(model, tok, REQUESTS)
     ll = backend.loglikelihood(REQUESTS)
     acc = backend.token_accuracy(REQUESTS)
@@ -144,10 +146,11 @@ def test_next_token_logprobs_and_hidden_states(arch):
         backend.hidden_states(PROMPTS, layer=2)
 
 
-def test_long_context_is_truncated_from_the_left():
+@pytest.mark.parametrize("pack_length", [None, 128])
+def test_long_context_is_truncated_from_the_left(pack_length):
     tok = make_tokenizer()
     model = make_model("gpt2", seed=5)
-    backend = HFBackend(model, tok, max_length=8)
+    backend = HFBackend(model, tok, max_length=8, pack_length=pack_length)
     long_ctx = " ".join(["bira"] * 20)
     # The model reads ctx + answer[:-1]: with a one-token answer, the last 8 context tokens.
     short_ctx = " ".join(["bira"] * 8)
@@ -160,6 +163,8 @@ def test_empty_continuation_is_an_error():
     backend = HFBackend(make_model("gpt2"), make_tokenizer())
     with pytest.raises(KsmithError, match="empty"):
         backend.loglikelihood([("bira eats", "")])
+    with pytest.raises(KsmithError, match="pack_length"):
+        HFBackend(make_model("gpt2"), make_tokenizer(), pack_length=0)
 
 
 def test_registered_as_hf():

@@ -1,0 +1,254 @@
+"""Prefix sharing for teacher-forced scoring: a trie of token rows, packed under a tree mask.
+
+Scoring rows share prefixes (a prompt template, one question asked with several answers). A
+causal LM's output at position t depends only on tokens 0..t, so each distinct prefix -- each
+node of the trie of rows -- needs computing once. The trie is cut into packed sequences of at
+most `budget` tokens, ancestors before descendants; inside one, a token attends to itself and
+its trie ancestors only and has position id = its depth, so its hidden states are those of its
+prefix run alone. This is the tree attention ("topology-aware causal mask") with which SpecInfer
+(Miao et al., arXiv:2305.09781, Sec. 4) verifies a token tree in one pass, used here to score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedModel
+
+# Model types whose forward (transformers 5) uses a 4D attention mask as given (masking_utils
+# returns a 4D mask unchanged), reads positions from `position_ids` (learned or rotary) and
+# slices hidden states by a boolean `logits_to_keep` (`slice_logits_to_keep`).
+TREE_ATTENTION_MODELS = frozenset({"gpt2", "llama", "mistral", "qwen2", "qwen3"})
+# Attention implementations that apply a custom 4D mask (sdpa: boolean or additive; eager:
+# additive float). Flash-attention kernels take no such mask.
+TREE_ATTENTION_IMPLEMENTATIONS = frozenset({"sdpa", "eager"})
+
+
+def supports_tree_attention(config: PretrainedConfig, max_length: int) -> bool:
+    """Whether a model with this config computes a packed sequence under a tree mask exactly:
+    a known model type, sdpa or eager attention, and no sliding window shorter than
+    `max_length` (a custom mask replaces the window's own)."""
+    window = getattr(config, "sliding_window", None)
+    return (
+        getattr(config, "model_type", None) in TREE_ATTENTION_MODELS
+        and getattr(config, "_attn_implementation", None) in TREE_ATTENTION_IMPLEMENTATIONS
+        and (not window or window >= max_length)
+    )
+
+
+@dataclass(frozen=True)
+class PrefixTrie:
+    """The distinct prefixes of a set of token rows; nodes are numbered in depth-first preorder.
+
+    A row of n tokens is the path of n nodes `paths[row]`; the node at depth d stands for the
+    row's first d + 1 tokens, and the model's output there predicts the row's token d + 1.
+    """
+
+    tokens: list[int]  # node -> its last token
+    parents: list[int]  # node -> parent node, -1 at depth 0
+    depths: list[int]  # node -> depth (= position id)
+    paths: list[list[int]]  # row -> its nodes, first token first
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+def build_trie(rows: Sequence[Sequence[int]]) -> PrefixTrie:
+    """The prefix trie of `rows` (each non-empty), in O(total tokens).
+
+    Rows are inserted in lexicographic order: the longest prefix a row shares with any earlier
+    row is then the one it shares with the row just before, and new nodes come out in preorder.
+    """
+    tokens: list[int] = []
+    parents: list[int] = []
+    depths: list[int] = []
+    paths: list[list[int]] = [[] for _ in rows]
+    prev: Sequence[int] = ()
+    prev_path: list[int] = []
+    for r in sorted(range(len(rows)), key=lambda i: tuple(rows[i])):
+        row = rows[r]
+        shared = 0
+        for a, b in zip(prev, row, strict=False):
+            if a != b:
+                break
+            shared += 1
+        path = prev_path[:shared]
+        for d in range(shared, len(row)):
+            parents.append(path[-1] if path else -1)
+            path.append(len(tokens))
+            tokens.append(row[d])
+            depths.append(d)
+        paths[r] = path
+        prev, prev_path = row, path
+    return PrefixTrie(tokens, parents, depths, paths)
+
+
+@dataclass(frozen=True)
+class PackedSequence:
+    """Trie nodes run as one sequence: the ancestor path of node `first` (computed again here
+    so the sequence stands alone), then the preorder run of nodes ``first .. stop - 1``, which
+    are computed here for the first and only time (their "home")."""
+
+    ancestors: list[int]  # root side first; ancestors[d] is at depth d
+    first: int
+    stop: int
+
+    @property
+    def nodes(self) -> list[int]:
+        return [*self.ancestors, *range(self.first, self.stop)]
+
+    def __len__(self) -> int:
+        return len(self.ancestors) + self.stop - self.first
+
+
+def pack_trie(trie: PrefixTrie, budget: int) -> list[PackedSequence]:
+    """Cut the trie into sequences of at most ``max(budget, deepest path)`` tokens.
+
+    Each sequence is a run of consecutive nodes in preorder behind the ancestor path of the
+    run's first node. That is closed under parents: a node's parent comes before it in preorder,
+    and if it comes before the run's first node too, the run lies inside the parent's subtree
+    (subtrees are contiguous in preorder), so the parent is an ancestor of the first node.
+    """
+    if len(trie) == 0:
+        return []
+    budget = max(budget, max(trie.depths) + 1)
+    out: list[PackedSequence] = []
+    first = 0
+    while first < len(trie):
+        ancestors = []
+        p = trie.parents[first]
+        while p >= 0:
+            ancestors.append(p)
+            p = trie.parents[p]
+        ancestors.reverse()
+        stop = min(len(trie), first + budget - len(ancestors))
+        out.append(PackedSequence(ancestors, first, stop))
+        first = stop
+    return out
+
+
+def tree_inputs(
+    trie: PrefixTrie, seqs: Sequence[PackedSequence], pad_id: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Right-padded model inputs for a batch of packed sequences.
+
+    Returns input ids [B, L], position ids [B, L] (the trie depth) and the tree mask
+    [B, L, L] (True where query i may attend to key j: j is i or an ancestor of i). A pad
+    attends to itself only, so no softmax row is empty.
+    """
+    B, L = len(seqs), max(len(s) for s in seqs)
+    tokens = np.asarray(trie.tokens, dtype=np.int64)
+    depths = np.asarray(trie.depths, dtype=np.int64)
+    ids = np.full((B, L), pad_id, dtype=np.int64)
+    pos = np.zeros((B, L), dtype=np.int64)
+    parents = np.asarray(trie.parents, dtype=np.int64)
+    par = np.full((B, L), -1, dtype=np.int64)  # local parent; pads have none
+    for b, s in enumerate(seqs):
+        nodes = np.asarray(s.nodes, dtype=np.int64)
+        n, a = len(nodes), len(s.ancestors)
+        ids[b, :n] = tokens[nodes]
+        pos[b, :n] = depths[nodes]
+        # An ancestor at depth d sits at local index d; a run node v at a + v - first.
+        p = parents[nodes]  # [n]
+        par[b, :n] = np.where(p >= s.first, a + p - s.first, np.where(p >= 0, depths[p], -1))
+    # Walk every query up its ancestor chain at once: one step per trie level.
+    mask = np.zeros((B, L, L), dtype=bool)
+    b_idx = np.repeat(np.arange(B), L)  # [B*L]
+    q_idx = np.tile(np.arange(L), B)  # [B*L]
+    cur = q_idx.copy()  # [B*L] current ancestor (local index), -1 once past the root
+    while b_idx.size:
+        mask[b_idx, q_idx, cur] = True
+        cur = par[b_idx, cur]
+        live = cur >= 0
+        b_idx, q_idx, cur = b_idx[live], q_idx[live], cur[live]
+    return ids, pos, mask
+
+
+def tree_forwards(
+    trie: PrefixTrie,
+    batches: Iterable[Sequence[PackedSequence]],
+    keep: np.ndarray,
+    pad_id: int,
+    mask_dtype: torch.dtype,
+    device: torch.device,
+) -> Iterator[tuple[dict[str, torch.Tensor | bool], np.ndarray]]:
+    """Model keyword arguments for each batch of packed sequences, and the nodes whose logits
+    it returns: those with `keep` [n_nodes] set, projected at their home position only (a
+    boolean `logits_to_keep` [B, L] flattens the logits to [K, V], in row-major order).
+
+    The tree mask is boolean (True = attend; sdpa) for ``mask_dtype=torch.bool``, else
+    additive in that float dtype (0 or its minimum; what eager attention adds to the scores).
+    """
+    for batch in batches:
+        ids, pos, allowed = tree_inputs(trie, batch, pad_id)  # [B, L], [B, L], [B, L, L]
+        mask = torch.from_numpy(allowed)
+        if mask_dtype != torch.bool:
+            mask = torch.zeros(allowed.shape, dtype=mask_dtype).masked_fill_(
+                ~mask, torch.finfo(mask_dtype).min
+            )
+        home = np.zeros(ids.shape, dtype=bool)  # [B, L]
+        kept = []
+        for b, s in enumerate(batch):
+            wanted = np.flatnonzero(keep[s.first : s.stop])  # offsets in the run
+            home[b, len(s.ancestors) + wanted] = True
+            kept.append(s.first + wanted)
+        if not home.any():
+            continue  # only ancestors of nodes homed elsewhere: nothing to read here
+        kwargs: dict[str, torch.Tensor | bool] = {
+            "input_ids": torch.from_numpy(ids).to(device),
+            "position_ids": torch.from_numpy(pos).to(device),
+            "attention_mask": mask[:, None].to(device),  # [B, 1, L, L]
+            "logits_to_keep": torch.from_numpy(home).to(device),
+            "use_cache": False,
+        }
+        yield kwargs, np.concatenate(kept)
+
+
+def continuation_nodes(
+    trie: PrefixTrie, members: Sequence[list[int]], continuations: Sequence[list[int]]
+) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """Where each continuation token is predicted: a continuation of k tokens is read at the
+    last k trie nodes of its row (`members[row]` lists the requests a row serves). Returns the
+    requests in pair order [N], and per (request, token) pair its trie node [T] and target [T].
+    """
+    owners: list[int] = []
+    node: list[int] = []
+    target: list[int] = []
+    for r, mem in enumerate(members):
+        path = trie.paths[r]
+        for i in mem:
+            cont = continuations[i]
+            owners.append(i)
+            node.extend(path[len(path) - len(cont) :])
+            target.extend(cont)
+    return owners, np.asarray(node, dtype=np.int64), np.asarray(target, dtype=np.int64)
+
+
+def score_tree_nodes(
+    model: PreTrainedModel,
+    forwards: Iterable[tuple[dict[str, torch.Tensor | bool], np.ndarray]],
+    node: np.ndarray,
+    target: np.ndarray,
+    n_nodes: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run `forwards` and read, per (node, target) pair, log p(target | node's prefix) [T] and
+    the argmax token at the node [T] (float32 and long, on CPU). Call under inference mode."""
+    token_ll = torch.zeros(len(node), dtype=torch.float32)  # [T]
+    greedy = torch.zeros(n_nodes, dtype=torch.long)  # [n_nodes], set where kept
+    where = np.full(n_nodes, -1, dtype=np.int64)  # node -> row of the current logits
+    for kwargs, kept in forwards:
+        logits = model(**kwargs).logits  # [K, V]
+        logp = torch.log_softmax(logits.float(), dim=-1)  # [K, V]
+        greedy[kept] = logp.argmax(-1).cpu()
+        where[kept] = np.arange(len(kept))
+        sel = np.flatnonzero(np.isin(node, kept))  # pairs predicted in this forward
+        rows = torch.from_numpy(where[node[sel]]).to(logp.device)
+        cols = torch.from_numpy(target[sel]).to(logp.device)
+        token_ll[sel] = logp[rows, cols].cpu()
+    return token_ll, greedy[node]

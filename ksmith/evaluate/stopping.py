@@ -1,0 +1,39 @@
+"""Stop strings for greedy generation: cut a text at the first one, stop a batch row at it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from transformers import StoppingCriteria
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """`text` up to (not including) the earliest stop string."""
+    end = len(text)
+    for s in stop:
+        if s:
+            pos = text.find(s)
+            if pos != -1:
+                end = min(end, pos)
+    return text[:end]
+
+
+class StopOnStrings(StoppingCriteria):
+    """Stopping criterion: a row is done once its new text (the tokens after column `start`)
+    holds a stop string."""
+
+    def __init__(self, decode: Callable[[list[int]], str], start: int, stop: tuple[str, ...]):
+        super().__init__()
+        self.decode = decode  # new token ids -> text (cut at EOS)
+        self.start = start
+        self.stop = tuple(s for s in stop if s)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        if not self.stop:
+            return done
+        for row, ids in enumerate(input_ids[:, self.start :].tolist()):
+            text = self.decode(ids)
+            done[row] = any(s in text for s in self.stop)
+        return done
