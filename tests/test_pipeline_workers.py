@@ -11,12 +11,13 @@ from ksmith.pipeline.workers import CellFailed, Job, run_jobs
 
 
 def record(path: str, value: int) -> None:
-    """A cell: writes its value and the process's torch thread count."""
+    """A cell: writes its value, the torch thread count, the process id, TQDM_DISABLE."""
     import os
 
     import torch
 
-    Path(path).write_text(f"{value} {torch.get_num_threads()} {os.getpid()}")
+    quiet = os.environ.get("TQDM_DISABLE", "-")
+    Path(path).write_text(f"{value} {torch.get_num_threads()} {os.getpid()} {quiet}")
 
 
 def refuse(name: str) -> None:
@@ -39,6 +40,8 @@ def test_every_job_runs(tmp_path, workers):
     assert in_parent == (workers == 1)  # workers are separate processes...
     if workers > 1:
         assert {r[1] for r in rows} == {"1"}  # ...with the declared torch threads
+        assert {r[3] for r in rows} == {"1"}  # ...and their own progress bars off
+    assert "TQDM_DISABLE" not in os.environ  # the parent's environment is restored
 
 
 @pytest.mark.parametrize("workers", [1, 2])

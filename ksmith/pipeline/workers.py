@@ -13,11 +13,12 @@ raised in the parent with the cell named, so the caller's atomic output folder i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -42,12 +43,32 @@ class CellFailed(KsmithError):
     """A cell raised; the message names the cell and carries the original error."""
 
 
+# Set in the workers' environment from their start (tqdm reads its defaults when imported):
+# the parent shows one bar for the stage, so the cells' own bars are off.
+WORKER_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+
+
 def _init_worker(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    os.environ["TQDM_DISABLE"] = "1"  # the parent shows one bar for the stage
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """`values` set in os.environ inside the block (so processes started there inherit them),
+    and the previous values restored after it."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _call(job: Job) -> tuple[str, str | None]:
@@ -80,6 +101,7 @@ def run_jobs(
     ordered = sorted(jobs, key=lambda j: -j.cost)
     context = multiprocessing.get_context("spawn")
     with (
+        _environment(WORKER_ENV),
         ProcessPoolExecutor(
             workers, mp_context=context, initializer=_init_worker, initargs=(threads,)
         ) as pool,
