@@ -179,3 +179,20 @@ def test_empty_context_is_scored_after_the_bos_token():
     with torch.inference_mode():
         logits = model(input_ids=torch.tensor([[tok.bos_token_id]])).logits[0, -1]
     assert ll == pytest.approx(torch.log_softmax(logits, -1)[grass].item(), abs=1e-5)
+
+
+def test_scoring_pauses_the_cyclic_gc_and_restores_it(monkeypatch):
+    import gc
+
+    backend = HFBackend(make_model("llama"), make_tokenizer())
+    seen = []
+
+    def failing(requests):
+        seen.append(gc.isenabled())
+        raise KsmithError("stop")
+
+    monkeypatch.setattr(backend, "_score", failing)
+    assert gc.isenabled()
+    with pytest.raises(KsmithError, match="stop"):
+        backend.score([("the bira eats", " grass")])
+    assert seen == [False] and gc.isenabled()

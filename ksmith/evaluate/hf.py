@@ -17,6 +17,8 @@ distribution after a prompt (KL) and a block's last-token hidden state (CKA).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import inspect
 import logging
 from collections.abc import Iterator, Sequence
@@ -163,6 +165,10 @@ class HFBackend(Backend):
         Requests whose model input is the same token sequence (the options of a multiple-choice
         question whose answers are one token each, as lm-eval groups them) share one row.
         """
+        with _gc_paused():
+            return self._score(requests)
+
+    def _score(self, requests: Sequence[tuple[str, str]]) -> list[ContinuationScore]:
         unique = list(dict.fromkeys((c, x) for c, x in requests))
         contexts = self._encode_contexts([c for c, _ in unique])
         continuations = self._encode([x for _, x in unique], special=False)
@@ -401,6 +407,21 @@ class HFBackend(Backend):
                 result = torch.empty((len(prompts), vec.shape[-1]), dtype=torch.float32)
             result[torch.tensor(list(batch))] = vec
         return result if result is not None else torch.empty((0, 0))
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off inside the block. Scoring allocates many small
+    lists and creates no cycles; with a large heap (a loaded dataset) the full collections
+    those allocations trigger cost more than the scoring itself (measured: 430 ms pauses in
+    a 200 ms call). Reference counting still frees everything."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _continuation_scores(
