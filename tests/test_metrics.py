@@ -209,6 +209,27 @@ def test_unlearn_avoid_semantics_and_residual_retention_per_request():
     assert "rr@any" not in metrics_of(ps[:1], {"a": old}, {"a": old}, kind="edit")
 
 
+def test_known_slices_count_only_what_the_model_knew_before():
+    old = "grass"
+    unl = {"before": old, "after": old, "expect": "avoid", "kind": "unlearn"}
+    ps = [
+        probe("a", request="g0.r0", **unl),  # known, then forgotten
+        probe("b", "paraphrase", request="g0.r0", **unl),  # never known: trivially "forgotten"
+        probe("c", "paraphrase", request="g0.r1", **unl),  # known, still produced
+        probe("e", "reverse", request="g0.r1", **unl),  # never known
+    ]
+    before = {"a": old, "b": "meat", "c": old, "e": "fish"}
+    after = {"a": "I don't know", "b": "meat", "c": old, "e": "fish"}
+    m = metrics_of(ps, before, after, kind="unlearn")
+    assert m["generalization@cloze"]["value"] == 0.5 and m["generalization@cloze"]["n"] == 2
+    assert m["generalization.known@cloze"]["value"] == 0.0
+    assert m["generalization.known@cloze"]["n"] == 1
+    assert m["efficacy.known@cloze"]["value"] == 1.0
+    assert m["propagation@cloze"]["value"] == 1.0
+    assert m["propagation.known@cloze"]["value"] is None  # nothing entailed was known
+    assert metric_info("generalization.known@cloze")["group"] == "generalization"
+
+
 def test_negation_probes_correct_after():
     ps = [
         probe("n1", "negation", fmt="mcq", before="true", after="false", options=("true", "false")),

@@ -117,26 +117,43 @@ def _per_mode(view: PredictionView, name: str, value: Callable[[Item], bool], **
         yield f"{name}@{mode}", mode, _f(value(it) for it in view.select(mode, **where))
 
 
+def _known(view: PredictionView, name: str, value: Callable[[Item], bool], **where: Any):
+    """`name`.known: the same per mode, over the probes the model answered correctly before
+    the update only. A fact the model never knew is trivially "forgotten" and its edit changes
+    no knowledge, so these slices say what an update did to what the model actually knew."""
+    for mode in view.modes:
+        items = [it for it in view.select(mode, **where) if it.before["correct"]]
+        yield f"{name}.known@{mode}", mode, _f(value(it) for it in items)
+
+
 @metric(
     "efficacy",
     direction="higher",
     group="efficacy",
-    description="direct Q+ probes correct after the update (edit success, KnowEdit eq. 10)",
+    description="direct Q+ probes correct after the update (edit success, KnowEdit eq. 10); "
+    ".known: only probes answered correctly before it",
 )
 def efficacy(view: PredictionView) -> Iterable[Series]:
-    yield from _per_mode(view, "efficacy", lambda it: it.after["correct"], type="direct", qset="Q+")
+    def ok(it: Item) -> bool:
+        return it.after["correct"]
+
+    yield from _per_mode(view, "efficacy", ok, type="direct", qset="Q+")
+    yield from _known(view, "efficacy", ok, type="direct", qset="Q+")
 
 
 @metric(
     "generalization",
     direction="higher",
     group="generalization",
-    description="held-out paraphrases of the requested facts correct after the update",
+    description="held-out paraphrases of the requested facts correct after the update; "
+    ".known: only paraphrases answered correctly before it",
 )
 def generalization(view: PredictionView) -> Iterable[Series]:
-    yield from _per_mode(
-        view, "generalization", lambda it: it.after["correct"], type="paraphrase", qset="Q+"
-    )
+    def ok(it: Item) -> bool:
+        return it.after["correct"]
+
+    yield from _per_mode(view, "generalization", ok, type="paraphrase", qset="Q+")
+    yield from _known(view, "generalization", ok, type="paraphrase", qset="Q+")
 
 
 @metric(
@@ -144,13 +161,15 @@ def generalization(view: PredictionView) -> Iterable[Series]:
     direction="higher",
     group="propagation",
     description="entailed Q+ facts correct after the update: overall, and by type "
-    "(reverse, multi_hop and its hop counts .h<k>, comparison)",
+    "(reverse, multi_hop and its hop counts .h<k>, comparison); .known: overall, only probes "
+    "answered correctly before it",
 )
 def propagation(view: PredictionView) -> Iterable[Series]:
     def ok(it: Item) -> bool:
         return it.after["correct"]
 
     yield from _per_mode(view, "propagation", ok, type=PROPAGATION_TYPES, qset="Q+")
+    yield from _known(view, "propagation", ok, type=PROPAGATION_TYPES, qset="Q+")
     for t in PROPAGATION_TYPES:
         yield from _per_mode(view, f"propagation.{t}", ok, type=t, qset="Q+")
     hops = sorted({int(it.probe["hops"]) for it in view.select(type="multi_hop", qset="Q+")})
