@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ksmith.evaluate.metrics import headline, metric_info, parse_metric_name
+from ksmith.evaluate.metrics import HEADLINE_MODES, headline, metric_info, parse_metric_name
 from ksmith.pipeline.matrix import parse_config
 
 LEVELS = ("root", "intermediate", "leaf")
@@ -42,7 +42,15 @@ class CellResult:
     metrics: dict[str, dict[str, Any]]  # full metrics.json "metrics"
 
     def value(self, base: str) -> float | None:
-        """The headline value of a base metric name (``efficacy``), in its headline mode."""
+        """The headline value of a base metric name (``efficacy``), in its headline mode; for a
+        sliced name (``propagation.known``), its value in the first mode of HEADLINE_MODES that
+        has one."""
+        if "." in base:
+            for mode in HEADLINE_MODES:
+                value = self.metrics.get(f"{base}@{mode}", {}).get("value")
+                if value is not None:
+                    return value
+            return None
         for name, m in headline(self.metrics).items():
             if parse_metric_name(name)[0] == base:
                 return m.get("value")
@@ -171,6 +179,11 @@ def _questions(cells: Sequence[CellResult]) -> list[str]:
             "",
             *_by_level_scale(edit, "propagation"),
             "",
+            "The same, over the entailed facts the model knew before the update only "
+            "(propagation.known):",
+            "",
+            *_by_level_scale(edit, "propagation.known"),
+            "",
         ]
     if unl:
         out += [
@@ -184,6 +197,11 @@ def _questions(cells: Sequence[CellResult]) -> list[str]:
             "Propagation of the removal to entailed facts (higher is better):",
             "",
             *_by_level_scale(unl, "propagation"),
+            "",
+            "The same, over the entailed facts the model knew before the update only "
+            "(propagation.known; a fact it never knew counts as removed above):",
+            "",
+            *_by_level_scale(unl, "propagation.known"),
             "",
         ]
     if edit and unl:
