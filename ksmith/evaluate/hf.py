@@ -22,7 +22,6 @@ import gc
 import inspect
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +30,7 @@ import torch
 
 from ksmith.errors import KsmithError
 from ksmith.evaluate.backend import BACKENDS, Backend
+from ksmith.evaluate.continuations import ContinuationScore, continuation_scores
 from ksmith.evaluate.packing import (
     PrefixTrie,
     build_trie,
@@ -46,25 +46,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ContinuationScore:
-    """Teacher-forced score of one continuation after its context.
-
-    `loglikelihood` = sum_t log p(y_t | x, y_<t); `token_accuracy` = share of t with
-    y_t = argmax p(. | x, y_<t); `greedy_ids` are those argmax tokens (the model's own
-    teacher-forced answer), so `is_greedy` means greedy decoding would produce the continuation.
-    """
-
-    loglikelihood: float
-    token_accuracy: float
-    n_tokens: int
-    greedy_ids: tuple[int, ...]
-
-    @property
-    def is_greedy(self) -> bool:
-        return self.token_accuracy == 1.0
 
 
 def _chunks(seq: Sequence[int], size: int) -> Iterator[Sequence[int]]:
@@ -259,7 +240,7 @@ class HFBackend(Backend):
         forwards = self.packed_forwards(trie, keep)
         token_ll, greedy = score_tree_nodes(self.model, forwards, node, target, len(trie))
         lengths = [len(continuations[i]) for i in owners]
-        scores = _continuation_scores(token_ll, greedy, torch.from_numpy(target), lengths)
+        scores = continuation_scores(token_ll, greedy, torch.from_numpy(target), lengths)
         for i, sc in zip(owners, scores, strict=True):
             results[i] = sc
 
@@ -298,7 +279,7 @@ class HFBackend(Backend):
         target = torch.tensor(targets, device=dev)  # [T]
         token_ll = logp.gather(-1, target[:, None]).squeeze(-1)  # [T]
         greedy = logp.argmax(-1)  # [T]
-        return _continuation_scores(token_ll, greedy, target, [len(c) for _, c in items])
+        return continuation_scores(token_ll, greedy, target, [len(c) for _, c in items])
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[float]:
         return [s.loglikelihood for s in self.score(requests)]
@@ -422,31 +403,6 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-
-def _continuation_scores(
-    token_ll: torch.Tensor, greedy: torch.Tensor, target: torch.Tensor, lengths: Sequence[int]
-) -> list[ContinuationScore]:
-    """Sum per-token log p [T], argmax [T] and targets [T] over consecutive continuations of
-    the given lengths (sum(lengths) = T)."""
-    dev = token_ll.device
-    own = torch.repeat_interleave(torch.tensor(lengths, device=dev))  # [T] -> continuation
-    hit = (greedy == target.to(dev)).float()  # [T]
-    ll = torch.zeros(len(lengths), device=dev).index_add_(0, own, token_ll).tolist()  # [N]
-    hits = torch.zeros(len(lengths), device=dev).index_add_(0, own, hit).tolist()  # [N]
-    greedy_l = greedy.tolist()
-    out, start = [], 0
-    for n, k in enumerate(lengths):
-        out.append(
-            ContinuationScore(
-                loglikelihood=ll[n],
-                token_accuracy=hits[n] / k,
-                n_tokens=k,
-                greedy_ids=tuple(greedy_l[start : start + k]),
-            )
-        )
-        start += k
-    return out
 
 
 if "hf" not in BACKENDS:

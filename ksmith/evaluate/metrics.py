@@ -117,13 +117,16 @@ def _per_mode(view: PredictionView, name: str, value: Callable[[Item], bool], **
         yield f"{name}@{mode}", mode, _f(value(it) for it in view.select(mode, **where))
 
 
-def _known(view: PredictionView, name: str, value: Callable[[Item], bool], **where: Any):
-    """`name`.known: the same per mode, over the probes the model answered correctly before
-    the update only. A fact the model never knew is trivially "forgotten" and its edit changes
-    no knowledge, so these slices say what an update did to what the model actually knew."""
+def _correct_after(view: PredictionView, name: str, **where: Any):
+    """Share of the selected probes correct after the update, per mode; and `name`.known, the
+    same over the probes the model answered correctly before it only. A fact the model never
+    knew is trivially "forgotten" and its edit changes no knowledge, so the .known slice says
+    what an update did to what the model actually knew."""
     for mode in view.modes:
-        items = [it for it in view.select(mode, **where) if it.before["correct"]]
-        yield f"{name}.known@{mode}", mode, _f(value(it) for it in items)
+        items = view.select(mode, **where)
+        yield f"{name}@{mode}", mode, _f(it.after["correct"] for it in items)
+        known = [it for it in items if it.before["correct"]]
+        yield f"{name}.known@{mode}", mode, _f(it.after["correct"] for it in known)
 
 
 @metric(
@@ -134,11 +137,7 @@ def _known(view: PredictionView, name: str, value: Callable[[Item], bool], **whe
     ".known: only probes answered correctly before it",
 )
 def efficacy(view: PredictionView) -> Iterable[Series]:
-    def ok(it: Item) -> bool:
-        return it.after["correct"]
-
-    yield from _per_mode(view, "efficacy", ok, type="direct", qset="Q+")
-    yield from _known(view, "efficacy", ok, type="direct", qset="Q+")
+    yield from _correct_after(view, "efficacy", type="direct", qset="Q+")
 
 
 @metric(
@@ -149,11 +148,7 @@ def efficacy(view: PredictionView) -> Iterable[Series]:
     ".known: only paraphrases answered correctly before it",
 )
 def generalization(view: PredictionView) -> Iterable[Series]:
-    def ok(it: Item) -> bool:
-        return it.after["correct"]
-
-    yield from _per_mode(view, "generalization", ok, type="paraphrase", qset="Q+")
-    yield from _known(view, "generalization", ok, type="paraphrase", qset="Q+")
+    yield from _correct_after(view, "generalization", type="paraphrase", qset="Q+")
 
 
 @metric(
@@ -168,8 +163,7 @@ def propagation(view: PredictionView) -> Iterable[Series]:
     def ok(it: Item) -> bool:
         return it.after["correct"]
 
-    yield from _per_mode(view, "propagation", ok, type=PROPAGATION_TYPES, qset="Q+")
-    yield from _known(view, "propagation", ok, type=PROPAGATION_TYPES, qset="Q+")
+    yield from _correct_after(view, "propagation", type=PROPAGATION_TYPES, qset="Q+")
     for t in PROPAGATION_TYPES:
         yield from _per_mode(view, f"propagation.{t}", ok, type=t, qset="Q+")
     hops = sorted({int(it.probe["hops"]) for it in view.select(type="multi_hop", qset="Q+")})

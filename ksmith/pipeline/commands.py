@@ -127,16 +127,8 @@ def _update(args: argparse.Namespace) -> int:
     return 0
 
 
-def evaluate_cell(model: str, dataset: str, config: str, out: Path, update: Path | None,
-                  options) -> None:  # fmt: skip
-    """One evaluation cell (a module-level function, so worker processes can run it)."""
-    from ksmith.evaluate.runner import evaluate
-
-    evaluate(model, dataset, config, out=out, update=update, options=options)
-
-
 def _evaluate(args: argparse.Namespace) -> int:
-    from ksmith.evaluate.runner import EvalOptions
+    from ksmith.evaluate.runner import EvalOptions, evaluate
     from ksmith.io import atomic_output_dir
     from ksmith.pipeline.workers import Job, run_jobs
 
@@ -154,10 +146,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     model = resolve_model(args.model)
     with atomic_output_dir(args.out, kind="pipeline-results") as tmp:
         jobs = [
-            Job(cell.cell_id, evaluate_cell, (
-                model, args.dataset, cell.config, tmp / cell.cell_id,
-                None if method is None else Path(args.updates) / cell.cell_id, options,
-            ), cost=cell.scale)
+            Job(cell.cell_id, evaluate, (model, args.dataset, cell.config), cost=cell.scale,
+                kwargs={"out": tmp / cell.cell_id, "options": options,
+                        "update": None if method is None else Path(args.updates) / cell.cell_id})
             for cell in cells
         ]  # fmt: skip
         run_jobs(

@@ -42,18 +42,12 @@ class CellResult:
     metrics: dict[str, dict[str, Any]]  # full metrics.json "metrics"
 
     def value(self, base: str) -> float | None:
-        """The headline value of a base metric name (``efficacy``), in its headline mode; for a
-        sliced name (``propagation.known``), its value in the first mode of HEADLINE_MODES that
-        has one."""
-        if "." in base:
-            for mode in HEADLINE_MODES:
-                value = self.metrics.get(f"{base}@{mode}", {}).get("value")
-                if value is not None:
-                    return value
-            return None
-        for name, m in headline(self.metrics).items():
-            if parse_metric_name(name)[0] == base:
-                return m.get("value")
+        """A metric's value in its headline mode: the first mode of HEADLINE_MODES that has
+        one. `base` is a metric name, possibly sliced (``efficacy``, ``propagation.known``)."""
+        for mode in HEADLINE_MODES:
+            value = self.metrics.get(f"{base}@{mode}", {}).get("value")
+            if value is not None:
+                return value
         return None
 
 

@@ -20,7 +20,7 @@ import os
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ksmith.errors import KsmithError
@@ -30,13 +30,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Job:
-    """One cell's work: ``fn(*args)``. `fn` must be a module-level function (workers import it);
-    `cost` orders the jobs, largest first."""
+    """One cell's work: ``fn(*args, **kwargs)``. `fn` must be a module-level function (workers
+    import it); `cost` orders the jobs, largest first."""
 
     name: str
     fn: Callable[..., Any]
     args: tuple[Any, ...]
     cost: float = 0.0
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 class CellFailed(KsmithError):
@@ -74,7 +75,7 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
 def _call(job: Job) -> tuple[str, str | None]:
     """Run one job; errors come back as text (exception objects may not survive pickling)."""
     try:
-        job.fn(*job.args)
+        job.fn(*job.args, **job.kwargs)
     except KsmithError as e:
         return job.name, str(e)
     except Exception:  # an unexpected failure: keep its traceback for the report
