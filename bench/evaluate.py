@@ -7,17 +7,20 @@ Scores the same (prompt, answer) probes three ways on the world model:
   looped   -- one unbatched forward pass per probe, as EasyEdit-style evaluators do;
   forward  -- bare forward passes over the very model inputs the backend builds (packed ids,
               position ids, tree masks and `logits_to_keep`, or the padded batches).
-Each side is timed as the best of `--repeats` runs. Prints probes/s for batched and looped
+Each side is timed as the best of `--repeats` runs, the sides taking turns. Prints probes/s for batched and looped
 (`ratio=` batched/looped, target >= 20) and the backend's time against the bare forward
 (`overhead=` backend time / forward time, target <= 1.5; it counts tokenization, the trie, the
-masks and the log-softmax). Token counts: `real_tokens` (sum
+masks and the log-softmax). On the packed path the backend also runs the last block's MLP only
+where logits are read (`LastMLPWhereRead`), so it computes less than the bare forward;
+`overhead_same_forward=` compares it with a bare forward that skips the same, which isolates
+the work outside the model. Token counts: `real_tokens` (sum
 of distinct row lengths, what the padded path computes without padding), `trie_nodes` (distinct
 prefixes, the least any exact method computes), `model_tokens` (positions the forwards run,
 padding and repeated ancestor paths included). The last line is one `key=value` summary with
 `ratio=` first.
 
     python bench/evaluate.py [--model WORLD_MODEL_DIR] [--dataset DATASET_DIR] [--n 2000]
-                             [--pack-length 128 (0: padded path)] [--clock wall|cpu]
+                             [--pack-length 64 (0: padded path)] [--clock wall|cpu]
 
 Without --model, a model of the default world-model shape (specs/world/default.yaml) is made
 from its config with a word tokenizer over the probe texts (scores are then random, speeds
@@ -29,13 +32,15 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ksmith.evaluate.hf import HFBackend
-from ksmith.evaluate.packing import build_trie, continuation_nodes
+from ksmith.evaluate.packing import LastMLPWhereRead, build_trie, continuation_nodes
+from ksmith.runtime import keep_freed_memory
 
 WORDS = (
     "Bira Tolan Mesu Karo Vindel Lumo Sapi Dorat Fenu Gali eats lives in the forest desert "
@@ -119,16 +124,19 @@ def forward_batches(backend: HFBackend, requests) -> tuple[list[dict], dict[str,
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
-def best_of(fn, repeats: int, clock: str = "wall") -> float:
-    """Fastest of `repeats` runs. ``clock="cpu"`` counts this process's CPU time, which on a
-    loaded machine estimates what the wall time would be on an idle one (single thread)."""
+def best_of(fns: dict[str, Callable[[], object]], repeats: int, clock: str = "wall"):
+    """Fastest of `repeats` runs of each function, in seconds. The functions take turns (one
+    run of each per round), so a noisy spell on a shared machine slows all sides alike.
+    ``clock="cpu"`` counts this process's CPU time, which on a loaded machine estimates what
+    the wall time would be on an idle one (single thread)."""
     now = CLOCKS[clock]
-    times = []
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        t0 = now()
-        fn()
-        times.append(now() - t0)
-    return min(times)
+        for name, fn in fns.items():
+            t0 = now()
+            fn()
+            times[name].append(now() - t0)
+    return {name: min(ts) for name, ts in times.items()}
 
 
 def main() -> None:
@@ -139,9 +147,9 @@ def main() -> None:
     ap.add_argument("--n-looped", type=int, default=300, help="probes scored one by one")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument(
-        "--pack-length", type=int, default=128, help="packed sequence length; 0 = padded path"
+        "--pack-length", type=int, default=64, help="packed sequence length; 0 = padded path"
     )
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument(
         "--clock",
         choices=sorted(CLOCKS),
@@ -149,6 +157,7 @@ def main() -> None:
         help="wall time (default) or process CPU time (for loaded machines; use one thread)",
     )
     args = ap.parse_args()
+    keep_freed_memory()  # as the ksmith command and pipeline workers do
 
     requests = dataset_probes(args.dataset, args.n) if args.dataset else synthetic_probes(args.n)
     if args.model:
@@ -167,13 +176,31 @@ def main() -> None:
         f"threads={torch.get_num_threads()} probes={len(requests)}"
     )
 
-    backend.score(requests[:64])  # warm-up
-    t_batched = best_of(lambda: backend.score(requests), args.repeats, args.clock)
     some = requests[: args.n_looped]
-    # Best of the same number of runs as the batched side: noise then slows neither more.
-    t_looped = best_of(lambda: looped(model, tokenizer, some), args.repeats, args.clock)
+    batches, counts = forward_batches(backend, requests)
+
+    def forward_only(skip_last_mlp: bool = False):
+        packed = skip_last_mlp and backend.tree_attention_supported()
+        with torch.inference_mode(), LastMLPWhereRead(model) as last_mlp:
+            for kwargs in batches:
+                last_mlp.where = kwargs["logits_to_keep"] if packed else None
+                model(**kwargs)
+
+    backend.score(requests[:64])  # warm-up
+    forward_only()
+    best = best_of(
+        {
+            "batched": lambda: backend.score(requests),
+            "looped": lambda: looped(model, tokenizer, some),
+            "forward": forward_only,
+            "forward_same": lambda: forward_only(True),
+        },
+        args.repeats,
+        args.clock,
+    )
+    t_batched, t_forward, t_same = best["batched"], best["forward"], best["forward_same"]
     batched_ps = len(requests) / t_batched
-    looped_ps = len(some) / t_looped
+    looped_ps = len(some) / best["looped"]
     # The two ways agree (same numbers, different speed).
     ref = looped(model, tokenizer, some[:20])
     got = backend.loglikelihood(some[:20])
@@ -188,26 +215,18 @@ def main() -> None:
         f"max |loglik diff| = {max_diff:.2e} (vs looped), {diff_padded:.2e} (vs padded, all); "
         f"same greedy tokens: {greedy_same}"
     )
-
-    batches, counts = forward_batches(backend, requests)
-
-    def forward_only():
-        with torch.inference_mode():
-            for kwargs in batches:
-                model(**kwargs)
-
-    forward_only()
-    t_forward = best_of(forward_only, args.repeats, args.clock)
-    overhead = t_batched / t_forward
+    overhead, overhead_same = t_batched / t_forward, t_batched / t_same
     print(
         f"tokens: real={counts['real_tokens']} trie_nodes={counts['trie_nodes']} "
         f"run={counts['model_tokens']} in {len(batches)} forwards   "
-        f"backend: {t_batched * 1e3:.0f} ms   bare forward: {t_forward * 1e3:.0f} ms   "
-        f"overhead={overhead:.2f}"
+        f"backend: {t_batched * 1e3:.0f} ms   bare forward: {t_forward * 1e3:.0f} ms "
+        f"({t_same * 1e3:.0f} ms skipping the same MLP positions)   "
+        f"overhead={overhead:.2f} overhead_same_forward={overhead_same:.2f}"
     )
     print(
         f"ratio={batched_ps / looped_ps:.1f} batched_probes_s={batched_ps:.0f} "
         f"looped_probes_s={looped_ps:.1f} overhead={overhead:.2f} "
+        f"overhead_same_forward={overhead_same:.2f} "
         f"real_tokens={counts['real_tokens']} trie_nodes={counts['trie_nodes']} "
         f"model_tokens={counts['model_tokens']} forwards={len(batches)} "
         f"packed={int(backend.tree_attention_supported())} pack_length={backend.pack_length} "

@@ -30,6 +30,7 @@ from ksmith.methods.alphaedit import AlphaEdit
 from ksmith.methods.base import METHODS, Request, TextPair, UpdateProblem
 from ksmith.methods.memit import MEMIT
 from ksmith.methods.rome import ROME
+from ksmith.runtime import keep_freed_memory
 
 FOODS = "meat grass fish seeds insects fruit leaves nectar".split()
 PLACES = "forest desert ocean river mountain swamp cave meadow".split()
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--ks", default="1,10,100", help="comma-separated request counts")
     args = ap.parse_args(argv)
+    keep_freed_memory()  # as the ksmith command and pipeline workers do
     logging.basicConfig(level=logging.WARNING)
     ks = [int(x) for x in args.ks.split(",")]
     corpus, facts = synthetic_world(max(ks))

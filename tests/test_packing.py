@@ -197,3 +197,38 @@ def test_models_without_tree_attention_use_the_padded_path():
         [got] = backend.score([("what does bira eat ? answer :", " grass")])
     [(ll, _)] = reference(model, tok, [("what does bira eat ? answer :", " grass")], 64)
     assert got.loglikelihood == pytest.approx(ll, abs=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen3"])
+def test_last_mlp_runs_only_where_logits_are_read_and_changes_none(arch):
+    from ksmith.evaluate.packing import LastMLPWhereRead
+    from ksmith.models.arch import get_module, layer_path
+
+    tok = make_tokenizer()
+    model = small_model(arch, seed=5)
+    backend = HFBackend(model, tok, batch_size=4, pack_length=16)
+    unique = list(dict.fromkeys(REQUESTS))
+    ctx = backend._encode_contexts([c for c, _ in unique])
+    cont = backend._encode([x for _, x in unique], special=False)
+    rows, members = backend.scoring_rows(unique, ctx, cont)
+    trie = build_trie(rows)
+    _, node, _ = continuation_nodes(trie, members, cont)
+    keep = np.zeros(len(trie), dtype=bool)
+    keep[node] = True
+    seen = []  # positions the last MLP's output projection computes, per forward
+    out_proj = get_module(model, layer_path(model, -1, "mlp_out"))
+    out_proj.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[:-1].numel()))
+    with torch.inference_mode():
+        for kwargs, kept in backend.packed_forwards(trie, keep):
+            seen.clear()
+            full = model(**kwargs).logits
+            assert seen == [kwargs["input_ids"].numel()]
+            with LastMLPWhereRead(model) as last_mlp:
+                last_mlp.where = kwargs["logits_to_keep"]
+                seen.clear()
+                skipped = model(**kwargs).logits
+            assert seen == [len(kept)] and len(kept) < kwargs["input_ids"].numel()
+            torch.testing.assert_close(skipped, full, rtol=0, atol=1e-5)
+        seen.clear()
+        model(**kwargs)  # the hooks are gone after the block
+        assert seen == [kwargs["input_ids"].numel()]

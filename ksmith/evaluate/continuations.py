@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -32,11 +33,11 @@ def continuation_scores(
 ) -> list[ContinuationScore]:
     """Sum per-token log p [T], argmax [T] and targets [T] over consecutive continuations of
     the given lengths (sum(lengths) = T)."""
-    dev = token_ll.device
-    own = torch.repeat_interleave(torch.tensor(lengths, device=dev))  # [T] -> continuation
-    hit = (greedy == target.to(dev)).float()  # [T]
-    ll = torch.zeros(len(lengths), device=dev).index_add_(0, own, token_ll).tolist()  # [N]
-    hits = torch.zeros(len(lengths), device=dev).index_add_(0, own, hit).tolist()  # [N]
+    lengths = list(lengths)
+    starts = np.cumsum([0, *lengths[:-1]])  # [N]
+    hit = (greedy == target.to(greedy.device)).cpu().numpy()  # [T]
+    ll = np.add.reduceat(token_ll.cpu().numpy(), starts).tolist() if lengths else []  # [N]
+    hits = np.add.reduceat(hit.astype(np.int64), starts).tolist() if lengths else []  # [N]
     greedy_l = greedy.tolist()
     out, start = [], 0
     for n, k in enumerate(lengths):

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+from ksmith.models.arch import get_module, layer_path
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel
@@ -58,6 +61,13 @@ class PrefixTrie:
     def __len__(self) -> int:
         return len(self.tokens)
 
+    @cached_property
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`tokens`, `parents` and `depths` as int64 arrays [n_nodes], made once."""
+        return tuple(
+            np.asarray(a, dtype=np.int64) for a in (self.tokens, self.parents, self.depths)
+        )
+
 
 def build_trie(rows: Sequence[Sequence[int]]) -> PrefixTrie:
     """The prefix trie of `rows` (each non-empty), in O(total tokens).
@@ -71,20 +81,22 @@ def build_trie(rows: Sequence[Sequence[int]]) -> PrefixTrie:
     paths: list[list[int]] = [[] for _ in rows]
     prev: Sequence[int] = ()
     prev_path: list[int] = []
-    for r in sorted(range(len(rows)), key=lambda i: tuple(rows[i])):
+    for r in sorted(range(len(rows)), key=rows.__getitem__):  # lexicographic
         row = rows[r]
         shared = 0
         for a, b in zip(prev, row, strict=False):
             if a != b:
                 break
             shared += 1
-        path = prev_path[:shared]
-        for d in range(shared, len(row)):
-            parents.append(path[-1] if path else -1)
-            path.append(len(tokens))
-            tokens.append(row[d])
-            depths.append(d)
-        paths[r] = path
+        # New nodes for row[shared:], numbered on from len(tokens); each is its successor's parent.
+        first, n = len(tokens), len(row)
+        new = range(first, first + n - shared)
+        if new:  # (a repeated row adds none)
+            parents.append(prev_path[shared - 1] if shared else -1)
+            parents.extend(new[:-1])
+        tokens.extend(row[shared:])
+        depths.extend(range(shared, n))
+        paths[r] = path = prev_path[:shared] + list(new)
         prev, prev_path = row, path
     return PrefixTrie(tokens, parents, depths, paths)
 
@@ -143,11 +155,9 @@ def tree_inputs(
     attends to itself only, so no softmax row is empty.
     """
     B, L = len(seqs), max(len(s) for s in seqs)
-    tokens = np.asarray(trie.tokens, dtype=np.int64)
-    depths = np.asarray(trie.depths, dtype=np.int64)
+    tokens, parents, depths = trie.arrays
     ids = np.full((B, L), pad_id, dtype=np.int64)
     pos = np.zeros((B, L), dtype=np.int64)
-    parents = np.asarray(trie.parents, dtype=np.int64)
     par = np.full((B, L), -1, dtype=np.int64)  # local parent; pads have none
     for b, s in enumerate(seqs):
         nodes = np.asarray(s.nodes, dtype=np.int64)
@@ -230,6 +240,52 @@ def continuation_nodes(
     return owners, np.asarray(node, dtype=np.int64), np.asarray(target, dtype=np.int64)
 
 
+class LastMLPWhereRead:
+    """Within the context, the last block's MLP runs only at the positions `where` [B, L] marks
+    (set before each forward: the boolean `logits_to_keep`) and adds zeros elsewhere.
+
+    Exact for the logits read: the MLP is position-wise, and the last block's output at any
+    other position reaches only the final norm there, whose result `logits_to_keep` drops. In
+    a packed batch most positions are ancestors of the nodes read (about three in four on the
+    default suite), so this skips most of the MLP of the last block, a third of its FLOPs.
+    Attention is left alone: its keys and values are needed at every position. The hooks do
+    nothing if the MLP is ever called with keyword arguments only.
+    """
+
+    def __init__(self, model: PreTrainedModel):
+        self.mlp = get_module(model, layer_path(model, -1, "mlp"))
+        self.where: torch.Tensor | None = None  # [B, L] bool
+        self._shape: torch.Size | None = None
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def __enter__(self) -> LastMLPWhereRead:
+        self._handles = [
+            self.mlp.register_forward_pre_hook(self._gather),
+            self.mlp.register_forward_hook(self._scatter),
+        ]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _gather(self, module: torch.nn.Module, args: tuple) -> tuple | None:
+        self._shape = None
+        if self.where is None or not args or args[0].shape[:2] != self.where.shape:
+            return None
+        x = args[0]  # [B, L, H]
+        self._shape = x.shape
+        return (x[self.where].unsqueeze(0), *args[1:])  # [1, K, H]
+
+    def _scatter(self, module: torch.nn.Module, args: tuple, out: torch.Tensor):
+        if self._shape is None:
+            return None
+        full = out.new_zeros(self._shape)  # [B, L, H]
+        full[self.where] = out[0]
+        return full
+
+
 def score_tree_nodes(
     model: PreTrainedModel,
     forwards: Iterable[tuple[dict[str, torch.Tensor | bool], np.ndarray]],
@@ -242,13 +298,15 @@ def score_tree_nodes(
     token_ll = torch.zeros(len(node), dtype=torch.float32)  # [T]
     greedy = torch.zeros(n_nodes, dtype=torch.long)  # [n_nodes], set where kept
     where = np.full(n_nodes, -1, dtype=np.int64)  # node -> row of the current logits
-    for kwargs, kept in forwards:
-        logits = model(**kwargs).logits  # [K, V]
-        logp = torch.log_softmax(logits.float(), dim=-1)  # [K, V]
-        greedy[kept] = logp.argmax(-1).cpu()
-        where[kept] = np.arange(len(kept))
-        sel = np.flatnonzero(np.isin(node, kept))  # pairs predicted in this forward
-        rows = torch.from_numpy(where[node[sel]]).to(logp.device)
-        cols = torch.from_numpy(target[sel]).to(logp.device)
-        token_ll[sel] = logp[rows, cols].cpu()
+    with LastMLPWhereRead(model) as last_mlp:
+        for kwargs, kept in forwards:
+            last_mlp.where = kwargs["logits_to_keep"]  # type: ignore[assignment]
+            logits = model(**kwargs).logits  # [K, V]
+            logp = torch.log_softmax(logits.float(), dim=-1)  # [K, V]
+            greedy[kept] = logp.argmax(-1).cpu()
+            where[kept] = np.arange(len(kept))
+            sel = np.flatnonzero(np.isin(node, kept))  # pairs predicted in this forward
+            rows = torch.from_numpy(where[node[sel]]).to(logp.device)
+            cols = torch.from_numpy(target[sel]).to(logp.device)
+            token_ll[sel] = logp[rows, cols].cpu()
     return token_ll, greedy[node]

@@ -26,6 +26,7 @@ class ArchSpec:
     lm_head: str
     # GPT-2's Conv1D stores weight as (in_features, out_features); nn.Linear as (out, in).
     conv1d: bool = False
+    mlp: str = "mlp"  # the position-wise MLP, relative to a block
 
 
 _LLAMA_LIKE = ArchSpec(
@@ -92,7 +93,7 @@ def num_layers(model: torch.nn.Module) -> int:
 
 def layer_path(model: torch.nn.Module, layer: int, which: str) -> str:
     """Full dotted path of a block's sub-module: ``which`` is an ArchSpec field name
-    (``"mlp_out"``, ``"mlp_in"``, ``"attn_out"``) or ``""`` for the block itself."""
+    (``"mlp_out"``, ``"mlp_in"``, ``"attn_out"``, ``"mlp"``) or ``""`` for the block itself."""
     spec = arch_of(model)
     n = num_layers(model)
     if not -n <= layer < n:

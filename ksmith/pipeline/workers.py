@@ -52,6 +52,9 @@ WORKER_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 def _init_worker(threads: int) -> None:
     import torch
 
+    from ksmith.runtime import keep_freed_memory
+
+    keep_freed_memory()
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
