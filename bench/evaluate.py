@@ -149,7 +149,7 @@ def main() -> None:
     ap.add_argument(
         "--pack-length", type=int, default=64, help="packed sequence length; 0 = padded path"
     )
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument(
         "--clock",
         choices=sorted(CLOCKS),

@@ -35,10 +35,11 @@ def test_trie_nodes_are_the_distinct_prefixes_in_preorder(rows):
         assert [trie.tokens[v] for v in path] == row
         assert [trie.depths[v] for v in path] == list(range(len(row)))
         assert [trie.parents[v] for v in path] == [-1, *path[:-1]]
-    # Preorder: every subtree is a contiguous run of node ids starting at its root.
+    # Preorder: every subtree is a contiguous run of node ids starting at its root, ending
+    # before `ends`.
     for v in range(len(trie)):
         subtree = sorted(u for u in range(len(trie)) if v in ancestors_or_self(trie, u))
-        assert subtree == list(range(v, v + len(subtree)))
+        assert subtree == list(range(v, trie.ends[v]))
 
 
 @settings(max_examples=60, deadline=None)
@@ -62,10 +63,13 @@ def test_packing_gives_each_node_one_home_in_a_sequence_closed_under_parents(row
 def test_tree_mask_is_ancestors_or_self_and_pads_attend_to_themselves(rows, budget):
     trie = build_trie(rows)
     seqs = pack_trie(trie, budget)
-    ids, pos, mask = tree_inputs(trie, seqs, pad_id=99)
+    ids, pos, mask, homes = tree_inputs(trie, seqs, pad_id=99)
     L = ids.shape[1]
     for b, s in enumerate(seqs):
         nodes = s.nodes
+        assert homes[b].tolist() == [-1] * len(s.ancestors) + list(range(s.first, s.stop)) + [
+            -1
+        ] * (L - len(nodes))
         for i in range(L):
             if i >= len(nodes):
                 assert ids[b, i] == 99 and pos[b, i] == 0

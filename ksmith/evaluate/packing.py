@@ -56,17 +56,17 @@ class PrefixTrie:
     tokens: list[int]  # node -> its last token
     parents: list[int]  # node -> parent node, -1 at depth 0
     depths: list[int]  # node -> depth (= position id)
+    ends: list[int]  # node -> one past its subtree: the subtree of v is nodes v .. ends[v] - 1
     paths: list[list[int]]  # row -> its nodes, first token first
 
     def __len__(self) -> int:
         return len(self.tokens)
 
     @cached_property
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """`tokens`, `parents` and `depths` as int64 arrays [n_nodes], made once."""
-        return tuple(
-            np.asarray(a, dtype=np.int64) for a in (self.tokens, self.parents, self.depths)
-        )
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """`tokens`, `parents`, `depths` and `ends` as int64 arrays [n_nodes], made once."""
+        fields = (self.tokens, self.parents, self.depths, self.ends)
+        return tuple(np.asarray(a, dtype=np.int64) for a in fields)  # type: ignore[return-value]
 
 
 def build_trie(rows: Sequence[Sequence[int]]) -> PrefixTrie:
@@ -78,6 +78,7 @@ def build_trie(rows: Sequence[Sequence[int]]) -> PrefixTrie:
     tokens: list[int] = []
     parents: list[int] = []
     depths: list[int] = []
+    ends: list[int] = []
     paths: list[list[int]] = [[] for _ in rows]
     prev: Sequence[int] = ()
     prev_path: list[int] = []
@@ -96,9 +97,14 @@ def build_trie(rows: Sequence[Sequence[int]]) -> PrefixTrie:
             parents.extend(new[:-1])
         tokens.extend(row[shared:])
         depths.extend(range(shared, n))
+        ends.extend(new)  # placeholders, set when a later row leaves the node (or at the end)
+        for v in prev_path[shared:]:  # the previous row's nodes this row leaves
+            ends[v] = first
         paths[r] = path = prev_path[:shared] + list(new)
         prev, prev_path = row, path
-    return PrefixTrie(tokens, parents, depths, paths)
+    for v in prev_path:
+        ends[v] = len(tokens)
+    return PrefixTrie(tokens, parents, depths, ends, paths)
 
 
 @dataclass(frozen=True)
@@ -147,37 +153,40 @@ def pack_trie(trie: PrefixTrie, budget: int) -> list[PackedSequence]:
 
 def tree_inputs(
     trie: PrefixTrie, seqs: Sequence[PackedSequence], pad_id: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Right-padded model inputs for a batch of packed sequences.
 
-    Returns input ids [B, L], position ids [B, L] (the trie depth) and the tree mask
-    [B, L, L] (True where query i may attend to key j: j is i or an ancestor of i). A pad
-    attends to itself only, so no softmax row is empty.
+    Returns input ids [B, L], position ids [B, L] (the trie depth), the tree mask [B, L, L]
+    (True where query i may attend to key j: j is i or an ancestor of i; a pad attends to
+    itself only, so no softmax row is empty) and the node whose home each position is [B, L]
+    (-1 at repeated ancestors and pads).
+
+    The mask comes from subtree intervals: the nodes of a sequence that descend from the one
+    at position j (itself included) sit at positions j .. end_j - 1, because a subtree is a
+    contiguous run of the preorder and the sequence is an ancestor path followed by such a run
+    (the run starts inside the subtree of each ancestor, so it leaves the subtree at most once).
     """
     B, L = len(seqs), max(len(s) for s in seqs)
-    tokens, parents, depths = trie.arrays
-    ids = np.full((B, L), pad_id, dtype=np.int64)
-    pos = np.zeros((B, L), dtype=np.int64)
-    par = np.full((B, L), -1, dtype=np.int64)  # local parent; pads have none
+    tokens, _, depths, ends = trie.arrays
+    nodes = np.full((B, L), -1, dtype=np.int64)  # [B, L] trie node at each position; -1: pad
     for b, s in enumerate(seqs):
-        nodes = np.asarray(s.nodes, dtype=np.int64)
-        n, a = len(nodes), len(s.ancestors)
-        ids[b, :n] = tokens[nodes]
-        pos[b, :n] = depths[nodes]
-        # An ancestor at depth d sits at local index d; a run node v at a + v - first.
-        p = parents[nodes]  # [n]
-        par[b, :n] = np.where(p >= s.first, a + p - s.first, np.where(p >= 0, depths[p], -1))
-    # Walk every query up its ancestor chain at once: one step per trie level.
-    mask = np.zeros((B, L, L), dtype=bool)
-    b_idx = np.repeat(np.arange(B), L)  # [B*L]
-    q_idx = np.tile(np.arange(L), B)  # [B*L]
-    cur = q_idx.copy()  # [B*L] current ancestor (local index), -1 once past the root
-    while b_idx.size:
-        mask[b_idx, q_idx, cur] = True
-        cur = par[b_idx, cur]
-        live = cur >= 0
-        b_idx, q_idx, cur = b_idx[live], q_idx[live], cur[live]
-    return ids, pos, mask
+        a = len(s.ancestors)
+        nodes[b, :a] = s.ancestors
+        nodes[b, a : a + s.stop - s.first] = np.arange(s.first, s.stop)
+    real = nodes >= 0
+    v = np.where(real, nodes, 0)
+    ids = np.where(real, tokens[v], pad_id)
+    pos = np.where(real, depths[v], 0)
+    a = np.array([len(s.ancestors) for s in seqs])[:, None]  # [B, 1]
+    first = np.array([s.first for s in seqs])[:, None]  # [B, 1]
+    stop = np.array([s.stop for s in seqs])[:, None]  # [B, 1]
+    local = np.arange(L)
+    # Position of v's last descendant here, plus one; run node v sits at a + v - first.
+    end = np.where(real, a + np.minimum(ends[v], stop) - first, local + 1)  # [B, L]
+    mask = (local[None, None, :] <= local[None, :, None]) & (
+        local[None, :, None] < end[:, None, :]
+    )  # [B, L, L]: j <= i < end_j
+    return ids, pos, mask, np.where(real & (local >= a), nodes, -1)
 
 
 def tree_forwards(
@@ -196,20 +205,17 @@ def tree_forwards(
     additive in that float dtype (0 or its minimum; what eager attention adds to the scores).
     """
     for batch in batches:
-        ids, pos, allowed = tree_inputs(trie, batch, pad_id)  # [B, L], [B, L], [B, L, L]
+        ids, pos, allowed, homes = tree_inputs(trie, batch, pad_id)  # [B, L], [B, L, L]
         mask = torch.from_numpy(allowed)
         if mask_dtype != torch.bool:
             mask = torch.zeros(allowed.shape, dtype=mask_dtype).masked_fill_(
                 ~mask, torch.finfo(mask_dtype).min
             )
-        home = np.zeros(ids.shape, dtype=bool)  # [B, L]
-        kept = []
-        for b, s in enumerate(batch):
-            wanted = np.flatnonzero(keep[s.first : s.stop])  # offsets in the run
-            home[b, len(s.ancestors) + wanted] = True
-            kept.append(s.first + wanted)
+        home = homes >= 0
+        home[home] = keep[homes[home]]  # [B, L] where a kept node is at home
         if not home.any():
             continue  # only ancestors of nodes homed elsewhere: nothing to read here
+        kept = homes[home]  # row-major, as logits_to_keep flattens
         kwargs: dict[str, torch.Tensor | bool] = {
             "input_ids": torch.from_numpy(ids).to(device),
             "position_ids": torch.from_numpy(pos).to(device),
@@ -217,7 +223,7 @@ def tree_forwards(
             "logits_to_keep": torch.from_numpy(home).to(device),
             "use_cache": False,
         }
-        yield kwargs, np.concatenate(kept)
+        yield kwargs, kept
 
 
 def continuation_nodes(
@@ -256,6 +262,7 @@ class LastMLPWhereRead:
         self.mlp = get_module(model, layer_path(model, -1, "mlp"))
         self.where: torch.Tensor | None = None  # [B, L] bool
         self._shape: torch.Size | None = None
+        self._rows: torch.Tensor | None = None  # [K] flat indices of `where`
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def __enter__(self) -> LastMLPWhereRead:
@@ -276,14 +283,16 @@ class LastMLPWhereRead:
             return None
         x = args[0]  # [B, L, H]
         self._shape = x.shape
-        return (x[self.where].unsqueeze(0), *args[1:])  # [1, K, H]
+        self._rows = self.where.reshape(-1).nonzero().squeeze(1)  # [K]
+        picked = x.reshape(-1, x.shape[-1]).index_select(0, self._rows)  # [K, H]
+        return (picked.unsqueeze(0), *args[1:])  # [1, K, H]
 
     def _scatter(self, module: torch.nn.Module, args: tuple, out: torch.Tensor):
         if self._shape is None:
             return None
-        full = out.new_zeros(self._shape)  # [B, L, H]
-        full[self.where] = out[0]
-        return full
+        B, L, _ = self._shape
+        full = out.new_zeros((B * L, out.shape[-1]))  # [B*L, H]
+        return full.index_copy_(0, self._rows, out[0]).view(B, L, -1)  # [B, L, H]
 
 
 def score_tree_nodes(
