@@ -30,21 +30,38 @@ def make_tokenizer(words=WORDS):
     )
 
 
-def make_model(arch: str = "gpt2", vocab_size: int = 128, seed: int = 0, layers: int = 2,
-               hidden: int = 32):
+def make_model(
+    arch: str = "gpt2", vocab_size: int = 128, seed: int = 0, layers: int = 2, hidden: int = 32
+):
     """A randomly initialised 2-layer causal LM made from a config (gpt2 or llama)."""
     import torch
     from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
 
     torch.manual_seed(seed)
     if arch == "gpt2":
-        cfg = GPT2Config(vocab_size=vocab_size, n_positions=64, n_embd=hidden, n_layer=layers,
-                         n_head=2, bos_token_id=2, eos_token_id=3, pad_token_id=0)
+        cfg = GPT2Config(
+            vocab_size=vocab_size,
+            n_positions=64,
+            n_embd=hidden,
+            n_layer=layers,
+            n_head=2,
+            bos_token_id=2,
+            eos_token_id=3,
+            pad_token_id=0,
+        )
     elif arch == "llama":
-        cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
-                          num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=2,
-                          max_position_embeddings=64, bos_token_id=2, eos_token_id=3,
-                          pad_token_id=0)
+        cfg = LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            bos_token_id=2,
+            eos_token_id=3,
+            pad_token_id=0,
+        )
     else:
         raise ValueError(arch)
     return AutoModelForCausalLM.from_config(cfg).eval()

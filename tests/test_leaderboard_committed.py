@@ -15,5 +15,7 @@ def test_committed_submissions_verify(tmp_path):
 
 
 def test_built_board_is_up_to_date(tmp_path):
-    assert main(["leaderboard", "build", "--check", "--root", str(BOARD), "--cache",
-                 str(tmp_path)]) == 0
+    assert (
+        main(["leaderboard", "build", "--check", "--root", str(BOARD), "--cache", str(tmp_path)])
+        == 0
+    )

@@ -313,6 +313,7 @@ def test_compute_metrics_is_independent_of_probe_order():
     after = {p["id"]: ("meat" if i % 3 else "grass") for i, p in enumerate(probes)}
     preds = rows_for(probes, before, after)
     a = compute_metrics(probes, preds, kind="edit", seed=0, n_boot=200)
-    b = compute_metrics(list(reversed(probes)), list(reversed(preds)), kind="edit", seed=0,
-                        n_boot=200)
+    b = compute_metrics(
+        list(reversed(probes)), list(reversed(preds)), kind="edit", seed=0, n_boot=200
+    )
     assert a == b

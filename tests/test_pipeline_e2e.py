@@ -15,13 +15,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _dvc(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=1200)
+    return subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True, timeout=1200
+    )
 
 
 def _ksmith(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ksmith.cli", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=1200)
+    return subprocess.run(
+        [sys.executable, "-m", "ksmith.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
 
 
 @pytest.mark.slow
@@ -33,11 +39,20 @@ def test_dvc_repro_tiny(tmp_path):
         (shutil.copytree if src.is_dir() else shutil.copy)(src, proj / name)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params.update(
-        methods=["ft_m", "ga"], overrides={"ft_m": {}, "ga": {}}, levels=["leaf", "root"],
-        scales=[1], batch_size=16, workers=2,
+        methods=["ft_m", "ga"],
+        overrides={"ft_m": {}, "ga": {}},
+        levels=["leaf", "root"],
+        scales=[1],
+        batch_size=16,
+        workers=2,
     )
-    params["model"]["world_overrides"] = {"max_steps": 20, "eval_every": 10, "eval_sample": 50,
-                                          "hidden": 32, "intermediate": 64}
+    params["model"]["world_overrides"] = {
+        "max_steps": 20,
+        "eval_every": 10,
+        "eval_sample": 50,
+        "hidden": 32,
+        "intermediate": 64,
+    }
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (proj / "one.yaml").write_text(yaml.safe_dump({**params, "workers": 1}, sort_keys=False))
     assert _dvc(proj, "init", "--no-scm", "-q").returncode == 0
@@ -59,8 +74,23 @@ def test_dvc_repro_tiny(tmp_path):
     assert sub.method.name == "ft_m" and len(sub.cells) == 2
 
     # Cells run by two workers hold the same weights as cells run one after another.
-    one = _ksmith(proj, "--threads", "1", "pipeline", "update", "--method", "ft_m", "--dataset", "out/dataset",
-                  "--model", "out/model", "--out", "one-worker", "--params", "one.yaml")
+    one = _ksmith(
+        proj,
+        "--threads",
+        "1",
+        "pipeline",
+        "update",
+        "--method",
+        "ft_m",
+        "--dataset",
+        "out/dataset",
+        "--model",
+        "out/model",
+        "--out",
+        "one-worker",
+        "--params",
+        "one.yaml",
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     deltas = sorted((proj / "out" / "updates" / "ft_m").glob("*/g*/delta.safetensors"))
     assert {p.parts[-3] for p in deltas} == {"biology.edit.leaf.k1.s0", "biology.edit.root.k1.s0"}

@@ -11,8 +11,12 @@ from ksmith.errors import KsmithError, SpecError
 from ksmith.pipeline import cells_for, load_params, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = [f"biology.{k}.{lv}.k{s}" for k in ("edit", "unlearn")
-           for lv in ("root", "intermediate", "leaf") for s in (1, 10, 100)]
+CONFIGS = [
+    f"biology.{k}.{lv}.k{s}"
+    for k in ("edit", "unlearn")
+    for lv in ("root", "intermediate", "leaf")
+    for s in (1, 10, 100)
+]
 
 
 def test_repo_params_are_valid_and_cover_every_method():
@@ -36,8 +40,12 @@ def _write(tmp_path: Path, **change) -> Path:
 
 @pytest.mark.parametrize(
     ("change", "field"),
-    [({"scales": [0]}, "scales"), ({"levels": ["trunk"]}, "levels.0"),
-     ({"backend": "tpu"}, "backend"), ({"extra_knob": 1}, "extra_knob")],
+    [
+        ({"scales": [0]}, "scales"),
+        ({"levels": ["trunk"]}, "levels.0"),
+        ({"backend": "tpu"}, "backend"),
+        ({"extra_knob": 1}, "extra_knob"),
+    ],
 )
 def test_bad_params_name_file_and_field(tmp_path, change, field):
     with pytest.raises(SpecError) as e:

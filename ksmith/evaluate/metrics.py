@@ -250,8 +250,10 @@ def residual_retention(view: PredictionView) -> Iterable[Series]:
         if it.probe["expect_after"] == "avoid":
             by_request[it.probe["request_id"]].append(it)
     reqs = sorted(by_request)
-    yield "rr@any", "any", _f(
-        any(it.after["match_after"] for it in by_request[r] if it.mode != "mcq") for r in reqs
+    yield (
+        "rr@any",
+        "any",
+        _f(any(it.after["match_after"] for it in by_request[r] if it.mode != "mcq") for r in reqs),
     )
     for mode in view.modes:
         vals = [[it for it in by_request[r] if it.mode == mode] for r in reqs]
