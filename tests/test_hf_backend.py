@@ -203,12 +203,12 @@ TEXTS = ["What does Bira eat?", "bira eats grass.\nTolan: fish", "", " the", "Un
 
 @pytest.mark.parametrize("kind", ["word", "bpe"])
 def test_direct_tokenization_gives_the_transformers_ids(kind):
-    from ksmith.evaluate.hf import _plain_rust_tokenizer
+    from ksmith.evaluate.tokenizing import plain_rust_tokenizer
     from ksmith.world.tokenizer import train_tokenizer
 
     tok = train_tokenizer(TEXTS[:2] * 3, kind, vocab_size=300)
     backend = HFBackend(make_model("llama", vocab_size=len(tok)), tok)
-    assert _plain_rust_tokenizer(tok) is not None  # the fast path is taken
+    assert plain_rust_tokenizer(tok) is not None  # the fast path is taken
     for special in (True, False):
         want = tok(TEXTS, add_special_tokens=special)["input_ids"]
         assert backend._encode(TEXTS, special) == want
@@ -217,14 +217,14 @@ def test_direct_tokenization_gives_the_transformers_ids(kind):
 def test_tokenization_goes_through_transformers_when_direct_would_differ():
     from transformers import PreTrainedTokenizerFast
 
-    from ksmith.evaluate.hf import _plain_rust_tokenizer
+    from ksmith.evaluate.tokenizing import plain_rust_tokenizer
 
     tok = make_tokenizer()
     backend = HFBackend(make_model("llama"), tok)
     tok(["bira eats"], padding="max_length", max_length=6)  # leaves padding set on the backend
-    assert _plain_rust_tokenizer(tok) is None
+    assert plain_rust_tokenizer(tok) is None
     assert backend._encode(["bira eats"], special=False) == [tok("bira eats")["input_ids"]]
-    assert _plain_rust_tokenizer(tok) is not None  # that call reset the padding
+    assert plain_rust_tokenizer(tok) is not None  # that call reset the padding
 
     class Lowercasing(PreTrainedTokenizerFast):
         def _encode_plus(self, text, *args, **kwargs):
@@ -232,7 +232,7 @@ def test_tokenization_goes_through_transformers_when_direct_would_differ():
             return super()._encode_plus(low, *args, **kwargs)
 
     loud = Lowercasing(tokenizer_object=tok._tokenizer, pad_token="<pad>", unk_token="<unk>")
-    assert _plain_rust_tokenizer(loud) is None
+    assert plain_rust_tokenizer(loud) is None
     assert HFBackend(make_model("llama"), loud)._encode(["BIRA eats"], special=False) == [
         loud("bira eats")["input_ids"]
     ]

@@ -204,8 +204,8 @@ def test_models_without_tree_attention_use_the_padded_path():
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen3"])
-def test_last_mlp_runs_only_where_logits_are_read_and_changes_none(arch):
-    from ksmith.evaluate.packing import LastMLPWhereRead
+def test_last_block_projects_only_where_logits_are_read_and_changes_none(arch):
+    from ksmith.evaluate.packing import LastBlockWhereRead
     from ksmith.models.arch import get_module, layer_path
 
     tok = make_tokenizer()
@@ -219,20 +219,27 @@ def test_last_mlp_runs_only_where_logits_are_read_and_changes_none(arch):
     _, node, _ = continuation_nodes(trie, members, cont)
     keep = np.zeros(len(trie), dtype=bool)
     keep[node] = True
-    seen = []  # positions the last MLP's output projection computes, per forward
-    out_proj = get_module(model, layer_path(model, -1, "mlp_out"))
-    out_proj.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[:-1].numel()))
+    # Positions the last block's MLP output and attention output projections compute (these
+    # hooks come first, so they see a projection's own output, before it is scattered back).
+    seen = {"mlp_out": [], "attn_out": []}
+    for which, calls in seen.items():
+        proj = get_module(model, layer_path(model, -1, which))
+        proj.register_forward_hook(lambda m, args, out, c=calls: c.append(out.shape[:-1].numel()))
     with torch.inference_mode():
         for kwargs, kept in backend.packed_forwards(trie, keep):
-            seen.clear()
+            n = kwargs["input_ids"].numel()
+            for calls in seen.values():
+                calls.clear()
             full = model(**kwargs).logits
-            assert seen == [kwargs["input_ids"].numel()]
-            with LastMLPWhereRead(model) as last_mlp:
-                last_mlp.where = kwargs["logits_to_keep"]
-                seen.clear()
+            assert seen == {"mlp_out": [n], "attn_out": [n]}
+            with LastBlockWhereRead(model) as last_block:
+                last_block.where = kwargs["logits_to_keep"]
+                for calls in seen.values():
+                    calls.clear()
                 skipped = model(**kwargs).logits
-            assert seen == [len(kept)] and len(kept) < kwargs["input_ids"].numel()
+            assert seen == {"mlp_out": [len(kept)], "attn_out": [len(kept)]} and len(kept) < n
             torch.testing.assert_close(skipped, full, rtol=0, atol=1e-5)
-        seen.clear()
+        for calls in seen.values():
+            calls.clear()
         model(**kwargs)  # the hooks are gone after the block
-        assert seen == [kwargs["input_ids"].numel()]
+        assert seen == {"mlp_out": [n], "attn_out": [n]}

@@ -31,6 +31,7 @@ import torch
 from ksmith.errors import KsmithError
 from ksmith.evaluate.backend import BACKENDS, Backend
 from ksmith.evaluate.continuations import ContinuationScore, continuation_scores
+from ksmith.evaluate.onednn import onednn_linears
 from ksmith.evaluate.packing import (
     PrefixTrie,
     build_trie,
@@ -41,6 +42,7 @@ from ksmith.evaluate.packing import (
     tree_forwards,
 )
 from ksmith.evaluate.stopping import StopOnStrings, cut_at_stop
+from ksmith.evaluate.tokenizing import encode_texts
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -61,6 +63,8 @@ class HFBackend(Backend):
     L x L; twice the longest row leaves room for new nodes behind a repeated ancestor path), and
     a forward pass holds about as many tokens as the widest padded batch would
     (`batch_size` x longest row), with a mask no larger than that batch's (or 64 MiB).
+    ``onednn`` (default on) scores on CPU with float32 linear layers computed by oneDNN
+    instead of MKL (`ksmith.evaluate.onednn`: the same arithmetic, up to twice as fast here).
     ``pack_length=None`` turns prefix sharing off. The default 64 was the fastest of 48..128
     on the world model (CPU, 2 threads, measured side by side: 5-10% ahead of 128, whose
     L x L attention costs more once the last MLP runs only where logits are read; earlier
@@ -76,6 +80,7 @@ class HFBackend(Backend):
         device: str | torch.device | None = None,
         max_length: int | None = None,
         pack_length: int | None = 64,
+        onednn: bool = True,
     ):
         if batch_size < 1:
             raise KsmithError(f"batch_size must be >= 1, got {batch_size}")
@@ -85,6 +90,7 @@ class HFBackend(Backend):
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.pack_length = pack_length
+        self.onednn = onednn
         if device is not None:
             model.to(device)
         self.device = next(model.parameters()).device
@@ -129,16 +135,7 @@ class HFBackend(Backend):
     # -- tokenization -----------------------------------------------------------------------
 
     def _encode(self, texts: Sequence[str], special: bool) -> list[list[int]]:
-        if not texts:
-            return []
-        distinct = list(dict.fromkeys(texts))  # answers repeat a lot: tokenize each once
-        rust = _plain_rust_tokenizer(self.tokenizer)
-        if rust is not None:
-            ids = [e.ids for e in rust.encode_batch(distinct, add_special_tokens=special)]
-        else:
-            ids = self.tokenizer(distinct, add_special_tokens=special)["input_ids"]
-        of = dict(zip(distinct, ids, strict=True))
-        return [of[t] for t in texts]  # repeated texts share one list: read, never mutate
+        return encode_texts(self.tokenizer, texts, special)
 
     def _encode_contexts(self, texts: Sequence[str]) -> list[list[int]]:
         return [ids or [self.prefix_id] for ids in self._encode(texts, special=True)]
@@ -161,7 +158,7 @@ class HFBackend(Backend):
         continuations = self._encode([x for _, x in unique], special=False)
         rows, members = self.scoring_rows(unique, contexts, continuations)
         results: list[ContinuationScore | None] = [None] * len(unique)
-        with torch.inference_mode():
+        with torch.inference_mode(), self._batched_kernels():
             if rows and self.tree_attention_supported():
                 self._score_packed(rows, members, continuations, results)
             else:
@@ -175,31 +172,40 @@ class HFBackend(Backend):
         first.update(zip(unique, results, strict=True))
         return [first[r] for r in map(tuple, requests)]  # type: ignore[misc]
 
+    def _batched_kernels(self) -> contextlib.AbstractContextManager:
+        """oneDNN for float32 linear layers on CPU, if enabled (`ksmith.evaluate.onednn`)."""
+        if self.onednn and self.device.type == "cpu":
+            return onednn_linears(self.model)
+        return contextlib.nullcontext()
+
     def scoring_rows(
         self,
         requests: Sequence[tuple[str, str]],
         contexts: Sequence[list[int]],
         continuations: Sequence[list[int]],
-    ) -> tuple[list[list[int]], list[list[int]]]:
+    ) -> tuple[list[tuple[int, ...]], list[list[int]]]:
         """The distinct model inputs (ctx + cont[:-1], cut to the window from the left) and, for
         each, the indices of the requests it serves."""
+        window = self.max_length
         row_of: dict[tuple[int, ...], int] = {}
-        rows: list[list[int]] = []  # distinct model inputs
+        rows: list[tuple[int, ...]] = []  # distinct model inputs
         members: list[list[int]] = []  # row -> indices into `requests`
-        for i, ((ctx_text, cont_text), ctx, cont) in enumerate(
-            zip(requests, contexts, continuations, strict=True)
-        ):
-            if not cont:
-                raise KsmithError(f"continuation {cont_text!r} (after {ctx_text!r}) is empty")
-            if len(cont) > self.max_length:
+        for i, (ctx, cont) in enumerate(zip(contexts, continuations, strict=True)):
+            if not cont or len(cont) > window:
+                ctx_text, cont_text = requests[i]
+                if not cont:
+                    raise KsmithError(f"continuation {cont_text!r} (after {ctx_text!r}) is empty")
                 raise KsmithError(f"continuation {cont_text!r} is longer than the model window")
             # The model reads ctx + cont[:-1] and predicts cont; truncate from the left.
-            key = tuple((ctx + cont)[:-1][-self.max_length :])
-            if key not in row_of:
-                row_of[key] = len(rows)
-                rows.append(list(key))
+            key = (*ctx, *cont[:-1])
+            if len(key) > window:
+                key = key[-window:]
+            r = row_of.get(key)
+            if r is None:
+                r = row_of[key] = len(rows)
+                rows.append(key)
                 members.append([])
-            members[row_of[key]].append(i)
+            members[r].append(i)
         return rows, members
 
     def tree_attention_supported(self) -> bool:
@@ -233,7 +239,7 @@ class HFBackend(Backend):
 
     def _score_packed(
         self,
-        rows: Sequence[list[int]],
+        rows: Sequence[tuple[int, ...]],
         members: Sequence[list[int]],
         continuations: Sequence[list[int]],
         results: list[ContinuationScore | None],
@@ -250,7 +256,7 @@ class HFBackend(Backend):
         for i, sc in zip(owners, scores, strict=True):
             results[i] = sc
 
-    def _right_padded(self, seqs: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _right_padded(self, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -260,7 +266,7 @@ class HFBackend(Backend):
         return ids.to(self.device), mask.to(self.device)
 
     def _score_batch(
-        self, inputs: Sequence[list[int]], items: Sequence[tuple[int, list[int]]]
+        self, inputs: Sequence[Sequence[int]], items: Sequence[tuple[int, list[int]]]
     ) -> list[ContinuationScore]:
         """Score each (row, continuation) item; a continuation of k tokens is predicted at its
         row's last k positions."""
@@ -394,44 +400,6 @@ class HFBackend(Backend):
                 result = torch.empty((len(prompts), vec.shape[-1]), dtype=torch.float32)
             result[torch.tensor(list(batch))] = vec
         return result if result is not None else torch.empty((0, 0))
-
-
-# What a transformers fast tokenizer runs to turn text into ids; a subclass that overrides one
-# may encode differently from its `tokenizers.Tokenizer`.
-_ENCODING_METHODS = (
-    "__call__",
-    "_call_one",
-    "encode",
-    "batch_encode_plus",
-    "_encode_plus",
-    "_batch_encode_plus",
-    "prepare_for_tokenization",
-)
-
-
-def _plain_rust_tokenizer(tokenizer: PreTrainedTokenizerBase) -> object | None:
-    """The `tokenizers.Tokenizer` behind `tokenizer` when calling it directly gives the ids the
-    transformers call would, else None: a fast tokenizer class that overrides none of the
-    encoding methods, with no padding or truncation set on the backend and special tokens
-    split (or not) as the transformers side says. Calling the backend directly skips building
-    attention masks and `BatchEncoding` objects: about a third of the time (measured)."""
-    from transformers import PreTrainedTokenizerFast
-
-    rust = getattr(tokenizer, "_tokenizer", None)
-    if rust is None or not isinstance(tokenizer, PreTrainedTokenizerFast):
-        return None
-    cls = type(tokenizer)
-    if any(
-        getattr(cls, m, None) is not getattr(PreTrainedTokenizerFast, m, None)
-        for m in _ENCODING_METHODS
-    ):
-        return None
-    split = bool(getattr(tokenizer, "split_special_tokens", False))
-    if rust.padding is not None or rust.truncation is not None:
-        return None
-    if getattr(rust, "encode_special_tokens", split) != split:
-        return None
-    return rust
 
 
 @contextlib.contextmanager

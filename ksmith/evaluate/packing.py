@@ -246,30 +246,40 @@ def continuation_nodes(
     return owners, np.asarray(node, dtype=np.int64), np.asarray(target, dtype=np.int64)
 
 
-class LastMLPWhereRead:
-    """Within the context, the last block's MLP runs only at the positions `where` [B, L] marks
-    (set before each forward: the boolean `logits_to_keep`) and adds zeros elsewhere.
+class LastBlockWhereRead:
+    """Within the context, the last block's attention output projection and its MLP run only
+    at the positions `where` [B, L] marks (set before each forward: the boolean
+    `logits_to_keep`), and give zeros elsewhere.
 
-    Exact for the logits read: the MLP is position-wise, and the last block's output at any
-    other position reaches only the final norm there, whose result `logits_to_keep` drops. In
-    a packed batch most positions are ancestors of the nodes read (about three in four on the
-    default suite), so this skips most of the MLP of the last block, a third of its FLOPs.
-    Attention is left alone: its keys and values are needed at every position. The hooks do
-    nothing if the MLP is ever called with keyword arguments only.
+    Exact for the logits read: both are position-wise, and after the attention itself nothing
+    in the last block mixes positions, so its output at any other position reaches only the
+    final norm there, whose result `logits_to_keep` drops. In a packed batch most positions
+    are ancestors of the nodes read (about four in five on the default suite), so this skips
+    most of the MLP and output projection of the last block, 40% of its FLOPs. The keys and
+    values are needed at every position, so the rest of the attention runs in full. The hooks
+    do nothing if a module is ever called with keyword arguments only.
     """
 
     def __init__(self, model: PreTrainedModel):
-        self.mlp = get_module(model, layer_path(model, -1, "mlp"))
-        self.where: torch.Tensor | None = None  # [B, L] bool
-        self._shape: torch.Size | None = None
+        self.modules = [get_module(model, layer_path(model, -1, m)) for m in ("attn_out", "mlp")]
+        self._where: torch.Tensor | None = None  # [B, L] bool
         self._rows: torch.Tensor | None = None  # [K] flat indices of `where`
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._gathered: set[torch.nn.Module] = set()  # modules whose current call is gathered
 
-    def __enter__(self) -> LastMLPWhereRead:
-        self._handles = [
-            self.mlp.register_forward_pre_hook(self._gather),
-            self.mlp.register_forward_hook(self._scatter),
-        ]
+    @property
+    def where(self) -> torch.Tensor | None:
+        return self._where
+
+    @where.setter
+    def where(self, value: torch.Tensor | None) -> None:
+        self._where = value
+        self._rows = None if value is None else value.reshape(-1).nonzero().squeeze(1)
+
+    def __enter__(self) -> LastBlockWhereRead:
+        for module in self.modules:
+            self._handles.append(module.register_forward_pre_hook(self._gather))
+            self._handles.append(module.register_forward_hook(self._scatter))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -278,19 +288,18 @@ class LastMLPWhereRead:
         self._handles = []
 
     def _gather(self, module: torch.nn.Module, args: tuple) -> tuple | None:
-        self._shape = None
-        if self.where is None or not args or args[0].shape[:2] != self.where.shape:
+        if self._rows is None or not args or args[0].shape[:2] != self._where.shape:
             return None
-        x = args[0]  # [B, L, H]
-        self._shape = x.shape
-        self._rows = self.where.reshape(-1).nonzero().squeeze(1)  # [K]
-        picked = x.reshape(-1, x.shape[-1]).index_select(0, self._rows)  # [K, H]
-        return (picked.unsqueeze(0), *args[1:])  # [1, K, H]
+        self._gathered.add(module)
+        x = args[0]  # [B, L, X]
+        picked = x.reshape(-1, x.shape[-1]).index_select(0, self._rows)  # [K, X]
+        return (picked.unsqueeze(0), *args[1:])  # [1, K, X]
 
     def _scatter(self, module: torch.nn.Module, args: tuple, out: torch.Tensor):
-        if self._shape is None:
+        if module not in self._gathered:
             return None
-        B, L, _ = self._shape
+        self._gathered.discard(module)
+        B, L = self._where.shape  # type: ignore[union-attr]
         full = out.new_zeros((B * L, out.shape[-1]))  # [B*L, H]
         return full.index_copy_(0, self._rows, out[0]).view(B, L, -1)  # [B, L, H]
 
@@ -307,9 +316,9 @@ def score_tree_nodes(
     token_ll = torch.zeros(len(node), dtype=torch.float32)  # [T]
     greedy = torch.zeros(n_nodes, dtype=torch.long)  # [n_nodes], set where kept
     where = np.full(n_nodes, -1, dtype=np.int64)  # node -> row of the current logits
-    with LastMLPWhereRead(model) as last_mlp:
+    with LastBlockWhereRead(model) as last_block:
         for kwargs, kept in forwards:
-            last_mlp.where = kwargs["logits_to_keep"]  # type: ignore[assignment]
+            last_block.where = kwargs["logits_to_keep"]  # type: ignore[assignment]
             logits = model(**kwargs).logits  # [K, V]
             logp = torch.log_softmax(logits.float(), dim=-1)  # [K, V]
             greedy[kept] = logp.argmax(-1).cpu()
