@@ -203,6 +203,13 @@ def test_models_without_tree_attention_use_the_padded_path():
     assert got.loglikelihood == pytest.approx(ll, abs=1e-4)
 
 
+def test_every_tree_attention_model_has_an_architecture_entry():
+    from ksmith.evaluate.packing import TREE_ATTENTION_MODELS
+    from ksmith.models.arch import ARCHITECTURES
+
+    assert set(TREE_ATTENTION_MODELS) <= set(ARCHITECTURES)
+
+
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen3"])
 def test_last_block_projects_only_where_logits_are_read_and_changes_none(arch):
     from ksmith.evaluate.packing import LastBlockWhereRead

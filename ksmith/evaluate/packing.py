@@ -254,10 +254,12 @@ class LastBlockWhereRead:
     Exact for the logits read: both are position-wise, and after the attention itself nothing
     in the last block mixes positions, so its output at any other position reaches only the
     final norm there, whose result `logits_to_keep` drops. In a packed batch most positions
-    are ancestors of the nodes read (about four in five on the default suite), so this skips
-    most of the MLP and output projection of the last block, 40% of its FLOPs. The keys and
-    values are needed at every position, so the rest of the attention runs in full. The hooks
-    do nothing if a module is ever called with keyword arguments only.
+    are ancestors of the nodes read (about four in five on the default suite), and the MLP and
+    output projection are four fifths of the last block's weight products (the world model's
+    MLP is 4x wide), so most of those are skipped. The keys and values are needed at every
+    position, so the rest of the attention runs in full. The hooks do nothing if a module is
+    ever called with keyword arguments only. Its module paths come from the architecture
+    table (`ksmith.models.arch`), which covers every `TREE_ATTENTION_MODELS` type.
     """
 
     def __init__(self, model: PreTrainedModel):
@@ -286,6 +288,7 @@ class LastBlockWhereRead:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        self._gathered.clear()
 
     def _gather(self, module: torch.nn.Module, args: tuple) -> tuple | None:
         if self._rows is None or not args or args[0].shape[:2] != self._where.shape:
