@@ -37,10 +37,12 @@ UNLEARN_CONFIG = f"biology.unlearn.leaf.k{K}"
 THRESHOLD = 0.9
 
 # The default world-model spec (llama, 2 layers, width 128, word tokenizer) with a budget for
-# this small world: it stops as soon as every recall probe is answered.
+# this small world: it stops as soon as every recall probe is answered. The step budget bounds
+# the run; the wall-clock one is out of reach, so that a loaded machine (which once stopped
+# training at 240 s, recall 0.89) gets the same model, only later.
 WORLD_OVERRIDES = (
     "max_steps=3000",
-    "max_seconds=240",
+    "max_seconds=3600",
     "eval_every=250",
     "eval_sample=0",
     "recall_threshold=1.0",
