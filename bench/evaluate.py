@@ -37,7 +37,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ksmith.evaluate.hf import HFBackend
@@ -102,16 +101,11 @@ def looped(model, tokenizer, requests) -> list[float]:
 def forward_batches(backend: HFBackend, requests) -> tuple[list[dict], dict[str, int]]:
     """The keyword arguments of every forward pass `HFBackend.score` runs on `requests`, and
     token counts (real tokens, trie nodes, positions run)."""
-    unique = list(dict.fromkeys(requests))
-    ctx = backend._encode_contexts([c for c, _ in unique])
-    cont = backend._encode([x for _, x in unique], special=False)
-    rows, members = backend.scoring_rows(unique, ctx, cont)
+    cont, rows, members = backend.scoring_inputs(list(dict.fromkeys(requests)))
     trie = build_trie(rows)
     counts = {"real_tokens": sum(len(r) for r in rows), "trie_nodes": len(trie)}
     if backend.tree_attention_supported():
-        _, node, _ = continuation_nodes(trie, members, cont)
-        keep = np.zeros(len(trie), dtype=bool)
-        keep[node] = True
+        _, _, _, keep = continuation_nodes(trie, members, cont)
         batches = [kwargs for kwargs, _ in backend.packed_forwards(trie, keep)]
     else:
         rows.sort(key=lambda s: -len(s))

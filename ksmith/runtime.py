@@ -13,7 +13,6 @@ PyTorch's CPU performance guide gets from jemalloc or tcmalloc, done here with g
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 
 log = logging.getLogger(__name__)
@@ -33,9 +32,8 @@ def keep_freed_memory() -> bool:
     Affects the whole process and lasts until it exits; returns False (and changes nothing)
     where the C library is not glibc, e.g. on macOS or musl.
     """
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name)
+        libc = ctypes.CDLL(None)  # this process's own symbols, the C library's among them
         mallopt = libc.mallopt
         libc.gnu_get_libc_version  # noqa: B018 -- glibc only: musl also has a mallopt
     except (OSError, AttributeError, TypeError):

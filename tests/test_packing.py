@@ -170,14 +170,9 @@ def test_packed_scores_match_direct_forward_and_the_padded_path(
 def test_each_prefix_is_computed_once():
     tok = make_tokenizer()
     backend = HFBackend(make_model("llama", seed=12), tok, batch_size=2, pack_length=8)
-    unique = list(dict.fromkeys(REQUESTS))
-    ctx = backend._encode_contexts([c for c, _ in unique])
-    cont = backend._encode([x for _, x in unique], special=False)
-    rows, members = backend.scoring_rows(unique, ctx, cont)
+    cont, rows, members = backend.scoring_inputs(list(dict.fromkeys(REQUESTS)))
     trie = build_trie(rows)
-    _, node, _ = continuation_nodes(trie, members, cont)
-    keep = np.zeros(len(trie), dtype=bool)
-    keep[node] = True
+    _, node, _, keep = continuation_nodes(trie, members, cont)
     forwards = list(backend.packed_forwards(trie, keep))
     assert len(forwards) > 1  # small batches: several forwards
     kept = np.concatenate([k for _, k in forwards])
@@ -218,14 +213,9 @@ def test_last_block_projects_only_where_logits_are_read_and_changes_none(arch):
     tok = make_tokenizer()
     model = small_model(arch, seed=5)
     backend = HFBackend(model, tok, batch_size=4, pack_length=16)
-    unique = list(dict.fromkeys(REQUESTS))
-    ctx = backend._encode_contexts([c for c, _ in unique])
-    cont = backend._encode([x for _, x in unique], special=False)
-    rows, members = backend.scoring_rows(unique, ctx, cont)
+    cont, rows, members = backend.scoring_inputs(list(dict.fromkeys(REQUESTS)))
     trie = build_trie(rows)
-    _, node, _ = continuation_nodes(trie, members, cont)
-    keep = np.zeros(len(trie), dtype=bool)
-    keep[node] = True
+    _, node, _, keep = continuation_nodes(trie, members, cont)
     # Positions the last block's MLP output and attention output projections compute (these
     # hooks come first, so they see a projection's own output, before it is scattered back).
     seen = {"mlp_out": [], "attn_out": []}

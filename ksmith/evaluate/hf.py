@@ -154,9 +154,7 @@ class HFBackend(Backend):
     def _score(self, requests: Sequence[tuple[str, str]]) -> list[ContinuationScore]:
         first = dict.fromkeys(map(tuple, requests))  # type: ignore[arg-type]
         unique: list[tuple[str, str]] = list(first)
-        contexts = self._encode_contexts([c for c, _ in unique])
-        continuations = self._encode([x for _, x in unique], special=False)
-        rows, members = self.scoring_rows(unique, contexts, continuations)
+        continuations, rows, members = self.scoring_inputs(unique)
         results: list[ContinuationScore | None] = [None] * len(unique)
         with torch.inference_mode(), self._batched_kernels():
             if rows and self.tree_attention_supported():
@@ -177,6 +175,15 @@ class HFBackend(Backend):
         if self.onednn and self.device.type == "cpu":
             return onednn_linears(self.model)
         return contextlib.nullcontext()
+
+    def scoring_inputs(
+        self, unique: Sequence[tuple[str, str]]
+    ) -> tuple[list[list[int]], list[tuple[int, ...]], list[list[int]]]:
+        """Tokenize distinct requests: the continuations' ids, and the distinct model inputs
+        with the requests each serves (`scoring_rows`)."""
+        contexts = self._encode_contexts([c for c, _ in unique])
+        continuations = self._encode([x for _, x in unique], special=False)
+        return continuations, *self.scoring_rows(unique, contexts, continuations)
 
     def scoring_rows(
         self,
@@ -246,9 +253,7 @@ class HFBackend(Backend):
     ) -> None:
         """Score every request through the prefix trie of `rows`, filling `results`."""
         trie = build_trie(rows)
-        owners, node, target = continuation_nodes(trie, members, continuations)  # [N], [T], [T]
-        keep = np.zeros(len(trie), dtype=bool)
-        keep[node] = True
+        owners, node, target, keep = continuation_nodes(trie, members, continuations)
         forwards = self.packed_forwards(trie, keep)
         token_ll, greedy = score_tree_nodes(self.model, forwards, node, target, len(trie))
         lengths = [len(continuations[i]) for i in owners]

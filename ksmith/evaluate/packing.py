@@ -228,10 +228,11 @@ def tree_forwards(
 
 def continuation_nodes(
     trie: PrefixTrie, members: Sequence[list[int]], continuations: Sequence[list[int]]
-) -> tuple[list[int], np.ndarray, np.ndarray]:
+) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray]:
     """Where each continuation token is predicted: a continuation of k tokens is read at the
     last k trie nodes of its row (`members[row]` lists the requests a row serves). Returns the
-    requests in pair order [N], and per (request, token) pair its trie node [T] and target [T].
+    requests in pair order [N], per (request, token) pair its trie node [T] and target [T], and
+    which nodes are read [n_nodes] (the `keep` of `tree_forwards`).
     """
     owners: list[int] = []
     node: list[int] = []
@@ -243,7 +244,10 @@ def continuation_nodes(
             owners.append(i)
             node.extend(path[len(path) - len(cont) :])
             target.extend(cont)
-    return owners, np.asarray(node, dtype=np.int64), np.asarray(target, dtype=np.int64)
+    nodes = np.asarray(node, dtype=np.int64)
+    read = np.zeros(len(trie), dtype=bool)
+    read[nodes] = True
+    return owners, nodes, np.asarray(target, dtype=np.int64), read
 
 
 class LastBlockWhereRead:
