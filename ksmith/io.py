@@ -1,19 +1,30 @@
 """Atomic, non-destructive output.
 
-Every command that writes a folder writes it into a temporary sibling and renames it into place
-at the end, so a run killed part-way leaves the previous output or none. A folder is replaced
-only if ksmith made it (it holds the marker file `.ksmith-output`); anything else at the target
-path is the user's and is never overwritten.
+Every command that writes a folder writes it into a temporary sibling and swaps it into place at
+the end, so a run killed at any moment leaves the complete previous output or the complete new
+one. Where the system allows it (Linux `renameat2(RENAME_EXCHANGE)`) the swap is one atomic
+exchange; elsewhere it is two renames, and a run killed between them leaves the previous folder
+under `.<name>.old-<pid>`, which the next run on the same path puts back before anything else.
+Each run also removes the temporary folders (`.<name>.tmp-<pid>-*`) that killed runs left behind.
+
+A folder is replaced only if ksmith made it for the same kind of output: the marker file
+`.ksmith-output` records the kind (`dataset`, `update`, `evaluation`, ...), so `--out` naming a
+dataset in an `update` command is refused, and anything without the marker is the user's and is
+never overwritten. A command also refuses an `--out` that is, holds or sits inside one of its
+inputs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,38 +32,167 @@ from ksmith.errors import KsmithError
 
 MARKER = ".ksmith-output"
 
+# Kinds that may replace one another: the same stage output written two ways (the pipeline's
+# pretrain stage writes a trained world model, or a pointer to a given model, at one path).
+_INTERCHANGEABLE = ({"world-model", "model-pointer"},)
 
-def _check_replaceable(out: Path) -> None:
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<what>tmp|old)-(?P<pid>[0-9]+)(?:-.*)?$")
+
+
+def marker_kind(folder: str | Path) -> str | None:
+    """The kind recorded in `folder`'s marker; None without a marker, "" if it names none."""
+    path = Path(folder) / MARKER
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return ""
+    return str(data.get("kind", "")) if isinstance(data, dict) else ""
+
+
+def _compatible(found: str, kind: str) -> bool:
+    if found in ("", kind):
+        return True  # a marker from before kinds were recorded cannot be told apart
+    return any(found in group and kind in group for group in _INTERCHANGEABLE)
+
+
+def _check_replaceable(out: Path, kind: str) -> None:
+    if out.is_symlink():
+        raise KsmithError(
+            f"{out}: is a symbolic link; refusing to replace it. Choose another --out."
+        )
     if not out.exists():
         return
-    if out.is_dir() and ((out / MARKER).exists() or not any(out.iterdir())):
+    if not out.is_dir():
+        raise KsmithError(f"{out}: exists and is not a folder; refusing to overwrite it.")
+    found = marker_kind(out)
+    if found is None:
+        if not any(out.iterdir()):
+            return
+        raise KsmithError(
+            f"{out}: exists and was not written by ksmith (no {MARKER} marker); "
+            "refusing to overwrite it. Choose another --out or remove it yourself."
+        )
+    if not _compatible(found, kind):
+        raise KsmithError(
+            f"{out}: is a ksmith {found} folder, and this command writes a {kind}; refusing to "
+            "replace it. Choose another --out."
+        )
+
+
+def check_not_input(out: str | Path, inputs: Iterable[str | Path | None]) -> None:
+    """Refuse an output folder that is one of the inputs, holds one, or lies inside one."""
+    target = Path(out).resolve()
+    for item in inputs:
+        if item is None:
+            continue
+        src = Path(item).resolve()
+        if target == src or target in src.parents or src in target.parents:
+            raise KsmithError(
+                f"{out}: is the input {item} (or holds or lies inside it); refusing to write "
+                "over an input. Choose another --out."
+            )
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_output_dir(out: str | Path) -> None:
+    """Undo what a killed run on `out` left: put a previous folder moved aside back in place
+    (killed between the two renames) and remove temporary folders of runs no longer alive."""
+    out = Path(out)
+    parent = out.parent
+    if not parent.is_dir():
         return
-    raise KsmithError(
-        f"{out}: exists and was not written by ksmith (no {MARKER} marker); "
-        "refusing to overwrite it. Choose another --out or remove it yourself."
-    )
+    for entry in sorted(parent.iterdir()):
+        m = _LEFTOVER.match(entry.name)
+        if not m or m["name"] != out.name or _alive(int(m["pid"])):
+            continue
+        if m["what"] == "old" and not out.exists() and (entry / MARKER).is_file():
+            entry.rename(out)  # the previous version, complete: it was renamed whole
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+
+
+def _exchange_fn():
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_RENAMEAT2 = _exchange_fn()
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step; False if the system cannot."""
+    if _RENAMEAT2 is None:
+        return False
+    rc = _RENAMEAT2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(a))
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    """Make `tmp` the folder at `out`; at every moment `out` is the old folder or the new one
+    (or, on systems without an atomic exchange, absent with the old one at `.<name>.old-<pid>`,
+    which `recover_output_dir` restores)."""
+    if not out.exists():
+        tmp.rename(out)
+        return
+    if exchange(tmp, out):
+        shutil.rmtree(tmp, ignore_errors=True)  # now the previous version
+        return
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    out.rename(old)
+    try:
+        tmp.rename(out)
+    except BaseException:
+        old.rename(out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager
-def atomic_output_dir(out: str | Path, kind: str = "output") -> Iterator[Path]:
-    """Yield a fresh temporary folder; on success it replaces `out` in one rename.
+def atomic_output_dir(
+    out: str | Path, kind: str = "output", *, inputs: Iterable[str | Path | None] = ()
+) -> Iterator[Path]:
+    """Yield a fresh temporary folder; on success it replaces `out` in one atomic swap.
 
-    On any exception the temporary folder is removed and `out` is left as it was.
+    `kind` is recorded in the marker and must match the kind of a folder being replaced;
+    `inputs` are the command's input paths, which `out` may not be. On any exception the
+    temporary folder is removed and `out` is left as it was.
     """
     out = Path(out)
-    _check_replaceable(out)
+    check_not_input(out, inputs)
+    recover_output_dir(out)
+    _check_replaceable(out, kind)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
         yield tmp
         (tmp / MARKER).write_text(json.dumps({"kind": kind}) + "\n")
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-        tmp.rename(out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

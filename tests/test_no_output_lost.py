@@ -1,0 +1,163 @@
+"""No output is ever lost: a command replacing a folder, killed at any step, leaves the complete
+previous folder or the complete new one; the next run cleans what the killed one left; `--out`
+naming an input or a ksmith folder of another kind is refused (issue 16, part 5)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ksmith.errors import KsmithError
+from ksmith.io import MARKER, atomic_output_dir, marker_kind, recover_output_dir
+
+# Run in a subprocess: write `out` (files "a", "b" holding VERSION) through atomic_output_dir,
+# with every file-system step counted and the process SIGKILLed just before step KILL_AT.
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import os, shutil, signal, sys
+    from pathlib import Path
+    import ksmith.io as kio
+
+    out, version, kill_at, exchange = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    if exchange == "no":
+        kio._RENAMEAT2 = None  # the two-rename fallback of systems without renameat2
+    step = [0]
+
+    def counted(fn):
+        def wrapper(*a, **k):
+            if step[0] == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            step[0] += 1
+            return fn(*a, **k)
+        return wrapper
+
+    Path.rename = counted(Path.rename)
+    Path.write_text = counted(Path.write_text)
+    shutil.rmtree = counted(shutil.rmtree)
+    kio.exchange = counted(kio.exchange)
+    with kio.atomic_output_dir(out, kind="test") as tmp:
+        (tmp / "a").write_text(version)
+        (tmp / "b").write_text(version)
+    print("steps", step[0])
+    """
+)
+
+
+def _run(out: Path, version: str, kill_at: int, exchange: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, str(out), version, str(kill_at), exchange],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def _version(out: Path) -> str:
+    """The folder's version; fails unless it is complete (both files, same version, marker)."""
+    a, b = (out / "a").read_text(), (out / "b").read_text()
+    assert a == b and marker_kind(out) == "test", os.listdir(out)
+    return a
+
+
+def _leftovers(out: Path) -> list[str]:
+    return sorted(p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}."))
+
+
+@pytest.mark.parametrize("exchange", ["yes", "no"])
+def test_killed_at_every_step_leaves_old_or_new_and_next_run_cleans(tmp_path, exchange):
+    out = tmp_path / "out"
+    done = _run(out, "v0", -1, exchange)
+    assert done.returncode == 0, done.stderr
+    steps = int(done.stdout.split()[-1])
+    assert steps >= 4  # two files, the marker, the swap (and more)
+    for kill_at in range(steps):
+        proc = _run(out, f"v{kill_at + 1}", kill_at, exchange)
+        assert proc.returncode == -signal.SIGKILL, (kill_at, proc.stderr)
+        if exchange == "yes":  # one atomic exchange: never a moment without a complete folder
+            assert _version(out) in (f"v{kill_at}", f"v{kill_at + 1}"), kill_at
+        recover_output_dir(out)  # what the next run does first
+        assert _version(out) in (f"v{kill_at}", f"v{kill_at + 1}"), kill_at
+        assert _run(out, f"v{kill_at + 1}", -1, exchange).returncode == 0
+        assert _version(out) == f"v{kill_at + 1}"
+        assert _leftovers(out) == [], kill_at
+
+
+def test_killed_between_the_two_renames_is_restored_by_the_next_run(tmp_path):
+    out = tmp_path / "data"
+    with atomic_output_dir(out, kind="dataset") as tmp:
+        (tmp / "f").write_text("old")
+    # What a run killed between `out -> .old` and `.tmp -> out` left (pid 2**22+1: not alive).
+    dead = 2**22 + 1
+    out.rename(tmp_path / f".data.old-{dead}")
+    (tmp_path / f".data.tmp-{dead}-x").mkdir()
+    (tmp_path / f".data.tmp-{dead}-x" / "f").write_text("half")
+    with pytest.raises(RuntimeError):
+        with atomic_output_dir(out, kind="dataset") as tmp:
+            raise RuntimeError("fails before the swap")
+    assert (out / "f").read_text() == "old"
+    assert _leftovers(out) == []
+
+
+def test_leftovers_of_live_runs_are_not_touched(tmp_path):
+    out = tmp_path / "data"
+    mine = tmp_path / f".data.tmp-{os.getpid()}-busy"
+    mine.mkdir()
+    with atomic_output_dir(out, kind="dataset") as tmp:
+        (tmp / "f").write_text("x")
+    assert mine.is_dir()
+
+
+@pytest.mark.parametrize(
+    ("existing", "writing"),
+    [
+        ("dataset", "update"),
+        ("update", "evaluation"),
+        ("evaluation", "submission"),
+        ("world-model", "dataset"),
+    ],
+)
+def test_out_of_another_kind_is_refused(tmp_path, existing, writing):
+    out = tmp_path / "x"
+    with atomic_output_dir(out, kind=existing) as tmp:
+        (tmp / "keep").write_text("mine")
+    with pytest.raises(KsmithError, match=f"ksmith {existing} folder"):
+        with atomic_output_dir(out, kind=writing):
+            pass
+    assert (out / "keep").read_text() == "mine"
+    assert json.loads((out / MARKER).read_text()) == {"kind": existing}
+
+
+def test_same_kind_and_interchangeable_kinds_are_replaced(tmp_path):
+    out = tmp_path / "model"
+    for kind in ("world-model", "world-model", "model-pointer", "world-model"):
+        with atomic_output_dir(out, kind=kind) as tmp:
+            (tmp / "k").write_text(kind)
+        assert (out / "k").read_text() == kind
+
+
+def test_out_that_is_an_input_is_refused(tmp_path):
+    src = tmp_path / "results"
+    src.mkdir()
+    (src / "r").write_text("keep")
+    for out in (src, src / "inner", tmp_path):
+        with pytest.raises(KsmithError, match="input"):
+            with atomic_output_dir(out, kind="submission", inputs=[src]):
+                pass
+    assert (src / "r").read_text() == "keep"
+
+
+def test_symlinked_out_is_refused(tmp_path):
+    real = tmp_path / "real"
+    with atomic_output_dir(real, kind="dataset") as tmp:
+        (tmp / "f").write_text("x")
+    (tmp_path / "link").symlink_to(real)
+    with pytest.raises(KsmithError, match="symbolic link"):
+        with atomic_output_dir(tmp_path / "link", kind="dataset"):
+            pass
