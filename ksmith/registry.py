@@ -3,6 +3,12 @@
 Update methods, metrics, backends and name generators register by name. Third parties add their
 own through an entry-point group (``[project.entry-points."ksmith.methods"]``). A heavy entry
 (vLLM) registers lazily as ``"module:attr"`` so that importing ksmith never imports it.
+
+A plugin usually does both: its module registers the class with the decorator, and its entry
+point names that module (``"pkg.module:MyMethod"`` or just ``"pkg.module"``) so ksmith can find
+it. The entry point is recorded lazily; importing the module then fills that entry through the
+decorator, which is the same registration, not a second one. Two *different* objects under one
+name still raise.
 """
 
 from __future__ import annotations
@@ -48,7 +54,13 @@ class Registry(Generic[T]):
         self._add(name, _Entry(None, target, meta))
 
     def _add(self, name: str, entry: _Entry[T]) -> None:
-        if name in self._entries:
+        old = self._entries.get(name)
+        if old is not None and old.meta.get("plugin") and old.obj is None and entry.obj is not None:
+            # The plugin's module, imported for its entry point, registering itself.
+            old.obj = entry.obj
+            old.meta = {**entry.meta, "plugin": True, "entry_point": old.target}
+            return
+        if old is not None:
             raise KsmithError(f"{self.kind} '{name}' is registered twice")
         self._entries[name] = entry
 
@@ -71,10 +83,22 @@ class Registry(Generic[T]):
         if entry.obj is None:
             assert entry.target is not None
             module, _, attr = entry.target.partition(":")
-            obj: Any = importlib.import_module(module)
-            for part in attr.split(".") if attr else []:
-                obj = getattr(obj, part)
-            entry.obj = obj
+            try:
+                obj: Any = importlib.import_module(module)  # may fill `entry` via a decorator
+            except ImportError as e:
+                where = "entry point" if entry.meta.get("plugin") else "lazy entry"
+                raise KsmithError(
+                    f"{self.kind} '{name}': cannot import {module} ({where} {entry.target}): {e}"
+                ) from e
+            if attr or entry.obj is None:
+                for part in attr.split(".") if attr else []:
+                    obj = getattr(obj, part)
+                if entry.obj is not None and entry.obj is not obj:
+                    raise KsmithError(
+                        f"{self.kind} '{name}': entry point {entry.target} names "
+                        f"{obj!r}, but its module registered {entry.obj!r} under that name"
+                    )
+                entry.obj = obj
         return entry.obj  # type: ignore[return-value]
 
     def meta(self, name: str) -> dict[str, Any]:

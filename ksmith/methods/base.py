@@ -152,6 +152,9 @@ class UpdateMethod(ABC):
         tokenizer: PreTrainedTokenizerBase,
         problem: UpdateProblem,
     ) -> UpdateResult:
+        from ksmith.methods.layers import check_layers, model_depth
+
+        check_layers(self.name, self.params, model_depth(model))
         if problem.mode == "sequential":
             merged = UpdateResult()
             for i, sub in enumerate(problem.subproblems()):

@@ -32,12 +32,12 @@ class UpdateRun:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _model_type(path: str) -> str | None:
-    """config.model_type read without loading weights (None if the config is not local)."""
+def _local_config(path: str) -> Any | None:
+    """The model's config read without loading weights (None if the config is not local)."""
     try:
         from transformers import AutoConfig
 
-        return AutoConfig.from_pretrained(path, local_files_only=True).model_type
+        return AutoConfig.from_pretrained(path, local_files_only=True)
     except Exception:  # not a local folder or cached id: decided after loading the model
         return None
 
@@ -55,6 +55,7 @@ def update_from_dataset(run: UpdateRun) -> dict[str, Any]:
     """
     from ksmith.data import load_corpus, load_requests, read_card
     from ksmith.methods import get_method
+    from ksmith.methods.layers import model_depth
     from ksmith.methods.params import resolve_params
     from ksmith.methods.problem import build_problems, config_kind
     from ksmith.methods.runner import run_update
@@ -71,12 +72,13 @@ def update_from_dataset(run: UpdateRun) -> dict[str, Any]:
             f"method '{cls.name}' is of kind {cls.kind} but config {run.config} holds {kind} "
             "requests; list methods and their kinds with `ksmith methods`"
         )
-    model_type = _model_type(run.model)
+    config = _local_config(run.model)
     params = None
-    if model_type is not None:  # validate parameters before the (slow) model load
+    if config is not None:  # validate parameters before the (slow) model load
         params = resolve_params(
-            cls, model_type=model_type, overrides=run.overrides, specs_dir=run.specs_dir
-        )
+            cls, model_type=config.model_type, overrides=run.overrides, specs_dir=run.specs_dir,
+            num_layers=model_depth(config),
+        )  # fmt: skip
     device = resolve_device(run.device)
     model, tokenizer = load_model(run.model, device=device)
     if params is None:
@@ -85,6 +87,7 @@ def update_from_dataset(run: UpdateRun) -> dict[str, Any]:
             model_type=model.config.model_type,
             overrides=run.overrides,
             specs_dir=run.specs_dir,
+            num_layers=model_depth(model),
         )
     method = cls(params)
     problems = build_problems(

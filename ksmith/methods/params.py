@@ -1,4 +1,8 @@
-"""Method hyper-parameters: code defaults < ``specs/methods/<name>.yaml`` < ``--set`` overrides.
+"""Method hyper-parameters: code defaults < the method's spec file < ``--set`` overrides.
+
+The spec file is the first that exists of: ``<--specs-dir or $KSMITH_SPECS_DIR>/methods/<name>.yaml``
+(a project's own choice), ``<name>.yaml`` next to the method's module (how a plugin package ships
+its defaults), and ksmith's ``specs/methods/<name>.yaml`` (the built-ins' defaults).
 
 A method spec file is thin, versioned YAML::
 
@@ -53,13 +57,38 @@ def default_specs_dir() -> Path | None:
     return None
 
 
-def method_spec_path(name: str, specs_dir: str | Path | None = None) -> Path | None:
-    """``<specs>/methods/<name>.yaml`` if it exists, else None."""
-    root = Path(specs_dir) if specs_dir is not None else default_specs_dir()
-    if root is None:
+def shipped_spec_path(method_cls: type[UpdateMethod]) -> Path | None:
+    """``<name>.yaml`` next to the module defining `method_cls` (a plugin's own defaults)."""
+    import inspect
+
+    try:
+        module_file = inspect.getsourcefile(method_cls)
+    except TypeError:  # defined in __main__ or a REPL: no module file
         return None
-    path = root / "methods" / f"{name}.yaml"
+    if module_file is None:
+        return None
+    path = Path(module_file).resolve().parent / f"{method_cls.name}.yaml"
     return path if path.is_file() else None
+
+
+def method_spec_path(
+    name: str,
+    specs_dir: str | Path | None = None,
+    *,
+    method_cls: type[UpdateMethod] | None = None,
+) -> Path | None:
+    """The spec file for method `name`, or None (see the module docstring for the order)."""
+    explicit = Path(specs_dir) if specs_dir is not None else None
+    if explicit is None and os.environ.get(SPECS_ENV):
+        explicit = Path(os.environ[SPECS_ENV])
+    candidates = [explicit / "methods" / f"{name}.yaml"] if explicit is not None else []
+    shipped = shipped_spec_path(method_cls) if method_cls is not None else None
+    if shipped is not None:
+        candidates.append(shipped)
+    root = default_specs_dir() if explicit is None else None
+    if root is not None:
+        candidates.append(root / "methods" / f"{name}.yaml")
+    return next((p for p in candidates if p.is_file()), None)
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -110,12 +139,20 @@ def resolve_params(
     model_type: str | None,
     overrides: Sequence[str] = (),
     specs_dir: str | Path | None = None,
+    num_layers: int | None = None,
 ) -> MethodParams:
-    """The method's validated hyper-parameters (see the module docstring for precedence)."""
+    """The method's validated hyper-parameters (see the module docstring for precedence).
+
+    With `num_layers` (``config.num_hidden_layers``), layer fields are checked against the
+    model's depth too (``ksmith.methods.layers``)."""
+    from ksmith.methods.layers import check_layers
+
     values, sources = resolve_param_values(
         method_cls, model_type=model_type, overrides=overrides, specs_dir=specs_dir
     )
-    return validate_params(method_cls, values, sources)
+    params = validate_params(method_cls, values, sources)
+    check_layers(method_cls.name, params, num_layers, sources)
+    return params
 
 
 def resolve_param_values(
@@ -128,9 +165,9 @@ def resolve_param_values(
     """Merged raw values (before validation) and, per key, where it came from: (file, field)."""
     values: dict[str, Any] = {}
     sources: dict[str, tuple[str, str]] = {}
-    path = method_spec_path(method_cls.name, specs_dir)
+    path = method_spec_path(method_cls.name, specs_dir, method_cls=method_cls)
     if path is None:
-        log.info("no specs/methods/%s.yaml found; using code defaults", method_cls.name)
+        log.info("no spec file for method %s found; using code defaults", method_cls.name)
     else:
         data = _load_spec_file(path)
         layers = [("params", data.get("params") or {})]

@@ -107,8 +107,8 @@ class ROME(UpdateMethod):
     ) -> UpdateResult:
         p: ROMEParams = self.params  # type: ignore[assignment]
         state = self._state = state_for(self._state, model)
+        layer_path(model, p.layer, "mlp_out")  # validates the index before wrapping negatives
         layer = p.layer % num_layers(model)
-        layer_path(model, layer, "mlp_out")  # validates the index against the model
         targets = edit_targets(problem, self.name)
         C = None
         if p.mom2_adjustment:

@@ -34,6 +34,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--out", required=True)
     s.set_defaults(func=_pretrain)
 
+    s = stage(
+        "code",
+        "write out/code/<method>.json, a fingerprint of each method's code (plugins too), for "
+        "the update stage's deps",
+    )
+    s.add_argument("--out", required=True, help="folder for <method>.json files")
+    s.set_defaults(func=_code)
+
     s = stage("update", "apply one method to every cell of the matrix")
     s.add_argument("--method", required=True)
     s.add_argument("--dataset", required=True)
@@ -104,9 +112,25 @@ def _method_cells(args: argparse.Namespace, method: str | None):
     return params, cells_for(params, method, kind, list_configs(args.dataset))
 
 
+def _code(args: argparse.Namespace) -> int:
+    """One fingerprint per method in params' `methods` (see ksmith.methods.source)."""
+    from ksmith.io import atomic_output_dir, write_json
+    from ksmith.methods import get_method
+    from ksmith.methods.source import method_code
+    from ksmith.pipeline.params import load_params
+
+    params = load_params(args.params)
+    with atomic_output_dir(args.out, kind="method-code") as tmp:
+        for name in params.methods:
+            write_json(tmp / f"{name}.json", method_code(get_method(name)))
+    return 0
+
+
 def _update(args: argparse.Namespace) -> int:
     from ksmith.io import atomic_output_dir
+    from ksmith.methods import get_method
     from ksmith.methods.commands import UpdateRun, update_from_dataset
+    from ksmith.methods.source import method_code
     from ksmith.pipeline.workers import Job, run_jobs
 
     params, cells = _method_cells(args, args.method)
@@ -114,12 +138,14 @@ def _update(args: argparse.Namespace) -> int:
         f"{k}={json.dumps(v)}" for k, v in sorted(params.overrides.get(args.method, {}).items())
     )
     model = resolve_model(args.model)
+    code = method_code(get_method(args.method))
+    code = {"module": code["module"], "sha256": code["sha256"]}  # recorded in each update.json
     with atomic_output_dir(args.out, kind="pipeline-updates") as tmp:
         jobs = [
             Job(cell.cell_id, update_from_dataset, (UpdateRun(
                 model=model, dataset=args.dataset, config=cell.config, method=args.method,
                 out=str(tmp / cell.cell_id), overrides=overrides, mode=params.mode,
-                device=params.device, seed=cell.seed,
+                device=params.device, seed=cell.seed, extra={"code": code},
             ),), cost=cell.scale)
             for cell in cells
         ]  # fmt: skip
