@@ -5,8 +5,12 @@
 ksmith probes with ksmith's conventions: ``mcq`` -> ``multiple_choice`` over the options (each
 scored as " " + option), ``cloze`` -> ``loglikelihood`` of " " + answer (``acc`` = every answer
 token greedy, the cloze rule), ``qa`` -> ``generate_until`` "\\n" with normalized exact match.
-The YAMLs read the dataset's own parquet files (``dataset_path: parquet``, absolute
-``data_files``) and select rows with pyarrow ``filters`` (datasets >= 3). Targets are the after
+The YAMLs read the dataset's own parquet files and select rows with pyarrow ``filters``
+(datasets >= 3). ``data_files`` are written relative to the task folder, never absolute, so the
+folder can be shared (or committed) next to the dataset: each task includes
+``_ksmith_template_yaml``, whose ``custom_dataset: !function ksmith_data.load_probes`` (a small
+module written beside it) resolves them against its own location, whatever the working
+directory. Targets are the after
 answers (probes an unlearned model must *avoid* are left out: their accuracy would mean the
 opposite) or, with ``target="before"``, the before answers (tasks suffixed ``_before``).
 
@@ -36,18 +40,41 @@ def task_name(config: str, fmt: str, target: str = "after") -> str:
     return f"ksmith_{config.replace('.', '_')}_{fmt}{suffix}"
 
 
+TEMPLATE = "_ksmith_template_yaml"  # no .yaml suffix: lm-eval does not index it as a task
+LOADER = "ksmith_data.py"
+LOADER_SOURCE = '''"""Loads a ksmith task's probes; written by `ksmith export-lmeval`.
+
+`data_files` in the task YAMLs are relative to this folder, so the folder works wherever it
+and the dataset are copied together, whatever the working directory.
+"""
+
+from pathlib import Path
+
+import datasets
+
+HERE = Path(__file__).resolve().parent
+
+
+def load_probes(data_files, filters=None, **_metadata):
+    files = {split: str(HERE / path) for split, path in data_files.items()}
+    return datasets.load_dataset("parquet", data_files=files, filters=filters)
+'''
+
+
 def task_config(
-    data_file: Path, config: str, fmt: str, *, target: str, fingerprint: str
+    data_file: str | Path, config: str, fmt: str, *, target: str, fingerprint: str
 ) -> dict[str, Any]:
-    """One lm-eval task definition (a YAML mapping) for the probes of `config` in `fmt`."""
+    """One lm-eval task definition (a YAML mapping) for the probes of `config` in `fmt`;
+    `data_file` is the probes' parquet, relative to the task folder."""
     answer = f"answer_{target}"
     filters: list[list[str]] = [["format", "==", fmt]]
     if target == "after":
         filters.append(["expect_after", "==", "match"])
     task: dict[str, Any] = {
+        "include": TEMPLATE,
         "task": task_name(config, fmt, target),
         "dataset_path": "parquet",
-        "dataset_kwargs": {"data_files": {"test": str(data_file)}, "filters": filters},
+        "dataset_kwargs": {"data_files": {"test": Path(data_file).as_posix()}, "filters": filters},
         "test_split": "test",
         "doc_to_text": "{{prompt}}",
         "target_delimiter": " ",
@@ -112,7 +139,10 @@ def export_lmeval(
 
     if target not in TARGETS:
         raise KsmithError(f"target is {target!r}; expected one of {', '.join(TARGETS)}")
+    import os
+
     dataset = Path(dataset).resolve()
+    where = Path(out).resolve()
     fingerprint = str(read_card(dataset)["fingerprint"])
     known = list_configs(dataset)
     chosen = list(configs) if configs else known
@@ -129,7 +159,7 @@ def export_lmeval(
             tasks = []
             for fmt in formats:
                 task = task_config(
-                    dataset / probes_path(config),
+                    os.path.relpath(dataset / probes_path(config), where),
                     config,
                     fmt,
                     target=target,
@@ -146,6 +176,8 @@ def export_lmeval(
                 names.extend(tasks)
         if not names:
             raise KsmithError(f"{dataset}: no probes to export for {', '.join(chosen)}")
+        (tmp / TEMPLATE).write_text("custom_dataset: !function ksmith_data.load_probes\n")
+        (tmp / LOADER).write_text(LOADER_SOURCE)
         _dump(
             tmp / f"{GROUP}{group_suffix}.yaml",
             {"group": GROUP + group_suffix, "task": names, "metadata": {"version": 1.0}},
