@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ksmith.data.commands",
     "ksmith.world.commands",
     "ksmith.methods.commands",
+    "ksmith.models.export",
     "ksmith.evaluate.commands",
     "ksmith.leaderboard.commands",
     "ksmith.pipeline.commands",
