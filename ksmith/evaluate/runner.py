@@ -29,6 +29,7 @@ from ksmith.evaluate.cache import (
     load_before,
     save_before,
 )
+from ksmith.evaluate.knowledge import prior_knowledge
 from ksmith.evaluate.measure import measure_after_group, measure_before, merge_measures
 from ksmith.evaluate.outputs import model_metrics, write_outputs
 
@@ -195,6 +196,7 @@ def evaluate(
         before, cache_info = _before_stage(
             lazy, hooks, probes, options, model_fp, dataset_fp, config
         )
+        knowledge = prior_knowledge(probes, before.judgements, config=config)  # warns if low
         after = _after_stage(lazy, hooks, probes, before, update_dir, options)
         metrics = model_metrics(before, after, options)
         from ksmith.evaluate.cost import cost_metrics
@@ -214,6 +216,7 @@ def evaluate(
             "backend": options.backend,
             "options": options.model_dump(mode="json"),
             "before_cache": cache_info,
+            "knowledge": knowledge,
             **described,
         }
         result = write_outputs(tmp, probes, before, after, metrics, record, options)
