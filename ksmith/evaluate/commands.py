@@ -23,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="results folder to write")
     p.add_argument("--backend", default="hf", help="hf (default) or vllm")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--batch-size", type=int, default=32, help="probes scored per forward pass (default: 32)"
+    )
     p.add_argument(
         "--cache-dir",
         type=Path,

@@ -195,7 +195,12 @@ def register(subparsers: Any) -> None:
         metavar="KEY=VALUE",
         help="override a method hyper-parameter (YAML value); repeatable",
     )
-    p.add_argument("--mode", choices=("batch", "sequential"), default="batch")
+    p.add_argument(
+        "--mode",
+        choices=("batch", "sequential"),
+        default="batch",
+        help="batch: a group's requests at once; sequential: one after another (lifelong)",
+    )
     p.add_argument("--groups", help="comma-separated group indices (default: all)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--seed", type=int, default=0, help="torch seed set before each group")

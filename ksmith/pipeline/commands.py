@@ -30,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         return s
 
     s = stage("pretrain", "train the world model, or fine-tune / point at params' model.base")
-    s.add_argument("--dataset", required=True)
-    s.add_argument("--out", required=True)
+    s.add_argument("--dataset", required=True, help="dataset folder (the generate stage's out)")
+    s.add_argument("--out", required=True, help="model folder to write")
     s.set_defaults(func=_pretrain)
 
     s = stage(
@@ -43,23 +43,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_code)
 
     s = stage("update", "apply one method to every cell of the matrix")
-    s.add_argument("--method", required=True)
-    s.add_argument("--dataset", required=True)
-    s.add_argument("--model", required=True)
-    s.add_argument("--out", required=True)
+    s.add_argument("--method", required=True, help="method name (one of params' methods)")
+    s.add_argument("--dataset", required=True, help="dataset folder (the generate stage's out)")
+    s.add_argument("--model", required=True, help="model folder (the pretrain stage's out)")
+    s.add_argument("--out", required=True, help="folder for the method's update folders")
     s.set_defaults(func=_update)
 
     s = stage("evaluate", "evaluate one method's cells (or the no-update baseline: --method none)")
-    s.add_argument("--method", required=True)
-    s.add_argument("--dataset", required=True)
-    s.add_argument("--model", required=True)
+    s.add_argument("--method", required=True, help="method name, or none for the baseline")
+    s.add_argument("--dataset", required=True, help="dataset folder (the generate stage's out)")
+    s.add_argument("--model", required=True, help="model folder (the pretrain stage's out)")
     s.add_argument("--updates", help="the method's update folder (not for --method none)")
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", required=True, help="folder for the method's result folders")
     s.set_defaults(func=_evaluate)
 
     s = stage("report", "tables, plots and DVC metrics from every evaluated cell")
-    s.add_argument("--results", required=True)
-    s.add_argument("--out", required=True)
+    s.add_argument("--results", required=True, help="folder of every method's results")
+    s.add_argument("--out", required=True, help="report folder to write")
     s.set_defaults(func=_report)
 
 
