@@ -109,6 +109,7 @@ def ksmith(plugin_path: Path, *args: str, cwd: Path) -> subprocess.CompletedProc
     )  # fmt: skip
 
 
+@pytest.mark.slow  # pip install plus three `ksmith` processes: about a minute
 def test_installed_plugin_is_listed_and_updates_with_its_own_defaults(plugin_path, tmp_path):
     listed = ksmith(plugin_path, "methods", "--json", cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
@@ -194,6 +195,7 @@ seeds: [0]
 """
 
 
+@pytest.mark.slow
 def test_pipeline_code_fingerprints_follow_the_plugin_code(plugin_path, tmp_path):
     """`ksmith pipeline code` writes out/code/<method>.json; dvc.yaml's update stage lists it as
     a dep, so editing a plugin reruns that plugin's stages and no other."""
@@ -218,3 +220,35 @@ def test_pipeline_code_fingerprints_follow_the_plugin_code(plugin_path, tmp_path
 
 
 PARAMS_M = ("toy_edit", "rome")
+
+
+def test_defaults_order_specs_dir_then_next_to_module_then_ksmith(monkeypatch, tmp_path):
+    """`--specs-dir` first, then `<name>.yaml` beside the method's module, then ksmith's own."""
+    import importlib
+
+    from ksmith.methods.params import method_spec_path, resolve_params
+    from ksmith.methods.source import method_code
+
+    plugin = tmp_path / "plugin"
+    plugin.mkdir()
+    (plugin / "toy_single.py").write_text(
+        "from ksmith.methods import MethodParams, UpdateMethod, UpdateResult\n"
+        "class P(MethodParams):\n    scale: float = 0.0\n"
+        "class ToySingle(UpdateMethod):\n    name, kind, paper, Params = 'toy_single', 'edit', "
+        "'t', P\n    def apply_batch(self, model, tokenizer, problem):\n"
+        "        return UpdateResult()\n"
+    )
+    (plugin / "toy_single.yaml").write_text(DEFAULTS)
+    monkeypatch.syspath_prepend(str(plugin))
+    cls = importlib.import_module("toy_single").ToySingle  # not registered: no name clash
+    monkeypatch.delenv("KSMITH_SPECS_DIR", raising=False)
+    assert method_spec_path("toy_single", method_cls=cls) == plugin / "toy_single.yaml"
+    assert resolve_params(cls, model_type=None).scale == 0.5
+    mine = tmp_path / "specs"
+    (mine / "methods").mkdir(parents=True)
+    (mine / "methods" / "toy_single.yaml").write_text("version: 1\nparams:\n  scale: 2.0\n")
+    assert resolve_params(cls, model_type=None, specs_dir=mine).scale == 2.0
+    monkeypatch.setenv("KSMITH_SPECS_DIR", str(mine))
+    assert resolve_params(cls, model_type=None).scale == 2.0
+    code = method_code(cls)  # a single-module plugin: the module and its defaults
+    assert set(code["files"]) == {"toy_single.py", "toy_single.yaml"}

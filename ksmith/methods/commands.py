@@ -204,7 +204,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--groups", help="comma-separated group indices (default: all)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--seed", type=int, default=0, help="torch seed set before each group")
-    p.add_argument("--specs-dir", help="folder holding methods/<name>.yaml (default: ./specs)")
+    p.add_argument(
+        "--specs-dir",
+        help="folder holding methods/<name>.yaml, tried first; then a plugin's own "
+        "<name>.yaml next to its module, then ksmith's specs/methods/",
+    )
     p.add_argument("--out", required=True, help="update folder to write")
     p.set_defaults(func=_cmd_update)
 
