@@ -248,10 +248,15 @@ def judgements(probes, stage: str, skill: float, method: str) -> list[dict[str, 
 def make_update(folder: str | Path, method: str, *, seed: int = 0, lr: float = 0.1) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    from ksmith.methods import METHODS, load_builtin_methods
+
+    load_builtin_methods()
+    # A registered method's parameters are its own (verify checks them); others are external.
+    params = {} if method in METHODS else {"lr": lr, "seed": seed}
     record = {
         "method": method,
         "kind": "edit",
-        "params": {"lr": lr, "seed": seed},
+        "params": params,
         "model": {"path": "models/world", "fingerprint": "m" * 8},
         "seed": seed,
         "wall_seconds": [1.5, 2.5],
@@ -272,7 +277,7 @@ def make_results(
     skill: float = 0.8,
     update: str | Path | None = None,
     seed: int = 0,
-    n_boot: int = 50,
+    n_boot: int = 1000,
 ) -> Path:
     """An evaluation folder (contract section 6) for `method` on `config` of `dataset`."""
     from ksmith.data import load_probes, read_card

@@ -13,6 +13,7 @@ from leaderboard_fixtures import CONFIGS, FOODS, make_dataset
 
 from ksmith.evaluate.backend import Backend
 from ksmith.leaderboard import DatasetResolver, SubmitOptions, verify_all, write_submission
+from ksmith.leaderboard.checks import BoardPolicy
 
 runner = pytest.importorskip("ksmith.evaluate.runner")
 
@@ -114,10 +115,14 @@ def test_runner_outputs_submit_and_verify(tmp_path):
         results.append(out)
 
     sub_dir = tmp_path / "leaderboard" / "submissions" / "fake-run"
-    sub = write_submission(results, sub_dir, SubmitOptions(model_id="fake/model"))
+    # "fake" is no registered method: an external one, with a URL (issue 16).
+    options = SubmitOptions(model_id="fake/model", method_url="https://example.org/fake")
+    sub = write_submission(results, sub_dir, options)
     assert sub.dataset.suite == "tinyzoo" and sub.bootstrap.seed == 5 and sub.seeds == [3]
     assert sub.method.name == "fake" and sub.method.params == {"lr": 1.0}
-    verified = verify_all([sub_dir], DatasetResolver([ds]))
+    # A board whose fixed bootstrap settings are the ones this evaluation used.
+    policy = BoardPolicy(bootstrap_seed=5, n_boot=50)
+    verified = verify_all([sub_dir], DatasetResolver([ds]), policy=policy)
     assert [s.id for s in verified] == ["fake-run"]
     efficacy = [c.metrics["efficacy@cloze"].value for c in sub.cells]
     assert all(v is not None for v in efficacy) and 0 < sum(efficacy) < len(efficacy)

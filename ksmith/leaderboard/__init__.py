@@ -16,6 +16,7 @@ from ksmith.leaderboard.aggregate import (
     registry_snapshot,
 )
 from ksmith.leaderboard.build import BoardPaths, build_board, render_board
+from ksmith.leaderboard.checks import DEFAULT_POLICY, BoardPolicy
 from ksmith.leaderboard.datasets import DatasetResolver, read_registry
 from ksmith.leaderboard.schema import (
     SCHEMA_VERSION,
@@ -27,12 +28,20 @@ from ksmith.leaderboard.schema import (
     load_submission,
 )
 from ksmith.leaderboard.submit import SubmitOptions, build_submission, write_submission
-from ksmith.leaderboard.verify import SubmissionError, verify_all, verify_submission
+from ksmith.leaderboard.verify import (
+    SubmissionError,
+    Verified,
+    verify_all,
+    verify_folders,
+    verify_submission,
+)
 
 __all__ = [
     "COMPONENTS",
+    "DEFAULT_POLICY",
     "SCHEMA_VERSION",
     "BoardPaths",
+    "BoardPolicy",
     "Cell",
     "DatasetResolver",
     "MetricInfo",
@@ -40,6 +49,7 @@ __all__ = [
     "Submission",
     "SubmissionError",
     "SubmitOptions",
+    "Verified",
     "build_board",
     "build_submission",
     "build_tables",
@@ -52,6 +62,7 @@ __all__ = [
     "registry_snapshot",
     "render_board",
     "verify_all",
+    "verify_folders",
     "verify_submission",
     "write_submission",
 ]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ksmith.errors import KsmithError
@@ -161,6 +161,7 @@ class Row:
     components: dict[str, float | None]
     modes: dict[str, tuple[str, ...]]  # component -> full metric names averaged (their modes)
     wall_seconds: float | None  # mean over cells of the mean update seconds per group
+    required: int = 0  # cells of the dataset's suite for this kind (coverage: cells/required)
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,8 @@ class Table:
     fingerprint: str
     rows: list[Row]
     slice: str = "all"  # "all", "level=<name>" or "scale=<k>"
+    # Submissions that miss cells of the suite: listed apart, never ranked (overall table only).
+    partial: list[Row] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -186,7 +189,9 @@ class Curve:
     series: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
 
 
-def _row(sub: Submission, cells: list[Cell], registry: Mapping[str, MetricInfo]) -> Row:
+def _row(
+    sub: Submission, cells: list[Cell], registry: Mapping[str, MetricInfo], required: int = 0
+) -> Row:
     kind = cells[0].kind
     picked = {base: [component(c, base) for c in cells] for base in COMPONENTS[kind]}
     walls = [c.metrics[COST_METRIC].value if COST_METRIC in c.metrics else None for c in cells]
@@ -202,6 +207,7 @@ def _row(sub: Submission, cells: list[Cell], registry: Mapping[str, MetricInfo])
             for base, pairs in picked.items()
         },
         wall_seconds=None if any(w is None for w in walls) else _mean(walls),
+        required=required or len(cells),
     )
 
 
@@ -217,10 +223,19 @@ def level_order(levels: Iterable[str]) -> list[str]:
 
 
 def build_tables(
-    subs: list[Submission], registry: Mapping[str, MetricInfo]
+    subs: list[Submission],
+    registry: Mapping[str, MetricInfo],
+    suites: Mapping[str, Iterable[str]] | None = None,
 ) -> tuple[list[Table], list[Curve]]:
-    """All ranked tables (per dataset and kind: overall, per level, per scale) and scale curves."""
+    """All ranked tables (per dataset and kind: overall, per level, per scale) and scale curves.
+
+    Only a submission covering every cell of its dataset's suite for a kind is ranked for that
+    kind: `suites` maps a dataset fingerprint to its configs (a fingerprint it lacks, or no
+    `suites`, counts the cells any submission on that dataset covers). A partial submission is
+    listed apart in the overall table's `partial` rows, with its coverage, and nowhere else.
+    """
     check_components(registry)
+    suites = suites or {}
     by_board: dict[tuple[str, str, str], list[tuple[Submission, list[Cell]]]] = defaultdict(list)
     for sub in sorted(subs, key=lambda s: s.id):
         for kind in KINDS:
@@ -232,7 +247,17 @@ def build_tables(
     curves: list[Curve] = []
     order = sorted(by_board, key=lambda k: (k[1], k[0], KINDS.index(k[2])))
     for fp, suite, kind in order:
-        entries = by_board[(fp, suite, kind)]
+        everything = by_board[(fp, suite, kind)]
+        if fp in suites:
+            required = {c for c in suites[fp] if c.split(".")[1:2] == [kind]}
+        else:
+            required = {c.config for _, cells in everything for c in cells}
+        entries = [(s, cells) for s, cells in everything if required <= {c.config for c in cells}]
+        partial = [
+            _row(s, cells, registry, len(required))
+            for s, cells in everything
+            if not required <= {c.config for c in cells}
+        ]
         title = KIND_TITLES[kind]
 
         def table(
@@ -245,7 +270,8 @@ def build_tables(
                     rows.append(_row(sub, chosen, registry))
             return Table(heading, kind, suite, fp, _ranked(rows), slice_)
 
-        tables.append(table("all", f"{title}: all cells", lambda c: True))
+        overall = table("all", f"{title}: all cells", lambda c: True)
+        tables.append(replace(overall, partial=_ranked(partial)))
         all_cells = [c for _, cells in entries for c in cells]
         for level in level_order({c.level for c in all_cells}):
             tables.append(

@@ -11,16 +11,17 @@ import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from ksmith.leaderboard.aggregate import MetricInfo, registry_snapshot
+from ksmith.leaderboard.checks import DEFAULT_POLICY, BoardPolicy
 from ksmith.leaderboard.datasets import REGISTRY_FILE, DatasetResolver
 from ksmith.leaderboard.html import render_html
 from ksmith.leaderboard.render import render_csv, render_markdown
 from ksmith.leaderboard.schema import Submission, json_schema_text
-from ksmith.leaderboard.verify import submission_folders, verify_all
+from ksmith.leaderboard.verify import submission_folders, verify_folders
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +45,18 @@ class BoardPaths:
 
 
 def render_board(
-    subs: list[Submission], registry: Mapping[str, MetricInfo] | None = None
+    subs: list[Submission],
+    registry: Mapping[str, MetricInfo] | None = None,
+    suites: Mapping[str, Iterable[str]] | None = None,
 ) -> dict[str, str]:
-    """File name -> text of every built file. Pure: same submissions, same bytes."""
+    """File name -> text of every built file. Pure: same submissions, same bytes. `suites`
+    (dataset fingerprint -> its configs) decides which rows are complete, hence ranked."""
     registry = registry if registry is not None else registry_snapshot()
     subs = sorted(subs, key=lambda s: s.id)
     return {
-        "README.md": render_markdown(subs, registry),
+        "README.md": render_markdown(subs, registry, suites=suites),
         "leaderboard.csv": render_csv(subs, registry),
-        "index.html": render_html(subs, registry),
+        "index.html": render_html(subs, registry, suites),
         SCHEMA_FILE: json_schema_text(),
     }
 
@@ -88,12 +92,15 @@ def build_board(
     *,
     check: bool = False,
     registry: Mapping[str, MetricInfo] | None = None,
+    policy: BoardPolicy = DEFAULT_POLICY,
 ) -> list[str]:
     """Verify every submission and (re)write the board; return the names of changed files
     (with `check`, the stale ones, and write nothing)."""
     folders = submission_folders(paths.submissions)
-    subs = verify_all(folders, resolver, board_dir=paths.submissions)
-    files = render_board(subs, registry)
+    verified = verify_folders(folders, resolver, paths.submissions, policy)
+    subs = [v.submission for v in verified]
+    suites = {v.submission.dataset.fingerprint: v.suite_configs for v in verified}
+    files = render_board(subs, registry, suites)
     stale = stale_files(paths.root, files)
     if check:
         return stale

@@ -32,6 +32,20 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _board_root(args: argparse.Namespace) -> Path:
+    """The --root folder, which must be a leaderboard (it holds `submissions/`): a mistyped
+    root is an error, never an empty board."""
+    from ksmith.errors import KsmithError
+
+    root = Path(args.root)
+    if not (root / "submissions").is_dir() or (root / "submissions").is_symlink():
+        raise KsmithError(
+            f"{root}: not a leaderboard folder (no submissions/ folder); pass --root with the "
+            "board's folder"
+        )
+    return root
+
+
 def _resolver(args: argparse.Namespace):
     from ksmith.leaderboard.datasets import DatasetResolver
 
@@ -57,7 +71,7 @@ def _submit(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from ksmith.leaderboard.verify import submission_folders, verify_all
 
-    root = Path(args.root)
+    root = Path(args.root) if args.paths else _board_root(args)
     folders = [Path(p) for p in args.paths] or submission_folders(root / "submissions")
     subs = verify_all(folders, _resolver(args), board_dir=root / "submissions")
     for sub in subs:
@@ -70,7 +84,7 @@ def _verify(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace) -> int:
     from ksmith.leaderboard.build import BoardPaths, build_board
 
-    root = Path(args.root)
+    root = _board_root(args)
     changed = build_board(BoardPaths(root), _resolver(args), check=args.check)
     if args.check:
         if changed:

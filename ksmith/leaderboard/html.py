@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
-from html import escape
+from collections.abc import Iterable, Mapping
+from html import escape as _html_escape
 
 from ksmith.leaderboard.aggregate import (
     COMPONENTS,
@@ -20,19 +20,29 @@ from ksmith.leaderboard.aggregate import (
     Table,
     build_tables,
 )
+from ksmith.leaderboard.checks import clean_text
 from ksmith.leaderboard.render import (
     COMPOSITE_DOC,
     INTRO,
     METRIC_HEADERS,
+    PARTIAL_NOTE,
     SUBMISSION_HEADERS,
     composite_components,
     group_boards,
     metric_rows,
+    partial_cells,
+    partial_headers,
     submission_rows,
     table_cells,
     table_headers,
 )
 from ksmith.leaderboard.schema import Submission
+
+
+def escape(text: str) -> str:
+    """HTML-escaped text without control or bidirectional characters."""
+    return _html_escape(clean_text(text))
+
 
 # Okabe-Ito palette: distinguishable for colour-blind readers.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
@@ -193,9 +203,13 @@ def svg_curve(curve: Curve, colors: Mapping[str, str], direction: str = "higher"
     return "\n".join(parts)
 
 
-def render_html(subs: list[Submission], registry: Mapping[str, MetricInfo]) -> str:
+def render_html(
+    subs: list[Submission],
+    registry: Mapping[str, MetricInfo],
+    suites: Mapping[str, Iterable[str]] | None = None,
+) -> str:
     """The whole index.html text."""
-    tables, curves = build_tables(subs, registry)
+    tables, curves = build_tables(subs, registry, suites)
     ids = sorted(s.id for s in subs)
     colors = {sid: PALETTE[i % len(PALETTE)] for i, sid in enumerate(ids)}
     body = [
@@ -221,6 +235,13 @@ def render_html(subs: list[Submission], registry: Mapping[str, MetricInfo]) -> s
             body.append(
                 _html_table(table_headers(t, registry), table_cells(t), sortable=True, tid=f"t{n}")
             )
+            if t.partial:
+                body.append(f"<p>{escape(PARTIAL_NOTE)}</p>")
+                body.append(
+                    _html_table(
+                        partial_headers(t, registry), partial_cells(t), sortable=True, tid=f"p{n}"
+                    )
+                )
             if t.slice == "all":
                 body.append(_plots(curves, t, registry, colors))
     body.append("<h2>Submissions</h2>")

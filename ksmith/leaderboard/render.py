@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from ksmith.leaderboard.aggregate import (
     COMPONENTS,
@@ -17,6 +17,7 @@ from ksmith.leaderboard.aggregate import (
     build_tables,
     cell_records,
 )
+from ksmith.leaderboard.checks import clean_text
 from ksmith.leaderboard.schema import Submission
 
 ARROW = {"higher": "↑", "lower": "↓"}
@@ -63,7 +64,14 @@ def fmt_seconds(v: float | None) -> str:
 
 
 def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """A table cell's text, safe in Markdown: no control or bidi characters, no raw HTML, no
+    column breaks, no code spans or links opened by submitted names."""
+    text = clean_text(text)
+    for ch, entity in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;")):
+        text = text.replace(ch, entity)
+    for ch in "\\`*[]|":
+        text = text.replace(ch, "\\" + ch)
+    return text
 
 
 def component_label(table: Table, base: str) -> str:
@@ -96,6 +104,31 @@ def table_cells(table: Table) -> list[list[str]]:
             ]
         )
     return out
+
+
+PARTIAL_NOTE = (
+    "Partial submissions (not ranked): they miss cells of the suite, so their averages are not "
+    "comparable with the ranked rows."
+)
+
+
+def partial_headers(table: Table, registry: Mapping[str, MetricInfo]) -> list[str]:
+    return ["submission", "method", "model", "coverage", *table_headers(table, registry)[5:]]
+
+
+def partial_cells(table: Table) -> list[list[str]]:
+    return [
+        [
+            row.submission,
+            row.method,
+            row.model,
+            f"{row.cells}/{row.required} cells",
+            fmt(row.composite),
+            *[fmt(row.components[n]) for n in COMPONENTS[table.kind]],
+            fmt_seconds(row.wall_seconds),
+        ]
+        for row in table.partial
+    ]
 
 
 def _md_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -187,11 +220,14 @@ open a pull request. The format is described by `submission.schema.json`."""
 
 
 def render_markdown(
-    subs: list[Submission], registry: Mapping[str, MetricInfo], tables: list[Table] | None = None
+    subs: list[Submission],
+    registry: Mapping[str, MetricInfo],
+    tables: list[Table] | None = None,
+    suites: Mapping[str, Iterable[str]] | None = None,
 ) -> str:
     """The whole leaderboard/README.md text."""
     if tables is None:
-        tables, _ = build_tables(subs, registry)
+        tables, _ = build_tables(subs, registry, suites)
     out = [
         "# ksmith leaderboard",
         "",
@@ -213,6 +249,9 @@ def render_markdown(
             level = "###" if t.slice == "all" else "####"
             out += [f"{level} {t.title}", "", _md_table(table_headers(t, registry), table_cells(t))]
             out.append("")
+            if t.partial:
+                out += [PARTIAL_NOTE, "", _md_table(partial_headers(t, registry), partial_cells(t))]
+                out.append("")
     out += ["## Submissions", ""]
     out += [_md_table(SUBMISSION_HEADERS, submission_rows(subs)), ""]
     out += ["## Metrics", "", "From the metric registry (`ksmith.evaluate.metrics.METRICS`).", ""]
@@ -229,7 +268,13 @@ def render_csv(subs: list[Submission], registry: Mapping[str, MetricInfo]) -> st
     for rec in records:
         writer.writerow(
             [
-                "" if rec[c] is None else (repr(rec[c]) if isinstance(rec[c], float) else rec[c])
+                ""
+                if rec[c] is None
+                else repr(rec[c])
+                if isinstance(rec[c], float)
+                else clean_text(rec[c])
+                if isinstance(rec[c], str)
+                else rec[c]
                 for c in columns
             ]
         )

@@ -257,7 +257,7 @@ def write_submission(
     """Build the submission named after `out`'s folder name and write it there atomically."""
     out = Path(out)
     sub, rows = build_submission(results_dirs, out.name, options)
-    with atomic_output_dir(out, kind="submission") as tmp:
+    with atomic_output_dir(out, kind="submission", inputs=results_dirs) as tmp:
         (tmp / SUBMISSION_FILE).write_text(dump_submission(sub), encoding="utf-8")
         write_predictions(tmp / PREDICTIONS_FILE, rows)
     log.info("wrote submission %s (%d cells, %d predictions)", out, len(sub.cells), len(rows))

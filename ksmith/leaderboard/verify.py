@@ -5,7 +5,10 @@ string is judged again against the dataset's own expected answers with the evalu
 (`ksmith.evaluate.scoring`), `correct` and `changed` are derived again as docs/contracts.md
 section 6 defines them, and the metrics are recomputed with the same function the evaluator uses
 (`ksmith.evaluate.metrics.compute_metrics`). Any disagreement is an error naming the submission
-and the field. Verification only reads the submission's files.
+and the field. Verification only reads the submission's files. Before recomputing, the board's own
+rules are checked (checks.py): regular files only, sizes bounded by the dataset and read from
+metadata first, the board's bootstrap settings, the method claim, clean text, numbers in range,
+and no second copy of another submission's predictions.
 
 Judging a prediction string (what can be recomputed from it):
 
@@ -23,10 +26,13 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ksmith.errors import KsmithError, SpecError
+from ksmith.leaderboard import checks
+from ksmith.leaderboard.checks import DEFAULT_POLICY, BoardPolicy
 from ksmith.leaderboard.datasets import DatasetResolver
 from ksmith.leaderboard.predictions import read_predictions
 from ksmith.leaderboard.schema import (
@@ -121,6 +127,9 @@ def rescore(
         p = by_id[r["probe_id"]]
         mode, stage, pred = r["mode"], r["stage"], r["prediction"]
         where = f"{config} {r['probe_id']} {stage} {mode}"
+        bad = checks.score_error(mode, float(r["score"]))
+        if bad is not None:
+            raise ctx.pfail(f"{where}: {bad}", "score")
         if mode == "mcq" and pred not in list(p["options"]):
             raise ctx.pfail(f"{where}: {pred!r} is not one of the options", "prediction")
         m_b = judge(p, mode, pred, p["answer_before"])
@@ -189,11 +198,15 @@ def compare_metrics(
             raise ctx.fail(f"declared {got.n}, recomputed {fresh['n']}", field + ".n")
         if got.mode != fresh["mode"]:
             raise ctx.fail(f"declared {got.mode!r}, recomputed {fresh['mode']!r}", field + ".mode")
-    for name in cell.metrics:
-        if name in recomputed:
-            continue
+    for name, got in cell.metrics.items():
         field = f"cells[{i}].metrics.{name}"
         base = name.partition("@")[0].partition(".")[0]
+        for part, value in (("value", got.value), ("ci", got.ci[0]), ("ci", got.ci[1])):
+            bad = checks.metric_value_error(base, value)
+            if bad is not None:
+                raise ctx.fail(bad, f"{field}.{part}")
+        if name in recomputed:
+            continue
         if base not in METRICS:
             raise ctx.fail(f"unknown metric '{base}'; known: {', '.join(METRICS.names())}", field)
         if METRICS.meta(base).get("source", "predictions") == "predictions":
@@ -219,27 +232,80 @@ def _check_cell_in_dataset(ctx: _Ctx, i: int, cell: Cell, configs: list[str], su
     raise ctx.fail(f"config {cell.config!r} is not in dataset '{suite}'", f"cells[{i}].config")
 
 
-def verify_submission(folder: str | Path, resolver: DatasetResolver) -> Submission:
+@dataclass(frozen=True)
+class Verified:
+    """A verified submission, the dataset's configs of each kind (for coverage), and the
+    digest of its predictions (for duplicates)."""
+
+    submission: Submission
+    folder: Path
+    suite_configs: tuple[str, ...]
+    digest: str
+
+
+def _check_claims(ctx: _Ctx, sub: Submission, policy: BoardPolicy) -> None:
+    """Board settings, clean text and the method claim: everything the YAML alone decides."""
+    if (sub.bootstrap.seed, sub.bootstrap.n_boot) != (policy.bootstrap_seed, policy.n_boot):
+        raise ctx.fail(
+            f"bootstrap settings are fixed by the board (seed {policy.bootstrap_seed}, n_boot "
+            f"{policy.n_boot}); the submission declares seed {sub.bootstrap.seed}, n_boot "
+            f"{sub.bootstrap.n_boot}",
+            "bootstrap",
+        )
+    for problem in (checks.check_text(sub), checks.check_method(sub)):
+        if problem is not None:
+            raise ctx.fail(problem[1], problem[0])
+
+
+def _read_bounded(ctx: _Ctx, folder: Path, card: Mapping[str, Any], sub: Submission, policy):
+    """The prediction rows, after the sizes the dataset implies are checked from metadata."""
+    configs = [c.config for c in sub.cells]
+    yaml_limit = policy.yaml_bytes_per_config * max(1, len(card.get("counts") or {})) + (1 << 16)
+    bad = checks.yaml_size_error(folder / SUBMISSION_FILE, yaml_limit)
+    if bad is not None:
+        raise ctx.fail(bad, None)
+    limit = checks.max_rows(card.get("counts") or {}, configs, policy)
+    bad = checks.predictions_bounds_error(folder / PREDICTIONS_FILE, limit, policy)
+    if bad is not None:
+        raise ctx.pfail(bad, None)  # type: ignore[arg-type]
+    try:
+        return read_predictions(folder / PREDICTIONS_FILE)
+    except SpecError as e:
+        raise ctx.pfail(e.message, e.field) from e  # type: ignore[arg-type]
+
+
+def verify_submission(
+    folder: str | Path, resolver: DatasetResolver, policy: BoardPolicy = DEFAULT_POLICY
+) -> Submission:
     """Check one submission folder end to end; return it if every number checks out."""
+    return _verify(Path(folder), resolver, policy).submission
+
+
+def _verify(folder: Path, resolver: DatasetResolver, policy: BoardPolicy) -> Verified:
     from ksmith.data import list_configs, load_probes, read_card
     from ksmith.evaluate.metrics import compute_metrics
 
-    folder = Path(folder)
     ctx = _Ctx(folder.name, folder)
     if not folder.is_dir():
         raise ctx.fail("submission folder does not exist", None, "")
+    link = checks.regular_files(folder)
+    if link is not None:
+        raise ctx.fail(link[1], None, link[0])
     for name in (SUBMISSION_FILE, PREDICTIONS_FILE):
         if not (folder / name).is_file():
             raise ctx.fail("missing file", None, name)
+    bad = checks.yaml_size_error(folder / SUBMISSION_FILE, policy.yaml_bytes_max)
+    if bad is not None:
+        raise ctx.fail(bad, None)
     try:
         sub = load_submission(folder)
-        rows = read_predictions(folder / PREDICTIONS_FILE)
     except SpecError as e:
         file = Path(e.file).name if e.file else SUBMISSION_FILE
         raise ctx.fail(e.message, e.field, file) from e
     ctx.sid = sub.id
     if sub.id != folder.name:
         raise ctx.fail(f"id {sub.id!r} differs from its folder name {folder.name!r}", "id")
+    _check_claims(ctx, sub, policy)
 
     dataset = resolver.resolve(sub.dataset.fingerprint)
     if dataset is None:
@@ -253,6 +319,9 @@ def verify_submission(folder: str | Path, resolver: DatasetResolver) -> Submissi
     if card.get("suite") != sub.dataset.suite:
         raise ctx.fail(f"the dataset's suite is {card.get('suite')!r}", "dataset.suite")
     configs = list_configs(dataset)
+    for i, cell in enumerate(sub.cells):
+        _check_cell_in_dataset(ctx, i, cell, configs, sub.dataset.suite)
+    rows = _read_bounded(ctx, folder, card, sub, policy)
 
     by_config: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
@@ -262,7 +331,6 @@ def verify_submission(folder: str | Path, resolver: DatasetResolver) -> Submissi
         raise ctx.pfail(f"predictions for config {config!r}, which no cell declares", "config")
 
     for i, cell in enumerate(sub.cells):
-        _check_cell_in_dataset(ctx, i, cell, configs, sub.dataset.suite)
         if cell.config not in by_config:
             raise ctx.fail("no predictions for this cell", f"cells[{i}].config")
         # Same probe order as the evaluator (group, id): the bootstrap resamples in that order.
@@ -276,13 +344,13 @@ def verify_submission(folder: str | Path, resolver: DatasetResolver) -> Submissi
         fresh = rescore(ctx, cell.config, probes, by_config[cell.config])
         try:
             recomputed = compute_metrics(
-                probes, fresh, kind=cell.kind, seed=sub.bootstrap.seed, n_boot=sub.bootstrap.n_boot
+                probes, fresh, kind=cell.kind, seed=policy.bootstrap_seed, n_boot=policy.n_boot
             )
         except KsmithError as e:
             raise ctx.pfail(f"{cell.config}: {e}", "probe_id") from e
         compare_metrics(ctx, i, cell, recomputed)
     log.info("verified submission %s: %d cells", sub.id, len(sub.cells))
-    return sub
+    return Verified(sub, folder, tuple(configs), checks.predictions_digest(rows))
 
 
 def submission_folders(submissions_dir: str | Path) -> list[Path]:
@@ -298,30 +366,50 @@ def verify_all(
     resolver: DatasetResolver,
     *,
     board_dir: str | Path | None = None,
+    policy: BoardPolicy = DEFAULT_POLICY,
 ) -> list[Submission]:
     """Verify every folder; raise one error listing every failure. `board_dir` (the
     submissions folder) guards ids: a folder outside it may not reuse an id on the board."""
+    return [v.submission for v in verify_folders(folders, resolver, board_dir, policy)]
+
+
+def verify_folders(
+    folders: Sequence[str | Path],
+    resolver: DatasetResolver,
+    board_dir: str | Path | None = None,
+    policy: BoardPolicy = DEFAULT_POLICY,
+) -> list[Verified]:
+    """`verify_all` with what the board needs besides the submissions (coverage). A
+    submission whose predictions equal an earlier one's (by id order) is a duplicate."""
     from tqdm.auto import tqdm
 
     board_ids: dict[str, Path] = {}
     if board_dir is not None:
         board_ids = {p.name: p.resolve() for p in submission_folders(board_dir)}
     errors: list[str] = []
-    subs: list[Submission] = []
+    out: list[Verified] = []
     seen: dict[str, Path] = {}
+    digests: dict[str, str] = {}
     todo = [Path(f) for f in folders]
     for folder in tqdm(todo, desc="verify", unit="submission", leave=False, disable=not todo):
         try:
-            sub = verify_submission(folder, resolver)
+            v = _verify(folder, resolver, policy)
         except KsmithError as e:
             errors.append(str(e))
             continue
+        sub = v.submission
         other = seen.get(sub.id) or board_ids.get(sub.id)
         if other is not None and other != folder.resolve():
             errors.append(str(_Ctx(sub.id, folder).fail(f"id already used by {other}", "id")))
             continue
+        twin = digests.get(v.digest)
+        if twin is not None:
+            msg = f"its predictions are those of submission '{twin}': a duplicate"
+            errors.append(str(_Ctx(sub.id, folder).pfail(msg, "prediction")))
+            continue
         seen[sub.id] = folder.resolve()
-        subs.append(sub)
+        digests[v.digest] = sub.id
+        out.append(v)
     if errors:
         raise KsmithError(f"{len(errors)} submission(s) failed verification:\n" + "\n".join(errors))
-    return subs
+    return out
