@@ -173,6 +173,17 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _umask() -> int:
+    """The process's umask (read from /proc where it can be, without changing it)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_output_dir(
     out: str | Path, kind: str = "output", *, inputs: Iterable[str | Path | None] = ()
@@ -189,6 +200,7 @@ def atomic_output_dir(
     _check_replaceable(out, kind)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the output gets the user's umask
     try:
         yield tmp
         (tmp / MARKER).write_text(json.dumps({"kind": kind}) + "\n")

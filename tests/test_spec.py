@@ -192,6 +192,7 @@ def test_intervention_and_suite(tmp_path):
                 "kinds": ["edit", "unlearn"],
                 "levels": ["root", "leaf"],
                 "scales": [1, 10],
+                "level_scales": {"root": [1]},  # the tiny world has 2 root nodes
                 "groups": {1: 3, 10: 2},
                 "seed": 5,
             }

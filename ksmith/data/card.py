@@ -51,6 +51,7 @@ class CardInfo:
     spec_yaml: str
     corpus_lines: int
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    levels: tuple[str, ...] = ("root", "intermediate", "leaf")  # the suite's levels, in order
 
 
 def _configs(counts: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
@@ -73,11 +74,20 @@ def _configs(counts: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
     return out
 
 
-def _field_table(fields: tuple[tuple[str, Any, str], ...]) -> str:
+def _field_table(fields: tuple[tuple[str, Any, str], ...], levels: tuple[str, ...] = ()) -> str:
     lines = ["| column | type | meaning |", "|---|---|---|"]
     for name, typ, doc in fields:
+        if name == "level" and levels:
+            doc = f"{_one_of(levels)}: level of the subject node"
         lines.append(f"| {name} | {typ} | {doc} |")
     return "\n".join(lines)
+
+
+def _one_of(names: tuple[str, ...]) -> str:
+    """'`a`, `b` or `c`': the suite's own level names (a spec may name them otherwise than
+    root / intermediate / leaf)."""
+    quoted = [f"`{n}`" for n in names]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
 
 
 def render_card(info: CardInfo) -> str:
@@ -128,7 +138,7 @@ Load one with `datasets.load_dataset(DIR_OR_REPO, name=CONFIG)`.
 
 ### requests
 
-{_field_table(REQUEST_FIELDS)}
+{_field_table(REQUEST_FIELDS, info.levels)}
 
 ### probes
 

@@ -10,7 +10,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "generate",
         help="materialize a suite spec as a Hugging Face dataset folder",
         description="Build every world of SUITE, sample its requests, derive probes and write "
-        "the dataset folder (parquet + dataset card) atomically.",
+        "the dataset folder (parquet + dataset card) atomically. Ctrl-C or SIGTERM stops it "
+        "and leaves OUT as it was.",
     )
     p.add_argument("suite", help="suite spec (specs/suites/*.yaml)")
     p.add_argument("--out", required=True, help="output dataset folder")
@@ -39,11 +40,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from ksmith.data.generate import generate_dataset
+    import sys
 
-    stats = generate_dataset(
-        args.suite, args.out, size=args.size, progress=not args.no_progress, workers=args.workers
-    )
+    from ksmith.data.generate import generate_dataset
+    from ksmith.data.interrupt import Interrupted, interrupts_raise
+
+    try:
+        with interrupts_raise():
+            stats = generate_dataset(
+                args.suite,
+                args.out,
+                size=args.size,
+                progress=not args.no_progress,
+                workers=args.workers,
+            )
+    except Interrupted as e:
+        print(
+            f"ksmith generate: interrupted ({e}); {args.out} left as it was, nothing written",
+            file=sys.stderr,
+        )
+        return e.exit_code
     print(
         f"{stats.out}: {len(stats.counts)} configs, {stats.requests} requests, "
         f"{stats.probes} probes, {stats.corpus_lines} corpus lines; "

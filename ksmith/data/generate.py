@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from ksmith import __version__
 from ksmith.data.card import CardInfo, corpus_path, render_card
 from ksmith.data.graphjob import GraphJob, corpus_part, run_graph, run_graph_in_worker
+from ksmith.data.interrupt import children_leave_interrupts, ignore_interrupts
 from ksmith.data.parquet import RowGroupWriter
 from ksmith.data.schema import CORPUS_SCHEMA, FORMAT_VERSION, REQUEST_COLUMNS, config_name
 from ksmith.errors import SpecError
@@ -220,10 +221,14 @@ def generate_dataset(
             # a fresh interpreter per graph: no memory carried over from the previous world,
             # and no fork of a process whose (arrow, tqdm) threads may hold locks
             ctx = mp.get_context("spawn")
-            pool = ProcessPoolExecutor(workers, mp_context=ctx, max_tasks_per_child=1)
-            ex = stack.enter_context(pool)
-            stack.callback(ex.shutdown, cancel_futures=True)
-            futures = [ex.submit(run_graph_in_worker, job, tmp) for job in jobs]
+            # workers leave Ctrl-C to this process, which stops them (ksmith.data.interrupt)
+            with children_leave_interrupts():
+                pool = ProcessPoolExecutor(
+                    workers, mp_context=ctx, max_tasks_per_child=1, initializer=ignore_interrupts
+                )
+                ex = stack.enter_context(pool)
+                stack.callback(ex.shutdown, cancel_futures=True)
+                futures = [ex.submit(run_graph_in_worker, job, tmp) for job in jobs]
         corpus = RowGroupWriter(tmp / corpus_path(), CORPUS_SCHEMA)
         bar = tqdm(total=total, desc="configs", unit="config", disable=not progress)
 
@@ -255,6 +260,7 @@ def generate_dataset(
             spec_yaml=plan.spec_yaml,
             corpus_lines=stats.corpus_lines,
             counts=stats.counts,
+            levels=tuple(loaded.interventions.levels),
         )
         (tmp / "README.md").write_text(render_card(card), encoding="utf-8")
     stats.seconds = time.perf_counter() - t0

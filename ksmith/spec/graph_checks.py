@@ -372,6 +372,10 @@ class _Checker:
 def check_graph(spec: GraphSpec) -> None:
     """Raise `SemanticErrors` listing every cross-field problem of `spec`."""
     errors = _Checker(spec).run()
+    if not errors:  # the semantic checks assume every name resolves
+        from ksmith.spec.graph_semantics import graph_semantic_errors
+
+        errors = graph_semantic_errors(spec)
     if errors:
         raise SemanticErrors(errors)
 

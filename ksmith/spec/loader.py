@@ -1,7 +1,7 @@
 """One loader for every spec: YAML in, a validated frozen model out, or errors for people.
 
-`load_spec(path, kind=None)` reads YAML (rejecting duplicate keys, which plain YAML silently
-drops), detects the kind (top-level ``kind:`` field, else the folder: graphs/, interventions/,
+`load_spec(path, kind=None)` reads YAML with the shared safe reader (`ksmith.spec.yamlio`:
+duplicate keys, nesting, alias expansion, binary or non-UTF-8 files are refused), detects the kind (top-level ``kind:`` field, else the folder: graphs/, interventions/,
 suites/), validates, and turns every YAML or pydantic problem into a `SpecError` naming the file,
 the dotted field path (``relations.diet.range``) and what was expected.
 """
@@ -12,14 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from ksmith.errors import SpecError
 from ksmith.spec.base import SemanticErrors
 from ksmith.spec.graph import GraphSpec
+from ksmith.spec.graph_semantics import graph_warnings
 from ksmith.spec.intervention import InterventionSpec
+from ksmith.spec.limits import Limits, limits
+from ksmith.spec.load_checks import graph_limit_errors, suite_errors, suite_path_issues
 from ksmith.spec.suite import SuiteSpec
+from ksmith.spec.yamlio import read_yaml
 
 SpecKind = Literal["graph", "intervention", "suite"]
 SPEC_MODELS: dict[str, type[BaseModel]] = {
@@ -42,42 +45,6 @@ class SpecErrors(SpecError):
 
     def __str__(self) -> str:
         return self.args[0]
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate mapping keys (two relations with one name, ...)."""
-
-
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key '{key}'", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def read_yaml(path: str | Path) -> Any:
-    """Parse a YAML file strictly; syntax errors become `SpecError` with line and column."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise SpecError(f"cannot read: {e.strerror or e}", file=path) from e
-    try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError(f"invalid YAML{where}: {e.problem or e}", file=path) from e
-    except yaml.YAMLError as e:
-        raise SpecError(f"invalid YAML: {e}", file=path) from e
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:
@@ -156,14 +123,9 @@ def validate_data(data: Any, kind: str, file: str | Path | None = None) -> BaseM
         raise SpecErrors(errors_from_validation(e, file)) from None
 
 
-def load_spec(path: str | Path, kind: SpecKind | None = None) -> Any:
-    """Read, validate and return a spec (GraphSpec, InterventionSpec or SuiteSpec).
-
-    Raises `SpecError` (a `SpecErrors` listing each problem) naming file and field. A suite's
-    referenced files are checked too (see `load_suite` to get them loaded).
-    """
-    path = Path(path)
-    data = read_yaml(path)
+def _load_one(path: Path, kind: SpecKind | None, bounds: Limits) -> Any:
+    """Read and validate one file (a suite's files are not opened)."""
+    data = read_yaml(path, bounds)
     if not isinstance(data, dict):
         raise SpecError(
             f"expected a mapping at the top level, got {type(data).__name__}", file=path
@@ -176,9 +138,34 @@ def load_spec(path: str | Path, kind: SpecKind | None = None) -> Any:
             )
         kind = found  # type: ignore[assignment]
     spec = validate_data(data, kind, path)
+    if isinstance(spec, GraphSpec):
+        errors = graph_limit_errors(spec, path, bounds)
+        if errors:
+            raise SpecErrors(errors)
+    return spec
+
+
+def load_spec(path: str | Path, kind: SpecKind | None = None) -> Any:
+    """Read, validate and return a spec (GraphSpec, InterventionSpec or SuiteSpec).
+
+    Raises `SpecError` (a `SpecErrors` listing each problem) naming file and field. A graph's
+    size presets are checked against `ksmith.spec.limits`; a suite's referenced files are
+    checked too (see `load_suite` to get them loaded).
+    """
+    path = Path(path)
+    spec = _load_one(path, kind, limits())
     if isinstance(spec, SuiteSpec):
         load_suite(path, spec)
     return spec
+
+
+def spec_warnings(path: str | Path, spec: Any) -> list[SpecError]:
+    """What a valid spec may mean by mistake (printed by `ksmith validate`, never fatal)."""
+    if isinstance(spec, GraphSpec):
+        return [SpecError(m, file=path, field=f) for f, m in graph_warnings(spec)]
+    if isinstance(spec, SuiteSpec):
+        return list(load_suite(path, spec).warnings)
+    return []
 
 
 @dataclass(frozen=True)
@@ -190,23 +177,46 @@ class LoadedSuite:
     graphs: tuple[tuple[GraphSpec, str, Path], ...]
     interventions: InterventionSpec
     interventions_path: Path
+    warnings: tuple[SpecError, ...] = ()  # valid, but maybe not what was meant
+
+
+def _referenced(path: Path, field: str, target: Path, kind: SpecKind, bounds: Limits) -> Any:
+    """Load a file a suite names; its errors come after one naming the suite's field."""
+    try:
+        return _load_one(target, kind, bounds)
+    except SpecError as e:
+        inner = e.errors if isinstance(e, SpecErrors) else [e]
+        head = SpecError(f"{kind} spec {target} is invalid (errors below)", file=path, field=field)
+        raise SpecErrors([head, *inner]) from None
 
 
 def load_suite(path: str | Path, spec: SuiteSpec | None = None) -> LoadedSuite:
-    """Load a suite and every graph/intervention spec it names (paths relative to the suite)."""
+    """Load a suite and every graph/intervention spec it names (paths relative to the suite).
+
+    Besides each file's own checks: paths stay in the suite's spec folder, one graph per
+    domain, every scale can be supplied by its level, MCQ ranges have enough entities, and the
+    suite's size is within `ksmith.spec.limits` (`ksmith.spec.load_checks`).
+    """
     path = Path(path)
-    suite = spec if spec is not None else load_spec(path, "suite")
+    bounds = limits()
+    suite = spec if spec is not None else _load_one(path, "suite", bounds)
     base = path.parent
-    errors: list[SpecError] = []
+    errors, path_warnings = suite_path_issues(path, suite)
+    warnings: list[SpecError] = []
+    if errors:
+        raise SpecErrors(errors)
     graphs = []
     for i, g in enumerate(suite.graphs):
         gpath = base / g.path
+        field = f"graphs.{i}.path"
         if not gpath.is_file():
-            errors.append(
-                SpecError(f"no such graph spec file: {gpath}", file=path, field=f"graphs.{i}.path")
-            )
+            errors.append(SpecError(f"no such graph spec file: {gpath}", file=path, field=field))
             continue
-        gspec = load_spec(gpath, "graph")
+        try:
+            gspec = _referenced(path, field, gpath, "graph", bounds)
+        except SpecErrors as e:
+            errors.extend(e.errors)
+            continue
         if g.size not in gspec.sizes:
             errors.append(
                 SpecError(
@@ -215,7 +225,8 @@ def load_suite(path: str | Path, spec: SuiteSpec | None = None) -> LoadedSuite:
                     field=f"graphs.{i}.size",
                 )
             )
-        graphs.append((gspec, g.size, gpath))
+            continue
+        graphs.append((i, gspec, g.size, gpath))
     ipath = base / suite.interventions
     ispec = None
     if not ipath.is_file():
@@ -223,8 +234,12 @@ def load_suite(path: str | Path, spec: SuiteSpec | None = None) -> LoadedSuite:
             SpecError(f"no such intervention spec file: {ipath}", file=path, field="interventions")
         )
     else:
-        ispec = load_spec(ipath, "intervention")
-        for gspec, _, gpath in graphs:
+        try:
+            ispec = _referenced(path, "interventions", ipath, "intervention", bounds)
+        except SpecErrors as e:
+            errors.extend(e.errors)
+    if ispec is not None:
+        for _, gspec, _, gpath in graphs:
             for j, lv in enumerate(ispec.levels):
                 if lv not in gspec.levels:
                     errors.append(
@@ -234,7 +249,11 @@ def load_suite(path: str | Path, spec: SuiteSpec | None = None) -> LoadedSuite:
                             field=f"levels.{j}",
                         )
                     )
+        if not errors:
+            more, warnings = suite_errors(path, suite.name, graphs, ispec, ipath, bounds)
+            errors.extend(more)
     if errors:
         raise SpecErrors(errors)
     assert ispec is not None
-    return LoadedSuite(suite, path, tuple(graphs), ispec, ipath)
+    loaded = tuple((g, size, gpath) for _, g, size, gpath in graphs)
+    return LoadedSuite(suite, path, loaded, ispec, ipath, (*path_warnings, *warnings))
