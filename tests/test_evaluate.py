@@ -199,6 +199,7 @@ def write_update(root: Path, probes, *, fingerprint=FINGERPRINT) -> Path:
         json.dumps(
             {
                 "method": "fake",
+                "model": {"fingerprint": "model:tiny-model"},  # fake_hooks' fingerprint
                 "dataset_fingerprint": fingerprint,
                 "config": CONFIG,
                 "groups": groups,

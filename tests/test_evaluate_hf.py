@@ -108,6 +108,7 @@ def setup(tmp_path_factory):
 
     from ksmith.data.schema import PROBE_SCHEMA
     from ksmith.methods.artifacts import save_delta
+    from ksmith.models import model_fingerprint
 
     root = tmp_path_factory.mktemp("hf_eval")
     model, tok = make_model("gpt2"), make_tokenizer()
@@ -146,6 +147,7 @@ def setup(tmp_path_factory):
         json.dumps(
             {
                 "method": "test-delta",
+                "model": {"fingerprint": model_fingerprint(root / "model")},
                 "dataset_fingerprint": FINGERPRINT,
                 "config": CONFIG,
                 "groups": groups,

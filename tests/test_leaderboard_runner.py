@@ -91,6 +91,7 @@ def test_runner_outputs_submit_and_verify(tmp_path):
             "peak_memory_bytes": [10, 12],
             "changed_parameters": [4, 4],
             "config": config,
+            "model": {"fingerprint": "fakefp"},
             "dataset_fingerprint": read_card(ds)["fingerprint"],
         }
         (upd / "update.json").write_text(json.dumps(update_record))

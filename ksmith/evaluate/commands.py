@@ -63,10 +63,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from ksmith.errors import KsmithError
     from ksmith.evaluate.lmeval import parse_tasks
     from ksmith.evaluate.metrics import headline
     from ksmith.evaluate.runner import EvalOptions, evaluate
 
+    for flag, value, low in (
+        ("--batch-size", args.batch_size, 1),
+        ("--lmeval-limit", args.lmeval_limit, 1),
+    ):
+        if value is not None and value < low:
+            raise KsmithError(f"{flag}: must be at least {low}, got {value}")
     options = EvalOptions(
         backend=args.backend,
         device=args.device,

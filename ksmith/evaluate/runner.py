@@ -131,6 +131,17 @@ def _check_update(
     update: Mapping[str, Any], path: Path, dataset_fp: str, config: str, model_fp: str | None
 ) -> None:
     where = path / "update.json"
+    model = update.get("model")
+    recorded = model.get("fingerprint") if isinstance(model, Mapping) else None
+    for field, value in (
+        ("dataset_fingerprint", update.get("dataset_fingerprint")),
+        ("model.fingerprint", recorded),
+    ):
+        if not isinstance(value, str) or not value:
+            raise KsmithError(
+                f"{where}: field '{field}' is missing: an update that does not name the "
+                "fingerprints of its model and dataset cannot be checked against them; refusing"
+            )
     if update.get("dataset_fingerprint") not in (None, dataset_fp):
         raise KsmithError(
             f"{where}: field 'dataset_fingerprint' is {update['dataset_fingerprint']!r} but the "
@@ -138,8 +149,6 @@ def _check_update(
         )
     if update.get("config") not in (None, config):
         raise KsmithError(f"{where}: field 'config' is {update['config']!r}, not {config!r}")
-    model = update.get("model")
-    recorded = model.get("fingerprint") if isinstance(model, Mapping) else None
     if model_fp is not None and recorded not in (None, model_fp):
         raise KsmithError(
             f"{where}: field 'model.fingerprint' does not match the model being evaluated"
@@ -156,8 +165,25 @@ class _LazyModel:
     def get(self) -> tuple[Any, Any]:
         if self.pair is None:
             log.info("loading model %s", self._path)
-            self.pair = self._hooks.load_model(self._path, self._device)
+            pair = self._hooks.load_model(self._path, self._device)
+            check_finite_weights(pair[0], self._path)
+            self.pair = pair
         return self.pair
+
+
+def check_finite_weights(model: Any, where: str) -> None:
+    """A model with a NaN or infinite weight cannot be evaluated: stop before writing."""
+    import torch
+
+    params = getattr(model, "named_parameters", None)
+    if params is None:  # a stand-in model without torch parameters
+        return
+    for name, p in params():
+        if p.is_floating_point() and not torch.isfinite(p.detach()).all():
+            raise KsmithError(
+                f"{where}: parameter '{name}' has non-finite weights (NaN or inf); refusing to "
+                "evaluate this model"
+            )
 
 
 def evaluate(

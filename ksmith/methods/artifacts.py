@@ -88,10 +88,15 @@ def save_delta(path: str | Path, delta: Mapping[str, torch.Tensor]) -> None:
 
 
 def load_delta(path: str | Path) -> dict[str, torch.Tensor]:
+    """A group's delta; an unreadable file or a non-finite value is an error naming the file."""
     try:
-        return load_file(str(path))
+        delta = load_file(str(path))
     except Exception as e:  # safetensors raises its own error types
         raise KsmithError(f"{path}: cannot read delta: {e}") from e
+    for n, d in delta.items():
+        if d.is_floating_point() and not torch.isfinite(d).all():
+            raise KsmithError(f"{path}/{n}: non-finite values in the delta")
+    return delta
 
 
 def save_prefixes(path: str | Path, prefixes: Mapping[str, str]) -> None:

@@ -129,6 +129,8 @@ def load_model(
         raise _not_found(name, e) from e
     check_architecture(getattr(config, "model_type", None), f"model {name!r}")
     dev = resolve_device(device)
+    if local.is_dir():
+        check_weight_files(local)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             source, config=config, dtype=_resolve_dtype(dtype), **kwargs
@@ -136,11 +138,41 @@ def load_model(
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     except OSError as e:
         raise _not_found(name, e) from e
+    except Exception as e:  # noqa: BLE001 - loaders raise many types for a damaged folder
+        if not local.is_dir():
+            raise
+        raise KsmithError(f"{local}: cannot load the model's weights: {e}") from e
     ensure_pad_token(tokenizer, model)
     model.to(dev)
     model.eval()
     log.info("loaded %s (%s) on %s", name, config.model_type, dev)
     return model, tokenizer
+
+
+def check_weight_files(folder: str | Path) -> None:
+    """Every ``*.safetensors`` file of a model folder is whole: a readable header whose tensors
+    end exactly at the end of the file (a truncated download or copy is caught before loading,
+    as ``error: FILE: ...``)."""
+    import json
+    import struct
+
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            size = path.stat().st_size
+            with path.open("rb") as f:
+                head = f.read(8)
+                if len(head) < 8:
+                    raise ValueError(f"{size} bytes, shorter than the 8-byte header length")
+                (n,) = struct.unpack("<Q", head)
+                if n > size - 8:
+                    raise ValueError(f"a header of {n} bytes in a file of {size}")
+                header = json.loads(f.read(n))
+            ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+            want = 8 + n + max(ends, default=0)
+            if want != size:
+                raise ValueError(f"{size} bytes, its header describes {want} (truncated?)")
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+            raise KsmithError(f"{path}: unreadable weights file: {e}") from e
 
 
 def _sha256_file(path: Path) -> str:
