@@ -1,6 +1,6 @@
 """Name generators: synthetic, pronounceable, deterministic names for fictional worlds.
 
-Names made from a seed cannot leak from pretraining (DESIGN.md, "Graph specs"). A generator is
+Names made from a seed cannot leak from pretraining (docs/specs.md, "Names"). A generator is
 registered in `NAME_GENERATORS` and called as ``gen(rng, n, taken, **params) -> list[str]``: it
 returns `n` new names, none in `taken`, and adds them to `taken`. Third parties register more
 through the ``ksmith.name_generators`` entry-point group.

@@ -1,9 +1,11 @@
 """The graph spec: levels, hierarchy, value types, relations, rules, templates, names, sizes.
 
 A graph spec (``specs/graphs/*.yaml``) declares a fictional knowledge graph with no code
-(DESIGN.md, "Graph specs"). `ksmith.graph.build_world` turns it into a world and its closure.
-Cross-field checks (unknown ranges, cyclic hierarchies, rules over undefined relations, template
-placeholders, ...) live in `ksmith.spec.graph_checks` and run when the model is built.
+(docs/specs.md, "Graph specs"; docs/design.md). `ksmith.graph.build_world` turns it into a world
+and its closure. Cross-field checks (unknown ranges, cyclic hierarchies, rules over undefined
+relations, template placeholders, ...) live in `ksmith.spec.graph_checks`, semantic ones (shared
+prompts, rule cycles, name capacity) in `ksmith.spec.graph_semantics`; both run when the model
+is built.
 """
 
 from __future__ import annotations
@@ -182,7 +184,7 @@ class SizeSpec(SpecModel):
 
 
 class GraphSpec(SpecModel):
-    """A knowledge-graph schema (DESIGN.md, "Graph specs")."""
+    """A knowledge-graph schema (docs/specs.md, "Graph specs")."""
 
     kind: Literal["graph"] = Field(default="graph", description="spec kind")
     version: int = Field(ge=1, description="spec version; bump when the world changes")
