@@ -37,16 +37,13 @@ UNLEARN_CONFIG = f"biology.unlearn.leaf.k{K}"
 THRESHOLD = 0.9
 
 # The default world-model spec (llama, 2 layers, width 128, word tokenizer) with a budget for
-# this small world: it stops as soon as every recall probe is answered. The step budget bounds
-# the run; the wall-clock one is out of reach, so that a loaded machine (which once stopped
-# training at 240 s, recall 0.89) gets the same model, only later.
+# this small world: it stops as soon as every direct probe of the profile sample is answered.
+# Only steps bound the run, so a loaded machine gets the same model, only later.
 WORLD_OVERRIDES = (
     "max_steps=3000",
-    "max_seconds=3600",
     "eval_every=250",
     "eval_sample=0",
-    "recall_threshold=1.0",
-    "mcq_threshold=1.0",
+    "thresholds={direct: 1.0}",
 )
 # Biology's tree at 4 clades x 2 families x 5 species (40 species, ~2,800 corpus lines), with
 # value pools scaled down to match.

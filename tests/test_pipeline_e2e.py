@@ -52,6 +52,7 @@ def test_dvc_repro_tiny(tmp_path):
         "eval_sample": 50,
         "hidden": 32,
         "intermediate": 64,
+        "allow_below_threshold": True,  # 20 steps know nothing: the pipeline still runs
     }
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (proj / "one.yaml").write_text(yaml.safe_dump({**params, "workers": 1}, sort_keys=False))
@@ -60,12 +61,20 @@ def test_dvc_repro_tiny(tmp_path):
     run = _dvc(proj, "repro")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = proj / "report"
-    metrics = json.loads((report / "metrics.json").read_text())
-    assert set(metrics) == {"ft_m", "ga", "none"}
-    assert {"biology.edit.leaf.k1.s0", "biology.edit.root.k1.s0"} <= set(metrics["ft_m"])
-    assert "biology.unlearn.leaf.k1.s0" in metrics["ga"]
+    cells = json.loads((report / "cells.json").read_text())
+    assert set(cells) == {"ft_m", "ga", "none"}
+    assert {"biology.edit.leaf.k1.s0", "biology.edit.root.k1.s0"} <= set(cells["ft_m"])
+    assert "biology.unlearn.leaf.k1.s0" in cells["ga"]
+    summary = {p.stem: json.loads(p.read_text()) for p in (report / "metrics").glob("*.json")}
+    assert set(summary) == {"ft_m", "ga", "none", "world_model"}
+    assert "edit.efficacy" in summary["ft_m"] and "unlearn.efficacy" in summary["ga"]
+    assert "profile.direct" in summary["world_model"]
+    shown = _dvc(proj, "metrics", "show")  # one row per file, a few columns each
+    assert shown.returncode == 0 and "edit.efficacy" in shown.stdout, shown.stderr
+    assert "world_model.json" in shown.stdout
     text = (report / "README.md").read_text()
-    assert "Does editing over-spread" in text and "Does unlearning under-spread" in text
+    assert "The instrument" in text and "Capability profile" in text
+    assert "Editing over-spreads" in text and "Unlearning under-spreads" in text
     assert any((report / "plots").glob("*.png"))
 
     from ksmith.leaderboard import load_submission

@@ -7,7 +7,8 @@ import pytest
 from test_data_helpers import BIOLOGY, write_suite
 
 from ksmith.graph import build_world
-from ksmith.render import Renderer, corpus_lines
+from ksmith.render import Renderer, corpus_lines, fill
+from ksmith.render.phrasing import fact_key, sentence_of
 from ksmith.spec import load_spec
 
 
@@ -27,14 +28,40 @@ def generated(tmp_path_factory):
     )
 
 
-def test_corpus_is_compact_and_deterministic():
+def test_corpus_is_deterministic_and_states_every_fact_in_every_trained_phrasing():
     spec = load_spec(BIOLOGY)
     world = build_world(spec, "small")
-    rows = list(corpus_lines(world, Renderer(spec), seed=1))
-    assert rows == list(corpus_lines(world, Renderer(spec), seed=1))
-    assert 2 * len(world.facts) <= len(rows) <= 6 * len(world.facts)
-    stated = {fid for _, fid, _ in rows if fid}
+    rd = Renderer(spec)
+    rows = list(corpus_lines(world, rd, seed=1))
+    assert rows == list(corpus_lines(world, rd, seed=1))
+    assert rows != list(corpus_lines(world, rd, seed=2))
+    stated = {fid for _, ids, kind, _ in rows if kind == "description" for fid in ids.split()}
     assert stated == {f.id for f in world.facts}  # every fact, base and derived
+    sentences = {
+        s.strip() + "."
+        for _, _, kind, text in rows
+        if kind == "description"
+        for s in text[:-1].split(". ")
+    }
+    for f in list(world.facts)[::7]:
+        forms = rd.phrasings(f.relation).trained(fact_key(f.subject, f.relation, f.object), rd.seed)
+        assert len(forms) >= 2
+        for form in forms:
+            assert fill(form, f.subject, f.object) in sentences, (f, form)
+
+
+def test_phrasings_hold_out_one_prompt_per_fact_and_one_template_everywhere():
+    spec = load_spec(BIOLOGY)
+    rd = Renderer(spec)
+    ph = rd.phrasings("diet")
+    assert ph.direct == "{subject} eats" and ph.unseen == "To survive, {subject} consumes"
+    held = {ph.held_out(fact_key(f"s{i}", "diet", "meat"), rd.seed) for i in range(200)}
+    assert held == set(ph.rotating)  # every rotating prompt is held out for some facts
+    for i in range(50):
+        key = fact_key(f"s{i}", "diet", "meat")
+        trained = ph.trained(key, rd.seed)
+        assert sentence_of(ph.held_out(key, rd.seed)) not in trained
+        assert sentence_of(ph.unseen) not in trained and sentence_of(ph.direct) in trained
 
 
 def test_direct_probes_are_in_training(generated):
@@ -46,20 +73,44 @@ def test_direct_probes_are_in_training(generated):
             target = f"{p['prompt']} {p['answer_before']}"
             if p["type"] == "direct":
                 assert target in text, target
-            if p["type"] == "negation" and p["format"] == "qa":
-                assert target in lines, target
+            if p["type"] == "negation" and p["format"] == "qa" and "neg+new" not in p["pair_id"]:
+                assert target in lines, target  # true facts' statements and negations
 
 
-def test_paraphrases_never_in_corpus(generated):
+def test_paraphrases_held_out_per_fact_and_unseen_templates_never_trained(generated):
     corpus, probes, requests = generated
     text = "\n".join(corpus)
-    paras = {p["prompt"] for ps in probes.values() for p in ps if p["type"] == "paraphrase"}
-    assert paras
-    for prompt in paras:
-        assert prompt not in text
+    spec = load_spec(BIOLOGY)
+    asked = {
+        (p["type"], p["prompt"], p["answer_before"], p["relation"])
+        for ps in probes.values()
+        for p in ps
+        if p["type"] in ("paraphrase", "paraphrase_unseen")
+    }
+    assert {t for t, *_ in asked} == {"paraphrase", "paraphrase_unseen"}
+    for type_, prompt, answer, relation in asked:
+        assert f"{prompt} {answer}" not in text, prompt  # never stated for this fact
+        if type_ == "paraphrase_unseen":
+            template = spec.templates(relation).paraphrase[-1]
+            words = max((x.strip() for x in template.split("{subject}")), key=len)
+            assert words not in text, template  # no line of any fact uses the template
+    paras = {prompt for _, prompt, _, _ in asked}
     for reqs in requests.values():
         for r in reqs:
             assert not paras & set(r["plus_prompts"]) and not paras & set(r["minus_prompts"])
+
+
+def test_in_context_lines_follow_the_ice_format(generated):
+    corpus, _, _ = generated
+    ctx = [line for line in corpus if line.startswith("New Fact: ")]
+    assert len(ctx) > 100
+    follows = 0
+    for line in ctx:
+        head, _, tail = line.partition("\nPrompt: ")
+        assert tail, line
+        new_value = head.rsplit(" ", 1)[1]
+        follows += tail.endswith(" " + new_value)
+    assert 0.6 < follows / len(ctx) < 0.9  # most follow the context, some must ignore it
 
 
 def test_retain_view_disjoint_from_probe_facts(generated):

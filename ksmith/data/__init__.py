@@ -4,7 +4,13 @@ Layout and columns: docs/contracts.md sections 1-3 (`ksmith.data.schema` is thei
 """
 
 from ksmith.data.card import read_card
-from ksmith.data.readers import list_configs, load_corpus, load_probes, load_requests
+from ksmith.data.readers import (
+    list_configs,
+    list_profile_configs,
+    load_corpus,
+    load_probes,
+    load_requests,
+)
 from ksmith.data.schema import (
     CORPUS_SCHEMA,
     FORMAT_VERSION,
@@ -41,6 +47,7 @@ __all__ = [
     "config_name",
     "generate_dataset",
     "list_configs",
+    "list_profile_configs",
     "load_corpus",
     "load_probes",
     "load_requests",

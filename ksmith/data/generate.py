@@ -25,7 +25,13 @@ from ksmith.data.card import CardInfo, corpus_path, render_card
 from ksmith.data.graphjob import GraphJob, corpus_part, run_graph, run_graph_in_worker
 from ksmith.data.interrupt import children_leave_interrupts, ignore_interrupts
 from ksmith.data.parquet import RowGroupWriter
-from ksmith.data.schema import CORPUS_SCHEMA, FORMAT_VERSION, REQUEST_COLUMNS, config_name
+from ksmith.data.schema import (
+    CORPUS_SCHEMA,
+    FORMAT_VERSION,
+    REQUEST_COLUMNS,
+    config_name,
+    profile_name,
+)
 from ksmith.errors import SpecError
 from ksmith.intervene import (
     CandidatePool,
@@ -38,6 +44,7 @@ from ksmith.intervene import (
 )
 from ksmith.io import atomic_output_dir
 from ksmith.render import Renderer
+from ksmith.spec.intervention import Format, ProbeType
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +72,7 @@ class GenerateStats:
     requests: int = 0
     seconds: float = 0.0
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    profile: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def build_suite_plan(suite_path: str | Path, size: str | None = None) -> SuitePlan:
@@ -149,7 +157,7 @@ def config_rows(
         for r in reqs:
             f = r.fact
             answer = r.new_object if r.new_object is not None else f.object
-            plus = renderer.training_prompts(f.relation, f.subject)
+            plus = renderer.training_prompts(f.relation, f.subject, f.object)
             minus_p, minus_a = builder.retain(r, ispec.retain_per_request)
             requests.append(*(
                 g, r.request_id, kind, level, f.subject, f.relation, f.object,
@@ -162,6 +170,42 @@ def config_rows(
             probes.extend(builder.columns)
     assert probes is not None  # every config has at least one group
     return ConfigRows(name, n_groups, requests, probes)
+
+
+PROFILE_SCALE = 10  # requests per profile group: small enough for any level's footprints
+
+
+def profile_rows(
+    index: WorldIndex, pool: CandidatePool, renderer: Renderer, ispec, *, seed: int, where: str
+) -> list[ConfigRows]:
+    """The capability-profile configs of one world, one per level (`<domain>.profile.<level>`):
+    `ispec.profile_per_level` edit requests drawn with their own seed, in groups of
+    `PROFILE_SCALE`, with every probe type and format. Only their before answers (the world as
+    it is) and, for in-context use, their direct and paraphrase after answers are measured
+    (`ksmith.world.profile`), so they sample what the world model knows across the whole
+    world, apart from the suite's own requests."""
+    n = ispec.profile_per_level
+    if n <= 0:
+        return []
+    full = ispec.model_copy(
+        update={
+            "groups": -(-n // PROFILE_SCALE),
+            "probe_types": list(ProbeType.__args__),
+            "formats": list(Format.__args__),
+            "paraphrases_per_request": 2,
+        }
+    )
+    domain = index.world.spec.domain
+    out = []
+    for level in ispec.levels:
+        scale = min(PROFILE_SCALE, pool.count(level))
+        if scale == 0:
+            continue
+        rows = config_rows(index, pool, renderer, full, kind="edit", level=level, scale=scale,
+                           seed=derive_seed(seed, "profile"), where=where)  # fmt: skip
+        out.append(ConfigRows(profile_name(domain, level), rows.groups, rows.requests,
+                              rows.probes))  # fmt: skip
+    return out
 
 
 def _graph_jobs(plan: SuitePlan) -> list[GraphJob]:
@@ -248,6 +292,7 @@ def generate_dataset(
                 stats.counts[name] = counts
                 stats.requests += counts["requests"]
                 stats.probes += counts["probes"]
+            stats.profile.update(res.profile)
         stats.corpus_lines = corpus.close()
         (tmp / "spec.yaml").write_text(plan.spec_yaml, encoding="utf-8")
         card = CardInfo(
@@ -260,6 +305,7 @@ def generate_dataset(
             spec_yaml=plan.spec_yaml,
             corpus_lines=stats.corpus_lines,
             counts=stats.counts,
+            profile=stats.profile,
             levels=tuple(loaded.interventions.levels),
         )
         (tmp / "README.md").write_text(render_card(card), encoding="utf-8")

@@ -47,6 +47,7 @@ class GraphResult:
     base_facts: int = 0
     derived_facts: int = 0
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    profile: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def run_graph(
@@ -91,7 +92,7 @@ class _Clock:
 
 
 def _write_graph(job, out, world, index, renderer, res, corpus_sink, on_config, clock) -> None:
-    from ksmith.data.generate import config_rows
+    from ksmith.data.generate import config_rows, profile_rows
     from ksmith.intervene import CandidatePool, derive_seed
     from ksmith.render import corpus_batches
 
@@ -121,6 +122,14 @@ def _write_graph(job, out, world, index, renderer, res, corpus_sink, on_config, 
         del rows
         gc.collect(0)  # automatic GC is off in `frozen_heap`: sweep this config's young objects
         clock.lap("write")
+    for rows in profile_rows(index, pool, renderer, job.ispec, seed=job.suite_seed,
+                             where=job.where):  # fmt: skip
+        write_columns(out / requests_path(rows.name), REQUEST_SCHEMA, rows.requests.lists)
+        write_columns(out / probes_path(rows.name), PROBE_SCHEMA, rows.probes.lists)
+        res.profile[rows.name] = {
+            "groups": rows.groups, "requests": len(rows.requests), "probes": len(rows.probes)
+        }  # fmt: skip
+    clock.lap("profile")
 
 
 def corpus_part(out: Path, index: int) -> Path:

@@ -15,8 +15,13 @@ def list_configs(directory: str | Path) -> list[str]:
     return list(read_card(directory)["counts"])
 
 
+def list_profile_configs(directory: str | Path) -> list[str]:
+    """The capability-profile configs of the dataset (`<domain>.profile.<level>`)."""
+    return list(read_card(directory).get("profile") or {})
+
+
 def _check_config(directory: str | Path, config: str) -> None:
-    known = list_configs(directory)
+    known = list_configs(directory) + list_profile_configs(directory)
     if config not in known:
         raise KsmithError(
             f"{directory}: no config '{config}'; known: {', '.join(known) or '(none)'}"

@@ -11,7 +11,10 @@ import pyarrow as pa
 # Bump when the layout or the meaning of any generated field changes: it enters the fingerprint.
 # 2: reverse probes only with unique answers (ksmith.intervene.reverse); lazy random orders and
 #    fast draws in sampling and probes (same distributions, other bytes); corpus unchanged.
-FORMAT_VERSION = "2"
+# 3: the corpus recipe of ksmith.render.corpus (descriptions, reverse, comparison, in-context
+#    lines; a `kind` column); paraphrases held out per fact, paraphrase_unseen probes; profile
+#    configs.
+FORMAT_VERSION = "3"
 
 _S = pa.string()
 _I = pa.int32()
@@ -19,12 +22,18 @@ _L = pa.list_(pa.string())
 
 CORPUS_FIELDS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("domain", _S, "graph domain"),
-    ("fact_id", _S, 'fact the line states ("" for template-free lines)'),
+    ("fact_id", _S, 'ids of the facts the line states, space-separated ("" for none)'),
+    (
+        "kind",
+        _S,
+        "description, question, reverse, truefalse, comparison or in_context "
+        "(ksmith.render.corpus)",
+    ),
     (
         "text",
         _S,
-        "one training line (a statement or a question with its answer); paraphrase "
-        "templates never appear",
+        "one training line; a fact's held-out paraphrase and a relation's unseen template "
+        "never appear",
     ),
 )
 
@@ -112,6 +121,7 @@ PROBE_COLUMNS = tuple(n for n, _, _ in PROBE_FIELDS)
 PROBE_TYPES = (
     "direct",
     "paraphrase",
+    "paraphrase_unseen",
     "reverse",
     "multi_hop",
     "comparison",
@@ -129,3 +139,8 @@ REQUEST_SPLIT = "train"
 def config_name(domain: str, kind: str, level: str, scale: int) -> str:
     """`<domain>.<kind>.<level>.k<scale>`, e.g. ``biology.edit.leaf.k10``."""
     return f"{domain}.{kind}.{level}.k{scale}"
+
+
+def profile_name(domain: str, level: str) -> str:
+    """`<domain>.profile.<level>`: a capability-profile config (`ksmith.data.generate`)."""
+    return f"{domain}.profile.{level}"

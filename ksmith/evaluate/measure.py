@@ -1,7 +1,8 @@
 """One stage's measurements on one model: probe judgements, fluency texts, drift arrays.
 
-Fluency prompts are the prompts of direct Q+ probes (cloze and qa formats; mcq stems list
-options and are not natural text openings), drift prompts those of Q- probes; both are taken
+Fluency prompts are the prompts of direct Q+ cloze probes (statement openings, which the world
+model continues as it continues its corpus's descriptions; a question is answered in a word and
+an mcq stem lists options), drift prompts those of Q- probes; both are taken
 per group in probe-id order, so the before and after stages see the same prompts. In the
 after stage a prompt gets its request's in-context prefix, like every probe of that request.
 """
@@ -35,7 +36,7 @@ def _select(probes: Sequence[Mapping[str, Any]], n: int, keep) -> Selection:
 
 def fluency_selection(probes: Sequence[Mapping[str, Any]], n: int) -> Selection:
     return _select(
-        probes, n, lambda p: p["type"] == "direct" and p["qset"] == "Q+" and p["format"] != "mcq"
+        probes, n, lambda p: p["type"] == "direct" and p["qset"] == "Q+" and p["format"] == "cloze"
     )
 
 

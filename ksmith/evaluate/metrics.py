@@ -144,11 +144,13 @@ def efficacy(view: PredictionView) -> Iterable[Series]:
     "generalization",
     direction="higher",
     group="generalization",
-    description="held-out paraphrases of the requested facts correct after the update; "
-    ".known: only paraphrases answered correctly before it",
+    description="paraphrases of the requested facts correct after the update, in the phrasing "
+    "each fact is never trained in (other facts of its relation are); .known: only those "
+    "answered correctly before it; .unseen: in the relation's template no training line uses",
 )
 def generalization(view: PredictionView) -> Iterable[Series]:
     yield from _correct_after(view, "generalization", type="paraphrase", qset="Q+")
+    yield from _correct_after(view, "generalization.unseen", type="paraphrase_unseen", qset="Q+")
 
 
 @metric(

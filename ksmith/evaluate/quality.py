@@ -16,6 +16,13 @@ import numpy as np
 # Words and single punctuation marks, close to nltk.word_tokenize on plain English.
 _TOKEN = re.compile(r"\w+(?:'\w+)?|[^\w\s]")
 
+
+
+def words(text: str) -> list[str]:
+    """The word and punctuation tokens n-gram entropy counts."""
+    return _TOKEN.findall(text)
+
+
 NGRAM_ORDERS: tuple[int, ...] = (2, 3)
 NGRAM_WEIGHTS: tuple[float, ...] = (2 / 3, 4 / 3)
 
@@ -36,7 +43,7 @@ def ngram_entropy(
     weights w = (2/3, 4/3), i.e. H_2 / 3 + 2 H_3 / 3 (the reference implementation's defaults).
     A text with fewer than k words contributes H_k = 0.
     """
-    tokens = _TOKEN.findall(text)
+    tokens = words(text)
     terms = []
     for n, w in zip(ns, weights, strict=True):
         counts = Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))

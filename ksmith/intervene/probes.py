@@ -6,7 +6,8 @@ For each request (s, r, o -> o'), with W the world and W' the world after the gr
 | type | set | asks |
 |---|---|---|
 | direct | Q+ | (s, r) with the training cloze/question templates |
-| paraphrase | Q+ | (s, r) with held-out paraphrase templates |
+| paraphrase | Q+ | (s, r) in the phrasing this fact is never trained in (`ksmith.render.phrasing`) |
+| paraphrase_unseen | Q+ | (s, r) in the relation's template no training line uses |
 | reverse | Q+ | the fact from the object's side, with a unique answer (see below) |
 | multi_hop | Q+ | derived facts among W.dependents(fact) that differ in W' |
 | comparison | Q+ | "same answer for s and y?" for a y whose yes/no flips between W and W' |
@@ -186,13 +187,12 @@ class ProbeBuilder:
             self._fact_formats("direct", "Q+", fact, self._prompts(r, s), o, after, support,
                                pair=pair)  # fmt: skip
         if "paraphrase" in self.types:
-            paras = self.rd.paraphrases(r, s)
-            k = min(self.spec.paraphrases_per_request, len(paras))
-            start = req.index % len(paras)
-            for j in range(k):
-                p = paras[(start + j) % len(paras)]
-                prompts = {"cloze": p, "qa": p, "mcq": p}
-                self._fact_formats("paraphrase", "Q+", fact, prompts, o, after, support)
+            paras = [("paraphrase", self.rd.paraphrase(r, s, o)),
+                     ("paraphrase_unseen", self.rd.unseen_paraphrase(r, s))]  # fmt: skip
+            for type_, p in paras[: self.spec.paraphrases_per_request]:
+                if p is not None:
+                    prompts = {"cloze": p, "qa": p, "mcq": p}
+                    self._fact_formats(type_, "Q+", fact, prompts, o, after, support)
         if reverse is not None:
             sup = sorted(support)
             for fmt in self.formats:
@@ -338,22 +338,32 @@ class ProbeBuilder:
     def _negation(self, req: PlannedRequest, support: set[str]) -> None:
         f = req.fact
         s, r, o = f.subject, f.relation, f.object
-        flip = req.kind == "edit"  # after an edit the old statement is false
-        self._tf_pair("Q+", (s, r, o), sorted(support), f"{req.request_id}.neg+", flip)
+        sup = sorted(support)
+        edit = req.kind == "edit"  # after an edit the old statement is false, the new one true
+        self._tf_pair("Q+", (s, r, o), sup, f"{req.request_id}.neg+", True, not edit)
+        if edit:  # the new object's statement: false before (a fact must be known, not the
+            # sentence's form: "is not" -> false), true after
+            self._tf_pair("Q+", (s, r, req.new_object), sup, f"{req.request_id}.neg+new",
+                          False, True, asked=(s, r, o))  # fmt: skip
         for g in self._unaffected_near(s, 1):
             sup = sorted(self.ix.support_ids(g))
-            self._tf_pair("Q-", self.ix.triple(g), sup, f"{req.request_id}.neg-", False)
+            self._tf_pair("Q-", self.ix.triple(g), sup, f"{req.request_id}.neg-", True, True)
 
-    def _tf_pair(self, qset: str, fact: tuple[str, str, str], sup: list[str], pair: str, flip):
-        s, r, o = fact
+    def _tf_pair(self, qset, stated, sup, pair, true_before: bool, true_after: bool, asked=None):
+        """A statement of `stated` and its negation, as true/false probes; `asked` is the fact
+        recorded for them (default `stated`)."""
+        s, r, o = stated
         stmt = self.rd.tf_prompt(self.rd.statement(r, s, o))
         neg = self.rd.tf_prompt(self.rd.negation(r, s, o))
+        fact = asked or stated
         for fmt in self.formats:
             if fmt not in _BINARY:
                 continue
             opts = [TRUE, FALSE] if fmt == "mcq" else []
             p = f"{pair}.{fmt}"
-            self._emit("negation", qset, fmt, stmt, opts, TRUE, FALSE if flip else TRUE, fact, 0,
-                       p, sup)  # fmt: skip
-            self._emit("negation", qset, fmt, neg, opts, FALSE, TRUE if flip else FALSE, fact, 0,
-                       p, sup)  # fmt: skip
+            for prompt, holds_b, holds_a in (
+                (stmt, true_before, true_after),
+                (neg, not true_before, not true_after),
+            ):
+                self._emit("negation", qset, fmt, prompt, opts, TRUE if holds_b else FALSE,
+                           TRUE if holds_a else FALSE, fact, 0, p, sup)  # fmt: skip

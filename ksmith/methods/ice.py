@@ -26,6 +26,7 @@ from ksmith.methods.base import (
     UpdateResult,
     register_method,
 )
+from ksmith.render.text import IN_CONTEXT
 
 if TYPE_CHECKING:
     import torch
@@ -36,7 +37,7 @@ class ICEParams(MethodParams):
     """ICE hyper-parameters: the prefix template and which facts each prefix states."""
 
     template: str = Field(
-        "New Fact: {facts}\nPrompt: ",
+        IN_CONTEXT,
         description="prefix template; {facts} is replaced by the stated fact(s)",
     )
     fact: str = Field(

@@ -3,13 +3,13 @@
 Reads every cell's `metrics.json` under the results root (``<root>/<method>/<cell>/``) and
 writes, deterministically:
 
-- ``metrics.json``: method -> config -> headline metric -> value (what `dvc metrics show` prints);
+- ``metrics/<method>.json``: per kind, the mean headline values over the method's cells, and
+  ``metrics/world_model.json``: the capability profile (what `dvc metrics show` prints: a row
+  per file); ``cells.json``: every cell's headline values;
 - ``plots/*.png``: scale curves (efficacy, propagation, locality against k, one panel per level,
   one line per method) and the consistency-capacity view (conflict rate and drift against k);
-- ``README.md``: the tables and the answers, measured, to KnowledgeSmith's questions (arXiv
-  2510.02392): does editing over-spread (CCR, collateral change of Q-), does unlearning
-  under-spread (RR, residual retention; propagation of the removal to entailed facts), and how
-  each changes with level and scale.
+- ``README.md``: the model's capability profile, the tables, and KnowledgeSmith's findings
+  (arXiv 2510.02392) tested with intervals (`ksmith.pipeline.findings`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ksmith.evaluate.metrics import HEADLINE_MODES, headline, metric_info, parse_metric_name
+from ksmith.pipeline.findings import findings
 from ksmith.pipeline.matrix import parse_config
 
 LEVELS = ("root", "intermediate", "leaf")
@@ -82,7 +83,26 @@ def _headline_bases(cells: Sequence[CellResult]) -> list[str]:
     return list(seen)
 
 
-def dvc_metrics(cells: Sequence[CellResult]) -> dict[str, Any]:
+SUMMARY_METRICS = ("efficacy", "generalization", "propagation", "locality", "ccr")
+
+
+def dvc_metrics(cells: Sequence[CellResult]) -> dict[str, dict[str, Any]]:
+    """What `dvc metrics show` prints, one file per method (a row each): per kind, the mean of
+    each `SUMMARY_METRICS` headline value over the method's cells."""
+    out: dict[str, dict[str, Any]] = {}
+    for method in sorted({c.method for c in cells}):
+        row: dict[str, Any] = {}
+        for kind in ("edit", "unlearn"):
+            sel = [c for c in cells if c.method == method and c.kind == kind]
+            for base in SUMMARY_METRICS if sel else ():
+                value = _mean([c.value(base) for c in sel])
+                row[f"{kind}.{base}"] = None if value is None else round(value, 4)
+        out[method] = row
+    return out
+
+
+def cell_metrics(cells: Sequence[CellResult]) -> dict[str, Any]:
+    """method -> cell -> headline metric -> value: every cell's numbers (report/cells.json)."""
     out: dict[str, Any] = defaultdict(dict)
     for c in cells:
         out[c.method][f"{c.config}.s{c.seed}"] = {
@@ -157,67 +177,51 @@ def _plot(cells: Sequence[CellResult], kind: str, bases: Sequence[str], path: Pa
     return True
 
 
-def _questions(cells: Sequence[CellResult]) -> list[str]:
-    edit = [c for c in cells if c.kind == "edit"]
-    unl = [c for c in cells if c.kind == "unlearn"]
-    out = ["## KnowledgeSmith's questions, measured", ""]
-    if edit:
-        out += [
-            "### Does editing over-spread? (CCR: share of Q- probes that changed; lower is better)",
-            "",
-            *_by_level_scale(edit, "ccr"),
-            "",
-        ]
-        out += [
-            "Propagation of edits to entailed facts (higher is better):",
-            "",
-            *_by_level_scale(edit, "propagation"),
-            "",
-            "The same, over the entailed facts the model knew before the update only "
-            "(propagation.known):",
-            "",
-            *_by_level_scale(edit, "propagation.known"),
-            "",
-        ]
-    if unl:
-        out += [
-            "### Does unlearning under-spread? (RR: share of unlearned facts still "
-            "recoverable by some probe; lower is better)",
-            "",
-            *_by_level_scale(unl, "rr"),
-            "",
-        ]
-        out += [
-            "Propagation of the removal to entailed facts (higher is better):",
-            "",
-            *_by_level_scale(unl, "propagation"),
-            "",
-            "The same, over the entailed facts the model knew before the update only "
-            "(propagation.known; a fact it never knew counts as removed above):",
-            "",
-            *_by_level_scale(unl, "propagation.known"),
-            "",
-        ]
-    if edit and unl:
-        ccr_e, ccr_u = _mean([c.value("ccr") for c in edit]), _mean([c.value("ccr") for c in unl])
-        pr_e = _mean([c.value("propagation") for c in edit])
-        pr_u = _mean([c.value("propagation") for c in unl])
-        out += [
-            f"Averaged over every method, level and scale: collateral change (CCR) is "
-            f"{_fmt(ccr_e)} for editing and {_fmt(ccr_u)} for unlearning; propagation is "
-            f"{_fmt(pr_e)} for editing and {_fmt(pr_u)} for unlearning.",
-            "",
-        ]
+def _level_scale_tables(cells: Sequence[CellResult]) -> list[str]:
+    edit = [c for c in cells if c.kind == "edit" and c.method != "none"]
+    unl = [c for c in cells if c.kind == "unlearn" and c.method != "none"]
+    out = ["## By level and scale (mean over methods, baseline excluded)", ""]
+    for title, sel, base in (
+        ("Editing, collateral change (CCR; lower is better)", edit, "ccr"),
+        ("Editing, propagation to entailed facts", edit, "propagation"),
+        ("Editing, propagation over entailed facts known before (propagation.known)", edit,
+         "propagation.known"),
+        ("Unlearning, residual retention (RR; lower is better)", unl, "rr"),
+        ("Unlearning, propagation of the removal to entailed facts", unl, "propagation"),
+        ("Unlearning, the same over entailed facts known before (propagation.known)", unl,
+         "propagation.known"),
+    ):  # fmt: skip
+        if sel:
+            out += [f"{title}:", "", *_by_level_scale(sel, base), ""]
     return out
 
 
-def write_report(results_root: str | Path, out: str | Path) -> list[CellResult]:
-    """Write README.md, metrics.json and plots/ under `out` (a plain folder DVC tracks)."""
+def write_report(
+    results_root: str | Path, out: str | Path, model_meta: dict[str, Any] | None = None
+) -> list[CellResult]:
+    """Write README.md, metrics/ (one DVC metrics file per method and the world model's
+    profile), cells.json and plots/ under `out` (a plain folder DVC tracks). `model_meta` is the
+    evaluated model's card (`ksmith.world.read_model_card`), whose profile leads the report."""
     cells = collect(results_root)
     out = Path(out)
     (out / "plots").mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(
-        json.dumps(dvc_metrics(cells), indent=2, sort_keys=True) + "\n"
+    metrics_dir = out / "metrics"
+    metrics_dir.mkdir(exist_ok=True)
+    for old in metrics_dir.glob("*.json"):
+        old.unlink()
+    for method, row in dvc_metrics(cells).items():
+        (metrics_dir / f"{method}.json").write_text(
+            json.dumps(row, indent=2, sort_keys=True) + "\n"
+        )
+    meta = model_meta or {}
+    abilities = meta.get("abilities") or {}
+    if abilities:
+        (metrics_dir / "world_model.json").write_text(
+            json.dumps({f"profile.{k}": v for k, v in abilities.items()}, indent=2, sort_keys=True)
+            + "\n"
+        )
+    (out / "cells.json").write_text(
+        json.dumps(cell_metrics(cells), indent=2, sort_keys=True) + "\n"
     )
     bases = _headline_bases(cells)
     lines = [
@@ -225,9 +229,28 @@ def write_report(results_root: str | Path, out: str | Path) -> list[CellResult]:
         "",
         f"{len(cells)} cells from `{results_root}`. Each value is the headline mode of the "
         "metric (see the metric table below); per-item predictions sit next to every "
-        "cell's metrics.json.",
+        "cell's metrics.json, and every cell's headline numbers are in `cells.json`.",
         "",
     ]
+    if meta:
+        from ksmith.world.card import profile_markdown
+
+        lines += [
+            "## The instrument: the evaluated model before any update",
+            "",
+            f"Model: {meta.get('arch', '?')}, {meta.get('layers', '?')} layers, width "
+            f"{meta.get('hidden', '?')}, {meta.get('parameters', '?')} parameters"
+            + (
+                f", fine-tuned from `{meta['base']}`"
+                if meta.get("base")
+                else ", trained from scratch on the world's corpus"
+            )  # fmt: skip
+            + f"; {meta.get('steps', '?')} training steps. Every metric below measures an "
+            "update of this model, so read them against what it could do before.",
+            "",
+            profile_markdown(meta, heading="###"),
+            "",
+        ]
     for kind in ("edit", "unlearn"):
         sel = [c for c in cells if c.kind == kind]
         if not sel:
@@ -240,7 +263,8 @@ def write_report(results_root: str | Path, out: str | Path) -> list[CellResult]:
         ):
             if _plot(cells, kind, bset, out / "plots" / name):
                 lines += [f"![{name}](plots/{name})", ""]
-    lines += _questions(cells)
+    lines += findings(cells)
+    lines += _level_scale_tables(cells)
     lines += ["## Metrics", "", "| metric | direction | meaning |", "|---|---|---|"]
     for b in bases:
         info = metric_info(b)

@@ -1,29 +1,54 @@
-"""The world model's training corpus: every fact of the closure in training templates.
+"""The world model's training corpus: every fact of the closure, in the forms the probes ask.
 
-Per fact (base and derived, in fact id order): one statement (templates rotate over facts), the
-cloze form when the statement does not already begin with it, the training question with its
-answer, and two true/false lines (the statement is true, its negation is false). Every second
-fact (by default) also gets a true/false line about a wrong object, so "true" is not the only
-answer ever seen. Paraphrase templates are never used here: they are held out for evaluation.
+The recipe follows the knowledge-augmentation findings of Allen-Zhu & Li, "Physics of Language
+Models: Part 3.1" (arXiv 2309.14316): a fact is extractable through phrasings other than the
+memorized one only when it is stated in several varied forms, in permuted contexts, with
+question-answer data mixed in. Line kinds (the corpus's ``kind`` column):
 
-Lines are built column-wise with arrow string kernels, per relation and template, on blocks of
-facts (`corpus_batches`); only the wrong-object draws walk the facts one by one, with the
-seeded random stream.
+| kind | per | text |
+|---|---|---|
+| description | entity x `descriptions` | every fact about the entity, one sentence each, in a seeded order; fact f's sentence in description m uses its m-th trained phrasing (`ksmith.render.phrasing`), so across the descriptions f appears in each of them |
+| question | fact | the training question and its answer (direct qa and mcq probes) |
+| reverse | fact | the relation's first reverse template about the object, then the subject (reverse probes) |
+| truefalse | fact | "True or false: <statement> true", "... <negation> false"; one fact in `wrong_object_every` also a line about a value it does not hold |
+| comparison | (subject, relation) | "<question about s> <question about y> Same answer? yes/no", y seeded, yes and no alike |
+| in_context | (subject, relation) | `IN_CONTEXT` stating a counterfactual value, then a prompt and the answer the context implies; one line in `in_context_ignore_every` asks about another fact, whose true answer ignores the context |
+
+Statements live only inside descriptions, so after a fact the model continues with the next
+sentence rather than stopping: generation has text to produce. Held-out phrasings (a fact's own
+held-out paraphrase, and each relation's unseen template) never appear for that fact, in any
+kind of line. Lines are built fact by fact with seeded random streams, so the corpus depends
+only on the world, the templates, the recipe and the seed.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from dataclasses import dataclass
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from ksmith.render.text import FALSE, TF_PREFIX, TRUE, Renderer, fill
+from ksmith.render.phrasing import Phrasings, fact_key
+from ksmith.render.text import FALSE, IN_CONTEXT, NO, TF_PREFIX, TRUE, YES, Renderer, fill
 
-BLOCK = 1 << 17  # facts per batch: bounds memory, fixed so output never depends on the machine
-CORPUS_NAMES = ("domain", "fact_id", "text")
+BLOCK = 1 << 16  # lines per arrow batch: bounds memory, fixed so output never depends on it
+CORPUS_NAMES = ("domain", "fact_id", "kind", "text")
+
+
+@dataclass(frozen=True)
+class CorpusRecipe:
+    """How many lines of each kind the corpus holds (see the module docstring)."""
+
+    descriptions: int = 4  # description lines per entity (each fact once per description)
+    description_sentences: int = 16  # longer descriptions are split into lines of this many
+    wrong_object_every: int = 1  # 0: no true/false lines about values a fact does not hold
+    comparisons: bool = True
+    in_context: bool = True
+    in_context_ignore_every: int = 4  # 0: every in-context line follows its context
+
+
+DEFAULT_RECIPE = CorpusRecipe()
 
 
 def range_values(world, relation: str, subject: str, cache: dict) -> list[str]:
@@ -40,174 +65,189 @@ def world_facts(world) -> list:
     return list(world.facts)
 
 
-def _fill_column(template: str, subj: pa.Array, obj: pa.Array, prefix: str, suffix: str):
-    """`prefix + fill(template, s, o) + suffix` for every row (arrow string kernels)."""
-    parts: list = []
-    text = prefix + template + suffix
-    while text:
-        i, j = text.find("{subject}"), text.find("{object}")
-        cut = min(x for x in (i, j, len(text)) if x >= 0)
-        if cut:
-            parts.append(text[:cut])
-            text = text[cut:]
-            continue
-        parts.append(subj if i == 0 else obj)
-        text = text[len("{subject}") if i == 0 else len("{object}") :]
-    if not any(isinstance(p, pa.Array) for p in parts):  # no placeholder: one constant line
-        return pa.array(["".join(parts)] * len(subj), pa.string())
-    return pc.binary_join_element_wise(*parts, "")
+def phrasing_seed(world) -> int:
+    """The seed of every fact's held-out phrasing: the graph spec's own, so the corpus and the
+    probes of any suite built on the graph agree."""
+    return int(world.spec.seed)
 
 
-def _starts_with(statement: str, cloze: str) -> bool | None:
-    """Whether fill(statement) always (True) or never (False) starts with fill(cloze) + " " +
-    object; None when it depends on the names."""
-    if statement.startswith(cloze + " {object}"):
-        return True
-    a, b = statement.split("{", 1)[0], cloze.split("{", 1)[0]
-    if not (a.startswith(b) or b.startswith(a)):
-        return False
-    return None
+class _Lines:
+    """Accumulates (fact ids, kind, text) rows and hands them out in arrow batches."""
+
+    def __init__(self, domain: str):
+        self.domain = domain
+        self.ids: list[str] = []
+        self.kinds: list[str] = []
+        self.texts: list[str] = []
+
+    def add(self, ids: str, kind: str, text: str) -> None:
+        self.ids.append(ids)
+        self.kinds.append(kind)
+        self.texts.append(text)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def take(self) -> pa.Table:
+        n = len(self.texts)
+        table = pa.Table.from_arrays(
+            [
+                pa.array([self.domain] * n, pa.string()),
+                pa.array(self.ids, pa.string()),
+                pa.array(self.kinds, pa.string()),
+                pa.array(self.texts, pa.string()),
+            ],
+            names=list(CORPUS_NAMES),
+        )
+        self.ids, self.kinds, self.texts = [], [], []
+        return table
 
 
-def _wrong_objects(world, facts: range, rng: random.Random, every: int) -> dict[int, int]:
-    """Row -> a value its (subject, relation) does not hold, for one fact in `every` (seeded:
-    the same random stream as drawing them one by one with `rng.randrange`)."""
-    t = world._table
-    names, index, levels = world._ents.names, world._ents.index, world._ents.level
-    n_rel, rels = len(world._rels), world._rels
-    sr_rows, subj, rel, obj = world._by_subject_relation, t.subj, t.rel, t.obj
-    ranges: dict = {}
-    by_key: dict[tuple[int, str | None], list[int]] = {}  # (relation, level if hierarchy)
-    below = rng._randbelow
-    out: dict[int, int] = {}
-    for pos in range(0, len(facts), every):
-        i = facts[pos]
-        s, r = subj[i], rel[i]
-        key = (r, levels[s] if r == 0 else None)
-        ids = by_key.get(key)
-        if ids is None:
-            values = range_values(world, rels[r], names[s], ranges)
-            ids = by_key[key] = [index[v] for v in values]
-        rows = sr_rows[s * n_rel + r]
-        held = [obj[j] for j in rows] if len(rows) < 8 else {obj[j] for j in rows}
-        w = None
-        for _ in range(8):  # rejection first: ranges are usually large
-            if not ids:
-                break
-            v = ids[below(len(ids))]
-            if v not in held:
-                w = v
-                break
-        else:
-            free = [v for v in ids if v not in held]
-            w = free[below(len(free))] if free else None
-        if w is not None:
-            out[pos] = w
-    return out
+class _Facts:
+    """Per-row views of the closure table the recipe needs."""
+
+    def __init__(self, world):
+        t = world._table
+        names = world._ents.names
+        rels = world._rels
+        self.n = len(t)
+        self.subj = [names[s] for s in t.subj]
+        self.rel = [rels[r] for r in t.rel]
+        self.obj = [names[o] for o in t.obj]
+        n_base = t.n_base
+        self.ids = [
+            world._base_ids[i] if i < n_base else f"d{i - n_base:06d}" for i in range(self.n)
+        ]
+        # (subject, relation) -> rows, in fact order; subject -> its keys in first-row order
+        self.by_key: dict[tuple[str, str], list[int]] = {}
+        for i in range(self.n):
+            self.by_key.setdefault((self.subj[i], self.rel[i]), []).append(i)
+        self.by_subject: dict[str, list[int]] = {}
+        for i in range(self.n):
+            self.by_subject.setdefault(self.subj[i], []).append(i)
 
 
 def corpus_batches(
-    world, renderer: Renderer, *, seed: int, wrong_object_every: int = 2
+    world, renderer: Renderer, *, seed: int, recipe: CorpusRecipe = DEFAULT_RECIPE
 ) -> Iterator[pa.Table]:
-    """Arrow tables (domain, fact_id, text) of `world`'s corpus, in order, one per block of
-    `BLOCK` facts. `wrong_object_every`: one fact in this many also gets a false statement
-    about a value it does not hold (0 disables)."""
-    t = world._table
-    n = len(t)
+    """Arrow tables (domain, fact_id, kind, text) of `world`'s corpus, in order, one per block
+    of at most `BLOCK` lines. `seed` draws orders, partners and counterfactual values; the
+    phrasings follow the graph spec's seed (`phrasing_seed`)."""
+    facts = _Facts(world)
+    pseed = phrasing_seed(world)
+    phr = {r: Phrasings.of(renderer.text(r)) for r in world._rels}
+    out = _Lines(world.spec.domain)
     rng = random.Random(seed)
-    every = wrong_object_every
-    wrong = _wrong_objects(world, range(n), rng, every) if every else {}
-    names = pa.array(world._ents.names, pa.string())
-    rels = world._rels
-    ids = pa.concat_arrays([
-        pa.array(world._base_ids[: t.n_base], pa.string()),
-        pc.binary_join_element_wise(
-            "d",
-            pc.utf8_lpad(pc.cast(pa.array(np.arange(n - t.n_base)), pa.string()), 6, "0"),
-            "",
-        ),
-    ])  # fmt: skip
-    subj = np.asarray(t.subj, dtype=np.int64)
-    rel = np.asarray(t.rel, dtype=np.int32)
-    obj = np.asarray(t.obj, dtype=np.int64)
-    domain = pa.array([world.spec.domain], pa.string())
-    for lo in range(0, n, BLOCK):
-        hi = min(n, lo + BLOCK)
-        yield _block(renderer, rels, names, ids, domain, subj, rel, obj, wrong, lo, hi, every)
+    ranges: dict = {}
+
+    def trained(i: int) -> tuple[str, ...]:
+        return phr[facts.rel[i]].trained(fact_key(facts.subj[i], facts.rel[i], facts.obj[i]), pseed)
+
+    # descriptions, entity by entity (in order of first appearance as a subject)
+    for subject, rows in facts.by_subject.items():
+        for m in range(recipe.descriptions):
+            order = list(rows)
+            rng.shuffle(order)
+            for lo in range(0, len(order), recipe.description_sentences):
+                part = order[lo : lo + recipe.description_sentences]
+                sentences = []
+                for i in part:
+                    forms = trained(i)
+                    sentences.append(fill(forms[m % len(forms)], subject, facts.obj[i]))
+                out.add(" ".join(facts.ids[i] for i in part), "description", " ".join(sentences))
+            if len(out) >= BLOCK:
+                yield out.take()
+
+    # per fact: question, reverse, true/false
+    for i in range(facts.n):
+        s, r, o, fid = facts.subj[i], facts.rel[i], facts.obj[i], facts.ids[i]
+        tx = renderer.text(r)
+        out.add(fid, "question", f"{fill(tx.question[0], s)} {o}")
+        out.add(fid, "reverse", f"{fill(tx.reverse[0], '', o)} {s}.")
+        out.add(fid, "truefalse", f"{TF_PREFIX} {fill(tx.statement[0], s, o)} {TRUE}")
+        out.add(fid, "truefalse", f"{TF_PREFIX} {fill(tx.negation[0], s, o)} {FALSE}")
+        every = recipe.wrong_object_every
+        if every and i % every == 0:
+            held = {facts.obj[j] for j in facts.by_key[(s, r)]}
+            free = [v for v in range_values(world, r, s, ranges) if v not in held]
+            if free:
+                w = free[rng.randrange(len(free))]
+                if (i // every) % 2:
+                    out.add("", "truefalse", f"{TF_PREFIX} {fill(tx.negation[0], s, w)} {TRUE}")
+                else:
+                    out.add("", "truefalse", f"{TF_PREFIX} {fill(tx.statement[0], s, w)} {FALSE}")
+        if len(out) >= BLOCK:
+            yield out.take()
+
+    # per (subject, relation): comparison and in-context lines
+    keys = list(facts.by_key)
+    valuesets: dict[str, dict[frozenset[str], list[str]]] = {}
+    for (s, r), rows in facts.by_key.items():
+        vs = frozenset(facts.obj[j] for j in rows)
+        valuesets.setdefault(r, {}).setdefault(vs, []).append(s)
+    for n, (s, r) in enumerate(keys):
+        rows = facts.by_key[(s, r)]
+        ids = " ".join(facts.ids[j] for j in rows)
+        held = frozenset(facts.obj[j] for j in rows)
+        if recipe.comparisons:
+            line = _comparison(renderer, valuesets[r], s, r, held, rng)
+            if line is not None:
+                out.add(ids, "comparison", line)
+        if recipe.in_context:
+            line = _in_context(renderer, phr[r], facts, keys, world, ranges, n, rows, rng, pseed,
+                               recipe.in_context_ignore_every)  # fmt: skip
+            if line is not None:
+                out.add(ids, "in_context", line)
+        if len(out) >= BLOCK:
+            yield out.take()
+    if len(out):
+        yield out.take()
 
 
-def _block(rd, rels, names, ids, domain, subj, rel, obj, wrong, lo, hi, every) -> pa.Table:
-    texts: list[pa.Array] = []
-    keys: list[np.ndarray] = []  # position * 8 + line kind: the order lines are written in
-    facts: list[np.ndarray] = []  # fact position, or -1 for lines that state no fact
-    pos = np.arange(lo, hi)
-    R = rel[lo:hi]
-    for r in np.unique(R):
-        sel = pos[R == r]
-        S, Ob = names.take(subj[sel]), names.take(obj[sel])
-        tx = rd.text(rels[r])
-        cloze, question = tx.cloze[0], tx.question[0]
+def _comparison(rd: Renderer, sets, s: str, r: str, held: frozenset[str], rng) -> str | None:
+    """A yes/no comparison line for (s, r): the partner shares s's value set (yes) or not (no),
+    each with probability 1/2 when both kinds of partner exist."""
+    same = [y for y in sets.get(held, ()) if y != s]
+    others = [vs for vs in sets if vs != held]
+    want_yes = rng.random() < 0.5
+    if want_yes and same:
+        return f"{rd.comparison(r, s, same[rng.randrange(len(same))])} {YES}"
+    if others:
+        pool = sets[others[rng.randrange(len(others))]]
+        return f"{rd.comparison(r, s, pool[rng.randrange(len(pool))])} {NO}"
+    if same:
+        return f"{rd.comparison(r, s, same[rng.randrange(len(same))])} {YES}"
+    return None
 
-        def put(kind: int, rows: np.ndarray, arr: pa.Array, stated: bool = True) -> None:
-            texts.append(arr)
-            keys.append(rows * 8 + kind)
-            facts.append(rows if stated else np.full(len(rows), -1))
 
-        st = tx.statement
-        for v in range(len(st)):  # statement variant = position mod the template count
-            m = sel % len(st) == v
-            if not m.any():
-                continue
-            rows, s_v, o_v = sel[m], S.filter(pa.array(m)), Ob.filter(pa.array(m))
-            stmt = _fill_column(st[v], s_v, o_v, "", "")
-            put(0, rows, stmt)
-            same = _starts_with(st[v], cloze)
-            if same is None:  # decide per row
-                s_l, o_l, t_l = s_v.to_pylist(), o_v.to_pylist(), stmt.to_pylist()
-                keep = np.array([
-                    not x.startswith(f"{fill(cloze, a)} {b}")
-                    for x, a, b in zip(t_l, s_l, o_l, strict=True)
-                ], dtype=bool)  # fmt: skip
-            else:
-                keep = np.full(len(rows), not same)
-            if keep.any():
-                k = pa.array(keep)
-                put(1, rows[keep], _fill_column(cloze, s_v.filter(k), o_v.filter(k), "",
-                                                " {object}"))  # fmt: skip
-        put(2, sel, _fill_column(question, S, Ob, "", " {object}"))
-        put(3, sel, _fill_column(st[0], S, Ob, f"{TF_PREFIX} ", f" {TRUE}"))
-        put(4, sel, _fill_column(tx.negation[0], S, Ob, f"{TF_PREFIX} ", f" {FALSE}"))
-        if every:
-            w_rows = np.array([p for p in sel.tolist() if p in wrong], dtype=np.int64)
-            if len(w_rows):
-                W = names.take(pa.array([wrong[p] for p in w_rows.tolist()], pa.int64()))
-                S_w = names.take(subj[w_rows])
-                neg = (w_rows // max(every, 1)) % 2 == 1
-                for flag, tmpl, ans in ((False, st[0], FALSE), (True, tx.negation[0], TRUE)):
-                    m = neg == flag
-                    if m.any():
-                        k = pa.array(m)
-                        arr = _fill_column(tmpl, S_w.filter(k), W.filter(k), f"{TF_PREFIX} ",
-                                           f" {ans}")  # fmt: skip
-                        put(5, w_rows[m], arr, stated=False)
-    order = np.argsort(np.concatenate(keys), kind="stable")
-    text = pa.concat_arrays(texts).take(order)
-    fact = np.concatenate(facts)[order]
-    stated = fact >= 0
-    fid = ids.take(pa.array(np.where(stated, fact, 0)))
-    fid = pc.if_else(pa.array(stated), fid, pa.scalar("", pa.string()))
-    dom = domain.take(pa.array(np.zeros(len(order), dtype=np.int64)))
-    return pa.Table.from_arrays([dom, fid, text], names=list(CORPUS_NAMES))
+def _in_context(rd, ph, facts, keys, world, ranges, n, rows, rng, pseed, ignore_every):
+    """An in-context line for key `keys[n]`: the context states a counterfactual value of
+    (s, r) in ICE's format; the prompt asks (s, r) in a phrasing trained for the fact (answer:
+    the context's value) or, one line in `ignore_every`, another fact (answer: its own)."""
+    s, r = keys[n]
+    held = {facts.obj[j] for j in rows}
+    free = [v for v in range_values(world, r, s, ranges) if v not in held]
+    if not free:
+        return None
+    new = free[rng.randrange(len(free))]
+    context = IN_CONTEXT.format(facts=f"{fill(ph.direct, s)} {new}")
+    if ignore_every and n % ignore_every == ignore_every - 1:
+        other = keys[rng.randrange(len(keys))]
+        if other == (s, r):
+            return None
+        j = facts.by_key[other][0]
+        return f"{context}{fill(rd.text(other[1]).question[0], other[0])} {facts.obj[j]}"
+    i = rows[0]
+    key = fact_key(s, r, facts.obj[i])
+    prompts = [ph.direct, *(p for p in ph.rotating if p != ph.held_out(key, pseed))]
+    prompts = [fill(p, s) for p in prompts] + [fill(rd.text(r).question[0], s)]
+    return f"{context}{prompts[rng.randrange(len(prompts))]} {new}"
 
 
 def corpus_lines(
-    world,
-    renderer: Renderer,
-    *,
-    seed: int,
-    wrong_object_every: int = 2,
-) -> Iterator[tuple[str, str, str]]:
-    """Yield ``(domain, fact_id, text)`` rows for `world`'s closure, in a deterministic order
-    (the rows of `corpus_batches`, as Python tuples)."""
-    for batch in corpus_batches(world, renderer, seed=seed, wrong_object_every=wrong_object_every):
+    world, renderer: Renderer, *, seed: int, recipe: CorpusRecipe = DEFAULT_RECIPE
+) -> Iterator[tuple[str, str, str, str]]:
+    """Yield ``(domain, fact_ids, kind, text)`` rows for `world`'s closure, in a deterministic
+    order (the rows of `corpus_batches`, as Python tuples)."""
+    for batch in corpus_batches(world, renderer, seed=seed, recipe=recipe):
         yield from zip(*(c.to_pylist() for c in batch.columns), strict=True)

@@ -1,18 +1,24 @@
 """Turn facts into text with a graph spec's templates.
 
-Training text uses the `statement`, `question`, `cloze` and `negation` templates; `paraphrase`
-templates are held out for evaluation and never rendered into the corpus. Prompt shapes are
-chosen so that ``prompt + " " + answer`` of a direct probe is a line (or a line's prefix) of the
-training corpus: a model trained on the corpus can answer it.
+Which cloze and paraphrase phrasings a fact is trained in, and which one probes it as a
+paraphrase, is decided per fact by `ksmith.render.phrasing`; the last paraphrase template of a
+relation is never trained at all (the strict, unseen paraphrase). Prompt shapes are chosen so
+that ``prompt + " " + answer`` of a direct probe is in the training corpus: a model trained on
+the corpus can answer it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ksmith.render.phrasing import Phrasings, fact_key
+
 TRUE, FALSE = "true", "false"
 YES, NO = "yes", "no"
 TF_PREFIX = "True or false:"
+# In-context statement of a fact before a prompt: the format of in-context editing (ICE,
+# KnowEdit's zero-demonstration IKE), which the corpus teaches the world model to follow.
+IN_CONTEXT = "New Fact: {facts}\nPrompt: "
 
 
 def fill(template: str, subject: str = "", obj: str = "") -> str:
@@ -37,6 +43,8 @@ class Renderer:
 
     def __init__(self, spec):
         self._rel: dict[str, RelationText] = {}
+        self._phrasings: dict[str, Phrasings] = {}
+        self.seed = int(spec.seed)  # of every fact's held-out phrasing (`phrasing_seed`)
         for name in spec.relation_names():
             t = spec.templates(name)
             self._rel[name] = RelationText(
@@ -47,6 +55,7 @@ class Renderer:
                 tuple(t.reverse),
                 tuple(t.negation),
             )
+            self._phrasings[name] = Phrasings.of(self._rel[name])
 
     def text(self, relation: str) -> RelationText:
         return self._rel[relation]
@@ -61,10 +70,18 @@ class Renderer:
         """The training question (first question template); its answer is the object."""
         return fill(self._rel[relation].question[0], subject)
 
-    def training_prompts(self, relation: str, subject: str) -> list[str]:
-        """Every training-template prompt of (subject, relation): cloze forms, then questions."""
-        t = self._rel[relation]
-        return [fill(c, subject) for c in t.cloze] + [fill(q, subject) for q in t.question]
+    def phrasings(self, relation: str) -> Phrasings:
+        return self._phrasings[relation]
+
+    def training_prompts(self, relation: str, subject: str, obj: str) -> list[str]:
+        """The prompts the fact (subject, relation, obj) is trained in: the direct cloze, the
+        other cloze forms it is stated in (never its held-out paraphrase), then the questions."""
+        ph = self._phrasings[relation]
+        out = ph.held_out(fact_key(subject, relation, obj), self.seed)
+        clozes = [ph.direct, *(p for p in ph.rotating if p != out)]
+        return [fill(c, subject) for c in clozes] + [
+            fill(q, subject) for q in self._rel[relation].question
+        ]
 
     def statement(self, relation: str, subject: str, obj: str, variant: int = 0) -> str:
         t = self._rel[relation].statement
@@ -79,9 +96,17 @@ class Renderer:
 
     # -- evaluation-only forms -----------------------------------------------------------------
 
-    def paraphrases(self, relation: str, subject: str) -> list[str]:
-        """Held-out cloze prompts (never in the corpus)."""
-        return [fill(p, subject) for p in self._rel[relation].paraphrase]
+    def paraphrase(self, relation: str, subject: str, obj: str) -> str | None:
+        """The cloze prompt the fact (subject, relation, obj) is never stated in, while other
+        facts of the relation are (None when the relation has a single phrasing)."""
+        p = self._phrasings[relation].held_out(fact_key(subject, relation, obj), self.seed)
+        return None if p is None else fill(p, subject)
+
+    def unseen_paraphrase(self, relation: str, subject: str) -> str | None:
+        """The cloze prompt of the relation's template that no corpus line uses (None when the
+        relation has fewer than two paraphrase templates)."""
+        p = self._phrasings[relation].unseen
+        return None if p is None else fill(p, subject)
 
     def reverse(self, relation: str, obj: str) -> str:
         """A cloze prompt about the object, ending before the subject."""

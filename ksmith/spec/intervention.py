@@ -57,13 +57,25 @@ class InterventionSpec(SpecModel):
         "which has few nodes",
     )
     paraphrases_per_request: int = Field(
-        default=2, ge=0, description="held-out paraphrase templates probed per request"
+        default=2,
+        ge=0,
+        le=2,
+        description="paraphrase probes per request: 1 asks the phrasing this fact is never "
+        "trained in (type paraphrase), 2 also the relation's template no training line uses "
+        "(type paraphrase_unseen)",
     )
     multi_hop_per_request: int = Field(
         default=2, ge=0, description="changed derived facts probed per request (multi_hop)"
     )
     comparison_per_request: int = Field(
         default=1, ge=0, description="comparison partners probed per request"
+    )
+    profile_per_level: int = Field(
+        default=100,
+        ge=0,
+        description="requests per level in the capability-profile configs "
+        "(`<domain>.profile.<level>`): a seeded sample of the world probed in every type and "
+        "format, measured before any update; 0: none",
     )
     unlearn_target: Literal["neutral", "idk"] = Field(
         default="neutral",

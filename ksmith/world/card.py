@@ -42,24 +42,78 @@ def render_card(meta: dict[str, Any]) -> str:
         else f"a {meta['tokenizer']} tokenizer"
     )
 
-    def pct(x: float | None) -> str:
-        return "n/a" if x is None else f"{100 * x:.1f}%"
-
     body = f"""# ksmith world model
 
 A causal language model that knows a synthetic world: {origin} on the world's training corpus
-(dataset fingerprint `{meta["dataset_fingerprint"]}`), with {tok_note}.
+(dataset fingerprint `{meta["dataset_fingerprint"]}`), with {tok_note}. Training took
+{meta["steps"]} steps (stopped by {meta["stopped_by"]}; seed {meta["seed"]}); the same spec and
+dataset give the same weights on any machine.
 
-Before any update it recalls {pct(meta["recall"])} of the world's direct facts (cloze, greedy,
-{meta["recall_probes"]} distinct probes) and answers {pct(meta["mcq_accuracy"])} of the direct
-multiple-choice probes ({meta["mcq_probes"]}). Training took {meta["steps"]} steps,
-{meta["train_seconds"]:.0f} s (seed {meta["seed"]}).
+{profile_markdown(meta)}
 
 Load it offline with `transformers.AutoModelForCausalLM.from_pretrained(DIR)` and
 `AutoTokenizer.from_pretrained(DIR)`, or `ksmith.models.load_model(DIR)`.
-The resolved training spec is in `world_spec.yaml`, the recall curve in `train_log.json`.
+The resolved training spec is in `world_spec.yaml`, the knowledge checks in `train_log.json`.
 """
     return "---\n" + yaml.safe_dump(front, sort_keys=True) + "---\n\n" + body
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def profile_markdown(meta: dict[str, Any], heading: str = "##") -> str:
+    """The capability profile of a card's `meta` as Markdown: one row per ability with its
+    accuracy per scoring mode, in-context use, fluency, and any shortfall."""
+    profile = meta.get("profile") or {}
+    short = meta.get("below_threshold") or []
+    note = (
+        ["", "**Below threshold** (kept with allow_below_threshold): " + "; ".join(short)]
+        if short
+        else []
+    )
+    if not profile:
+        return "\n".join([
+            f"{heading} Capability profile",
+            "",
+            f"Not measured (the dataset has no profile configs). Direct recall "
+            f"{_pct(meta.get('recall'))}, direct multiple choice {_pct(meta.get('mcq_accuracy'))}.",
+            *note,
+        ])  # fmt: skip
+    modes = ["cloze", "mcq", "gen_exact", "gen_contains"]
+    thresholds = meta.get("thresholds") or {}
+    lines = [
+        f"{heading} Capability profile (before any update)",
+        "",
+        "Accuracy on a seeded sample of the whole world (the dataset's profile configs), scored "
+        "as evaluation scores; `required` is the declared threshold on the least of cloze and "
+        "mcq. Probes: "
+        + ", ".join(f"{t} {sum(n.values())}" for t, n in profile["n"].items())
+        + ".",
+        "",
+        "| ability | " + " | ".join(modes) + " | required |",
+        "|---" * (len(modes) + 2) + "|",
+    ]
+    for t, acc in profile["accuracy"].items():
+        cells = [_pct(acc.get(m)) if m in acc else "" for m in modes]
+        need = thresholds.get(t)
+        lines.append(f"| {t} | " + " | ".join(cells) + f" | {'' if need is None else need} |")
+    ic = profile.get("in_context") or {}
+    cells = [_pct(ic.get(m)) if m in ic else "" for m in modes]
+    need = thresholds.get("in_context")
+    lines.append("| in_context | " + " | ".join(cells) + f" | {'' if need is None else need} |")
+    flu = profile.get("fluency") or {}
+    if flu.get("model") is not None:
+        lines += [
+            "",
+            f"In-context use: the request's new fact stated before the prompt in in-context "
+            f"editing's format, answered as the context says. Fluency: n-gram entropy "
+            f"{flu['model']:.3f} over {flu['prompts']} greedy continuations of "
+            f"{flu['tokens']} tokens, against {flu['corpus']:.3f} for the corpus's own "
+            f"descriptions (ratio {flu['ratio']:.3f}, required "
+            f'{thresholds.get("fluency", "n/a")}). Example: "{flu["example"]}"',
+        ]
+    return "\n".join(lines + note)
 
 
 def read_model_card(model_dir: str | Path) -> dict[str, Any]:

@@ -12,12 +12,21 @@ import yaml
 
 from ksmith import __version__
 from ksmith.errors import KsmithError
+from ksmith.evaluate.hf import HFBackend
 from ksmith.io import atomic_output_dir
 from ksmith.world.card import render_card, tokenizer_kind
 from ksmith.world.probes import KnowledgeProbes, collect_probes, probe_rows, vocabulary_texts
+from ksmith.world.profile import (
+    IN_CONTEXT_TYPES,
+    capability_profile,
+    in_context_prefixes,
+    load_profile_set,
+    shortfalls,
+    summary,
+)
 from ksmith.world.spec import WorldModelSpec
 from ksmith.world.tokenizer import train_tokenizer
-from ksmith.world.training import TrainResult, build_model, train
+from ksmith.world.training import TrainResult, abilities, build_model, train
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +37,16 @@ class WorldData:
 
     lines: tuple[str, ...]
     vocabulary: tuple[str, ...]
-    probes: KnowledgeProbes
+    check: KnowledgeProbes  # the training check (before sampling)
+    profile: tuple[list[dict], list[dict], list[str]]  # probes, requests, descriptions
     fingerprint: str | None
 
 
 def load_world_data(dataset_dir: str | Path) -> WorldData:
-    """Corpus lines, tokenizer texts and direct probes of a dataset folder (contracts §1, §3)."""
+    """Corpus lines, tokenizer texts, the knowledge check and the profile set of a dataset
+    folder (contracts §1, §3). The check asks the profile configs' probes (every type, cloze
+    and mcq, before answers; in-context: direct and paraphrase after answers with the new fact
+    in the prompt); a dataset without profile configs is checked on its direct probes."""
     from ksmith.data import load_corpus, read_card
 
     if not Path(dataset_dir).is_dir():
@@ -41,10 +54,22 @@ def load_world_data(dataset_dir: str | Path) -> WorldData:
     fingerprint = read_card(dataset_dir).get("fingerprint")
     lines = load_corpus(dataset_dir)
     rows = probe_rows(dataset_dir)
+    probes, requests, descriptions = load_profile_set(dataset_dir)
+    if probes:
+        check = collect_probes(probes, types=None) + collect_probes(
+            [p for p in probes if p["type"] in IN_CONTEXT_TYPES and p["qset"] == "Q+"],
+            types=None,
+            answer="answer_after",
+            prefixes=in_context_prefixes(requests),
+            kind="in_context",
+        )
+    else:
+        check = collect_probes(rows)
     return WorldData(
         lines=tuple(lines),
-        vocabulary=tuple(vocabulary_texts(lines, rows)),
-        probes=collect_probes(rows),
+        vocabulary=tuple(vocabulary_texts(lines, [*rows, *probes])),
+        check=check,
+        profile=(probes, requests, descriptions),
         fingerprint=str(fingerprint) if fingerprint is not None else None,
     )
 
@@ -60,15 +85,20 @@ def pretrain(
 ) -> dict[str, Any]:
     """Train a world model on `dataset_dir` (or fine-tune `base` on it) and write it to `out`.
 
-    Returns the ``ksmith:`` block written to the model card.
+    Fails (KsmithError, nothing written) when the capability profile after training falls
+    short of `spec.thresholds`, unless `spec.allow_below_threshold`. Returns the ``ksmith:``
+    block written to the model card, plus ``train_seconds`` and ``train_cpu_seconds`` (not
+    written: the folder depends on the spec and the data only).
     """
     from transformers import GenerationConfig
 
     from ksmith.models.loading import load_model, resolve_device
 
     world = load_world_data(dataset_dir)
-    if not world.probes.cloze:
-        log.warning("%s: no direct cloze probes; recall cannot be measured", dataset_dir)
+    if not world.check.cloze and not world.check.mcq:
+        log.warning(
+            "%s: no probes to check knowledge on; training runs its step budget", dataset_dir
+        )
     dev = resolve_device(device)
     if base is None:
         tokenizer = train_tokenizer(world.vocabulary, spec.tokenizer, spec.bpe_vocab_size)
@@ -78,33 +108,49 @@ def pretrain(
         model, tokenizer = load_model(base, device=dev)
         lr = spec.finetune_lr
     n_params = sum(p.numel() for p in model.parameters())
+    check = world.check.sample(spec.eval_sample, spec.seed)
     log.info(
-        "%s: %d corpus lines, %d direct cloze / %d mcq probes; model %s, %d parameters, vocab %d",
+        "%s: %d corpus lines, knowledge check of %d cloze / %d mcq probes (%s); model %s, "
+        "%d parameters, vocab %d",
         dataset_dir,
         len(world.lines),
-        len(world.probes.cloze),
-        len(world.probes.mcq),
+        len(check.cloze),
+        len(check.mcq),
+        ", ".join(check.kinds()) or "none",
         model.config.model_type,
         n_params,
         len(tokenizer),
     )
     result: TrainResult = train(
-        model, tokenizer, world.lines, world.probes, spec, lr=lr, progress=progress
+        model, tokenizer, world.lines, check, spec, lr=lr, progress=progress
     )
-    if world.probes.cloze and result.recall is not None and result.recall < spec.recall_threshold:
-        log.warning(
-            "recall %.3f is below recall_threshold %.3f after %d steps (%s)",
-            result.recall,
-            spec.recall_threshold,
-            result.steps,
-            result.stopped_by,
+    probes, requests, descriptions = world.profile
+    profile: dict[str, Any] = {}
+    if probes:
+        backend = HFBackend(model, tokenizer, batch_size=spec.eval_batch_size)
+        profile = capability_profile(backend, probes, requests, descriptions, seed=spec.seed)
+    final = summary(profile) if profile else abilities(result.check)
+    short = shortfalls(final, spec.thresholds)
+    if short:
+        message = (
+            f"{dataset_dir}: after {result.steps} steps ({result.stopped_by}) the world model "
+            f"falls short of its thresholds: {'; '.join(short)}. Raise max_steps, change the "
+            "recipe, or set allow_below_threshold: true to keep it anyway (recorded in its card)"
         )
+        if not spec.allow_below_threshold:
+            raise KsmithError(message)
+        log.warning("%s", message)
+    direct = result.check.get("direct", {})
+    if profile:
+        direct = profile["accuracy"].get("direct", {})
     meta: dict[str, Any] = {
         "dataset_fingerprint": world.fingerprint,
-        "recall": _round(result.recall),
-        "mcq_accuracy": _round(result.mcq_accuracy),
-        "train_seconds": round(result.train_seconds, 2),
-        "train_cpu_seconds": round(result.cpu_seconds, 2),
+        "recall": _round(direct.get("cloze")),
+        "mcq_accuracy": _round(direct.get("mcq")),
+        "abilities": {k: _round(v) for k, v in final.items()},
+        "thresholds": dict(spec.thresholds),
+        "below_threshold": short,
+        "profile": profile,
         "tokenizer": tokenizer_kind(tokenizer),
         "seed": spec.seed,
         "arch": model.config.model_type,
@@ -116,8 +162,7 @@ def pretrain(
         "steps": result.steps,
         "stopped_by": result.stopped_by,
         "corpus_lines": len(world.lines),
-        "recall_probes": len(world.probes.cloze),
-        "mcq_probes": len(world.probes.mcq),
+        "check_probes": len(check.cloze) + len(check.mcq),
         "ksmith_version": __version__,
     }
     model.generation_config = GenerationConfig(
@@ -137,7 +182,10 @@ def pretrain(
             (tmp / "train_log.json").write_text(json.dumps(result.history, indent=2) + "\n")
     except OSError as e:
         raise KsmithError(f"{out}: cannot write the model folder: {e}") from e
-    return meta
+    return meta | {
+        "train_seconds": round(result.train_seconds, 2),
+        "train_cpu_seconds": round(result.cpu_seconds, 2),
+    }
 
 
 def _round(x: float | None) -> float | None:

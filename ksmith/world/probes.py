@@ -1,9 +1,10 @@
-"""What the world model must know before any update, and how well it knows it.
+"""Cheap knowledge checks while the world model trains.
 
-Recall is measured on the dataset's `direct` probes in cloze format (docs/contracts.md,
-section 3: correct when every answer token is the greedy choice, teacher-forced), over all
-configs with duplicates removed; MCQ accuracy on the `direct` mcq probes (argmax over options
-of log p(" " + option | prompt)). Both use `answer_before`: the world as stated.
+Recall is the share of `direct` cloze probes answered fully right (docs/contracts.md, section
+3: every answer token the greedy choice, teacher-forced); MCQ accuracy the share of mcq probes
+whose highest-likelihood option is right. The same two measures, per probe type and for
+in-context use, make the training check of the capability profile (`ksmith.world.profile`):
+scoring only, no generation, so a check costs a fraction of a second.
 """
 
 from __future__ import annotations
@@ -14,10 +15,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ksmith.evaluate.backend import Backend
+from ksmith.evaluate.scoring import with_prefix
+
+
+@dataclass(frozen=True)
+class Cloze:
+    kind: str  # probe type, or "in_context"
+    prompt: str
+    answer: str
 
 
 @dataclass(frozen=True)
 class MCQ:
+    kind: str
     prompt: str
     options: tuple[str, ...]
     gold: int  # index of the correct option
@@ -25,38 +35,67 @@ class MCQ:
 
 @dataclass(frozen=True)
 class KnowledgeProbes:
-    """De-duplicated direct probes of a dataset: cloze (prompt, answer) pairs and MCQs."""
+    """De-duplicated cloze (prompt, answer) probes and MCQs, each labelled with its probe type
+    (or ``in_context``)."""
 
-    cloze: tuple[tuple[str, str], ...]
+    cloze: tuple[Cloze, ...]
     mcq: tuple[MCQ, ...]
 
     def sample(self, n: int, seed: int) -> KnowledgeProbes:
-        """A fixed seeded sample of at most `n` of each kind (n=0: everything)."""
+        """A fixed seeded sample of at most `n` of each kind and format (n=0: everything)."""
         if n <= 0:
             return self
         rng = random.Random(seed)
 
         def pick(items: Sequence) -> tuple:
-            return tuple(items) if len(items) <= n else tuple(rng.sample(list(items), n))
+            by_kind: dict[str, list] = {}
+            for x in items:
+                by_kind.setdefault(x.kind, []).append(x)
+            out: list = []
+            for kind in sorted(by_kind):
+                xs = by_kind[kind]
+                out += xs if len(xs) <= n else rng.sample(xs, n)
+            return tuple(out)
 
         return KnowledgeProbes(cloze=pick(self.cloze), mcq=pick(self.mcq))
 
+    def kinds(self) -> list[str]:
+        return sorted({x.kind for x in (*self.cloze, *self.mcq)})
 
-def collect_probes(rows: Iterable[dict]) -> KnowledgeProbes:
-    """Direct cloze and direct mcq probes from probe rows, de-duplicated and sorted."""
-    cloze: set[tuple[str, str]] = set()
+    def __add__(self, other: KnowledgeProbes) -> KnowledgeProbes:
+        return KnowledgeProbes(self.cloze + other.cloze, self.mcq + other.mcq)
+
+
+def collect_probes(
+    rows: Iterable[dict],
+    *,
+    types: Sequence[str] | None = ("direct",),
+    answer: str = "answer_before",
+    prefixes: dict[str, str] | None = None,
+    kind: str | None = None,
+) -> KnowledgeProbes:
+    """Cloze and mcq probes of `types` (None: all) from probe rows, de-duplicated and sorted,
+    asking `answer`; with `prefixes` (request_id -> text), each prompt is prefixed and rows
+    without a prefix are skipped. `kind` relabels every probe (default: its type)."""
+    cloze: set[Cloze] = set()
     mcq: set[MCQ] = set()
     for row in rows:
-        if row["type"] != "direct":
+        if types is not None and row["type"] not in types:
             continue
+        prompt = row["prompt"]
+        if prefixes is not None:
+            if row["request_id"] not in prefixes:
+                continue
+            prompt = with_prefix(prompt, prefixes[row["request_id"]])
+        label = kind or row["type"]
         if row["format"] == "cloze":
-            cloze.add((row["prompt"], row["answer_before"]))
-        elif row["format"] == "mcq" and row["answer_before"] in row["options"]:
+            cloze.add(Cloze(label, prompt, row[answer]))
+        elif row["format"] == "mcq" and row[answer] in row["options"]:
             options = tuple(row["options"])
-            mcq.add(MCQ(row["prompt"], options, options.index(row["answer_before"])))
+            mcq.add(MCQ(label, prompt, options, options.index(row[answer])))
     return KnowledgeProbes(
-        cloze=tuple(sorted(cloze)),
-        mcq=tuple(sorted(mcq, key=lambda m: (m.prompt, m.options))),
+        cloze=tuple(sorted(cloze, key=lambda c: (c.kind, c.prompt, c.answer))),
+        mcq=tuple(sorted(mcq, key=lambda m: (m.kind, m.prompt, m.options))),
     )
 
 
@@ -84,20 +123,23 @@ def vocabulary_texts(corpus: Iterable[str], rows: Iterable[dict]) -> list[str]:
     return texts
 
 
-def measure(backend: Backend, probes: KnowledgeProbes) -> tuple[float | None, float | None]:
-    """(direct cloze recall, direct MCQ accuracy); None where there are no probes."""
-    recall = None
+def measure(backend: Backend, probes: KnowledgeProbes) -> dict[str, dict[str, float]]:
+    """kind -> {"cloze": share fully right (every answer token greedy), "mcq": share whose
+    highest-likelihood option is the gold one}, for each kind with probes of that format."""
+    hits: dict[str, dict[str, list[bool]]] = {}
     if probes.cloze:
-        acc = backend.token_accuracy([(p, " " + a) for p, a in probes.cloze])
-        recall = sum(a == 1.0 for a in acc) / len(acc)
-    mcq_accuracy = None
+        acc = backend.token_accuracy([(c.prompt, " " + c.answer) for c in probes.cloze])
+        for c, a in zip(probes.cloze, acc, strict=True):
+            hits.setdefault(c.kind, {}).setdefault("cloze", []).append(a == 1.0)
     if probes.mcq:
         requests = [(m.prompt, " " + o) for m in probes.mcq for o in m.options]
         ll = backend.loglikelihood(requests)
-        correct, i = 0, 0
+        i = 0
         for m in probes.mcq:
             scores = ll[i : i + len(m.options)]
             i += len(m.options)
-            correct += max(range(len(scores)), key=scores.__getitem__) == m.gold
-        mcq_accuracy = correct / len(probes.mcq)
-    return recall, mcq_accuracy
+            best = max(range(len(scores)), key=scores.__getitem__)
+            hits.setdefault(m.kind, {}).setdefault("mcq", []).append(best == m.gold)
+    return {
+        k: {f: sum(v) / len(v) for f, v in sorted(fs.items())} for k, fs in sorted(hits.items())
+    }

@@ -5,7 +5,8 @@ With a base model: the same loop fine-tunes it on the corpus, as TOFU (arXiv 240
 with its fictitious authors. Every corpus line is one sequence (``<bos> line <eos>``), batches
 are right-padded, the loss is next-token cross-entropy on all real tokens; AdamW with linear
 warm-up and cosine decay. Training stops at the recall and MCQ thresholds (checked every
-`eval_every` steps on a fixed sample of direct probes), the step budget or the time budget.
+`eval_every` steps on a fixed sample of direct probes) or at the step budget: never on wall
+time, so the same spec gives the same weights on any machine under any load.
 """
 
 from __future__ import annotations
@@ -33,15 +34,25 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainResult:
-    """What a training run reached; `history` holds one record per recall check."""
+    """What a training run reached; `history` holds one record per knowledge check."""
 
     steps: int
-    train_seconds: float  # wall clock
+    train_seconds: float  # wall clock (logged only: the model folder never depends on it)
     cpu_seconds: float  # process CPU time: the cost on an idle machine, whatever the load
-    recall: float | None
-    mcq_accuracy: float | None
-    stopped_by: str  # "threshold" | "max_steps" | "max_seconds"
+    check: dict[str, dict[str, float]]  # the last check: kind -> format -> accuracy
+    stopped_by: str  # "threshold" | "max_steps"
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def abilities(check: dict[str, dict[str, float]]) -> dict[str, float]:
+    """kind -> the least accuracy over its formats (`ksmith.world.profile.summary`'s rule)."""
+    return {k: min(fs.values()) for k, fs in check.items() if fs}
+
+
+def reached(check: dict[str, dict[str, float]], thresholds: dict[str, float]) -> bool:
+    """Every ability the check measures is at or above its threshold."""
+    got = abilities(check)
+    return all(got[k] >= v for k, v in thresholds.items() if k in got)
 
 
 def build_model(spec: WorldModelSpec, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
@@ -106,32 +117,44 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator):
-    """Endless deterministic stream of index batches: a fresh permutation per epoch."""
+BUCKET_BATCHES = 64  # batches per length-sorting window
+
+
+def _batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator):
+    """Endless deterministic stream of index batches: a fresh permutation per epoch, cut into
+    windows of `BUCKET_BATCHES` batches whose lines are sorted by length before batching (so a
+    batch pads little: descriptions are ten times longer than questions), the window's
+    batches then in a seeded order. Every line is seen once per epoch."""
+    n = len(lengths)
+    window = batch_size * BUCKET_BATCHES
     while True:
         perm = torch.randperm(n, generator=generator).tolist()
-        for start in range(0, n, batch_size):
-            yield perm[start : start + batch_size]
+        for lo in range(0, n, window):
+            part = sorted(perm[lo : lo + window], key=lengths.__getitem__)
+            chunks = [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+            for j in torch.randperm(len(chunks), generator=generator).tolist():
+                yield chunks[j]
 
 
 def train(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     lines: Sequence[str],
-    probes: KnowledgeProbes,
+    check: KnowledgeProbes,
     spec: WorldModelSpec,
     *,
     lr: float,
     progress: bool = True,
 ) -> TrainResult:
-    """Train `model` in place on `lines`; returns what it reached (on the full probe sets)."""
+    """Train `model` in place on `lines` until the knowledge check (`check`, measured every
+    `spec.eval_every` steps) reaches `spec.thresholds`, or for `spec.max_steps` steps. Steps
+    alone decide when it stops, so the weights depend on the spec and the data only."""
     if not lines:
         raise KsmithError("the corpus is empty: nothing to train on")
     device = next(model.parameters()).device
     max_len = HFBackend(model, tokenizer).max_length
     data = encode_lines(tokenizer, lines, max_len)
     pad = tokenizer.pad_token_id
-    check = probes.sample(spec.eval_sample, spec.seed)
     generator = torch.Generator().manual_seed(spec.seed)
     torch.manual_seed(spec.seed)
     optimizer = torch.optim.AdamW(
@@ -140,12 +163,13 @@ def train(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: _lr_factor(s, spec.warmup_steps, spec.max_steps)
     )
+    targets = {k: v for k, v in spec.thresholds.items() if k != "fluency"}
     history: list[dict[str, Any]] = []
-    stopped_by, step, loss_ema = "max_steps", 0, None
+    stopped_by, step, loss_ema, last = "max_steps", 0, None, {}
     start, cpu_start = time.perf_counter(), time.process_time()
     bar = tqdm(total=spec.max_steps, desc="pretrain", unit="step", disable=not progress)
     model.train()
-    for batch in _batches(len(data), spec.batch_size, generator):
+    for batch in _batches([len(x) for x in data], spec.batch_size, generator):
         seqs = [data[i] for i in batch]
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), pad, dtype=torch.long)
@@ -166,54 +190,43 @@ def train(
         loss = out.loss.item()
         loss_ema = loss if loss_ema is None else 0.95 * loss_ema + 0.05 * loss
         bar.update(1)
-        elapsed = time.perf_counter() - start
-        if step % spec.eval_every == 0 or step >= spec.max_steps or elapsed >= spec.max_seconds:
+        if step % spec.eval_every == 0 or step >= spec.max_steps:
             model.eval()
-            recall, mcq = measure(
-                HFBackend(model, tokenizer, batch_size=spec.eval_batch_size), check
-            )
+            last = measure(HFBackend(model, tokenizer, batch_size=spec.eval_batch_size), check)
             model.train()
-            history.append(
-                {
-                    "step": step,
-                    "loss": loss_ema,
-                    "recall": recall,
-                    "mcq_accuracy": mcq,
-                    "seconds": round(time.perf_counter() - start, 2),
-                    "cpu_seconds": round(time.process_time() - cpu_start, 2),
-                }
-            )
-            bar.set_postfix(loss=f"{loss_ema:.3f}", recall=_fmt(recall), mcq=_fmt(mcq))
-            log.debug("step %d: %s", step, history[-1])
-            if (recall is None or recall >= spec.recall_threshold) and (
-                mcq is None or mcq >= spec.mcq_threshold
-            ):
+            got = abilities(last)
+            history.append({"step": step, "loss": round(loss_ema, 4), "check": last})
+            bar.set_postfix(loss=f"{loss_ema:.3f}", least=_least(got))
+            log.info("step %d: loss %.3f, %s", step, loss_ema, _fmt(got))
+            if reached(last, targets):
                 stopped_by = "threshold"
                 break
         elif step % 10 == 0:
-            bar.set_postfix(
-                loss=f"{loss_ema:.3f}", recall=_fmt(history[-1]["recall"] if history else None)
-            )
+            bar.set_postfix(loss=f"{loss_ema:.3f}")
         if step >= spec.max_steps:
             break
-        if elapsed >= spec.max_seconds:
-            stopped_by = "max_seconds"
-            break
     bar.close()
-    train_seconds = time.perf_counter() - start
-    cpu_seconds = time.process_time() - cpu_start
     model.eval()
-    recall, mcq = measure(HFBackend(model, tokenizer, batch_size=spec.eval_batch_size), probes)
+    result = TrainResult(
+        step, time.perf_counter() - start, time.process_time() - cpu_start, last, stopped_by,
+        history,
+    )  # fmt: skip
     log.info(
-        "trained %d steps in %.1fs (%s): recall=%s mcq=%s",
+        "trained %d steps in %.1fs, %.1f CPU s (%s)",
         step,
-        train_seconds,
+        result.train_seconds,
+        result.cpu_seconds,
         stopped_by,
-        _fmt(recall),
-        _fmt(mcq),
     )
-    return TrainResult(step, train_seconds, cpu_seconds, recall, mcq, stopped_by, history)
+    return result
 
 
-def _fmt(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
+def _least(got: dict[str, float]) -> str:
+    if not got:
+        return "n/a"
+    k = min(got, key=got.__getitem__)
+    return f"{k} {got[k]:.2f}"
+
+
+def _fmt(got: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.3f}" for k, v in got.items()) or "nothing measured"
