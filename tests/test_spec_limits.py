@@ -169,7 +169,7 @@ def test_many_valued_relations_bound_the_base_facts(tmp_path, capsys, monkeypatc
 @pytest.mark.parametrize(
     ("change", "expect"),
     [
-        ({"groups": 10**9}, "asks for 1,000,000,000 update requests"),
+        ({"groups": 10**9}, "asks for 1,000,000,"),  # 10^9 (+ profile requests)
         ({"contextual_per_request": 10**9}, "probe rows"),
     ],
     ids=["groups", "per-request-probes"],
@@ -238,3 +238,20 @@ def test_output_folder_follows_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755  # was 0o700
+
+
+def test_dataset_card_front_matter_is_read_safely(tmp_path):
+    """A downloaded dataset's card is user input too: same bounded reader."""
+    from ksmith.data import read_card
+    from ksmith.errors import KsmithError
+
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    (tmp_path / "README.md").write_text("---\n" + "\n".join(lines) + "\n---\n\n# card\n")
+    t0 = time.perf_counter()
+    with pytest.raises(KsmithError, match=r"README.md: YAML refused: expands"):
+        read_card(tmp_path)
+    assert time.perf_counter() - t0 < 5
+    (tmp_path / "README.md").write_bytes(b"---\nksmith: {suite: caf\xe9}\n---\n")
+    with pytest.raises(KsmithError, match=r"README.md: not UTF-8 text"):
+        read_card(tmp_path)

@@ -1,6 +1,8 @@
 """The spec language: pydantic models for graph, intervention and suite specs, one loader.
 
 spec = load_spec("specs/graphs/biology.yaml")       # GraphSpec, or SpecError naming the field
+spec_warnings(path, spec)                            # valid, but maybe not meant
+read_yaml(path); load_yaml(text, source)            # the one bounded safe YAML reader
 canonical_yaml(spec); spec_fingerprint(spec, {"format_version": 1, "seed": 0})
 """
 
@@ -20,6 +22,7 @@ from ksmith.spec.graph import (
     ValueTypeSpec,
 )
 from ksmith.spec.intervention import InterventionSpec
+from ksmith.spec.limits import Limits, limits
 from ksmith.spec.loader import (
     SPEC_MODELS,
     LoadedSuite,
@@ -28,9 +31,11 @@ from ksmith.spec.loader import (
     load_spec,
     load_suite,
     read_yaml,
+    spec_warnings,
     validate_data,
 )
 from ksmith.spec.suite import SuiteGraph, SuiteSpec
+from ksmith.spec.yamlio import load_yaml
 
 __all__ = [
     "SPEC_MODELS",
@@ -40,6 +45,7 @@ __all__ = [
     "HierarchySpec",
     "InterventionSpec",
     "InverseRule",
+    "Limits",
     "LoadedSuite",
     "NamesSpec",
     "RelationRule",
@@ -54,9 +60,12 @@ __all__ = [
     "ValueTypeSpec",
     "canonical_yaml",
     "detect_kind",
+    "limits",
     "load_spec",
     "load_suite",
+    "load_yaml",
     "read_yaml",
     "spec_fingerprint",
+    "spec_warnings",
     "validate_data",
 ]
