@@ -52,6 +52,7 @@ class CardInfo:
     spec_yaml: str
     corpus_lines: int
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    profile: dict[str, dict[str, int]] = field(default_factory=dict)  # capability-profile configs
     levels: tuple[str, ...] = ("root", "intermediate", "leaf")  # the suite's levels, in order
 
 
@@ -94,7 +95,7 @@ def _one_of(names: tuple[str, ...]) -> str:
 def render_card(info: CardInfo) -> str:
     """The README.md text: front matter, then a human description of every config and field."""
     front = {
-        "configs": _configs(info.counts),
+        "configs": _configs({**info.counts, **info.profile}),
         "ksmith": {
             "fingerprint": info.fingerprint,
             "suite": info.suite,
@@ -104,6 +105,7 @@ def render_card(info: CardInfo) -> str:
             "size": info.size,
             "corpus_lines": info.corpus_lines,
             "counts": {k: dict(v) for k, v in info.counts.items()},
+            "profile": {k: dict(v) for k, v in info.profile.items()},
         },
         "tags": ["ksmith", "knowledge-editing", "machine-unlearning", "synthetic"],
     }
@@ -126,6 +128,10 @@ files.
   corpus.
 - `<domain>.<kind>.<level>.k<scale>` (split `{PROBE_SPLIT}`): evaluation probes.
 - `<config>.requests` (split `{REQUEST_SPLIT}`): the update requests with their training views.
+- `<domain>.profile.<level>` (split `{PROBE_SPLIT}`, with `.requests`): the capability profile, a
+  seeded sample of the whole world in every probe type and format; only its answers before an
+  update are measured (what the model knows), and, with the new fact stated in the prompt, its
+  direct and paraphrase answers after (in-context use).
 
 Load one with `datasets.load_dataset(DIR_OR_REPO, name=CONFIG)`.
 
@@ -172,7 +178,8 @@ def read_front_matter(directory: str | Path) -> dict[str, Any]:
 
 def read_card(directory: str | Path) -> dict[str, Any]:
     """The card's `ksmith:` mapping: fingerprint, suite, format_version, ksmith_version, seed,
-    size, corpus_lines and counts (config -> {requests, probes, groups})."""
+    size, corpus_lines, counts (config -> {requests, probes, groups}) and profile (the same for
+    the capability-profile configs)."""
     data = read_front_matter(directory)
     record = data.get("ksmith")
     if not isinstance(record, dict) or "fingerprint" not in record:
