@@ -50,6 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; errors and Ctrl-C end it with one line on stderr, never a traceback.
+    Outputs are replaced atomically (ksmith.io), so an interrupted command leaves the previous
+    version or the complete new one."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("ksmith: interrupted; outputs left as they were or complete", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -161,3 +162,142 @@ def test_symlinked_out_is_refused(tmp_path):
     with pytest.raises(KsmithError, match="symbolic link"):
         with atomic_output_dir(tmp_path / "link", kind="dataset"):
             pass
+
+
+# --- real commands ------------------------------------------------------------------------------
+
+# `ksmith ARGV...` in a subprocess, SIGKILLed before its file-system step KILL_AT (-1: never),
+# or sent SIGINT (Ctrl-C) at the step instead when MODE is "int".
+COMMAND_SCRIPT = textwrap.dedent(
+    """
+    import json, os, shutil, signal, sys, time
+    from pathlib import Path
+    import ksmith.io as kio
+    from ksmith.cli import main
+
+    argv, kill_at, mode = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    if mode == "rename":
+        kio._RENAMEAT2 = None
+    step = [0]
+
+    def counted(fn):
+        def wrapper(*a, **k):
+            step[0] += 1
+            if step[0] - 1 == kill_at:
+                if mode == "int":
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(5)
+                os.kill(os.getpid(), signal.SIGKILL)
+            return fn(*a, **k)
+        return wrapper
+
+    Path.rename = counted(Path.rename)
+    Path.write_text = counted(Path.write_text)
+    shutil.rmtree = counted(shutil.rmtree)
+    kio.exchange = counted(kio.exchange)
+    code = main(argv)
+    print("steps", step[0])
+    sys.exit(code)
+    """
+)
+
+
+def _command(argv: list[str], kill_at: int = -1, mode: str = "kill"):
+    return subprocess.run(
+        [sys.executable, "-c", COMMAND_SCRIPT, json.dumps(argv), str(kill_at), mode],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """Two evaluation folders (simulated, tests/leaderboard_fixtures.py) of one method."""
+    from leaderboard_fixtures import CONFIGS, make_dataset, make_results
+
+    tmp = tmp_path_factory.mktemp("nol")
+    ds = make_dataset(tmp / "dataset")
+    return [make_results(tmp / f"res{i}", ds, CONFIGS[i], "ft") for i in range(2)]
+
+
+def _cells(sub_dir: Path) -> int:
+    """Cells of a complete submission folder (its YAML and predictions agree)."""
+    from ksmith.leaderboard import load_submission
+    from ksmith.leaderboard.predictions import read_predictions
+
+    sub = load_submission(sub_dir)
+    configs = {r["config"] for r in read_predictions(sub_dir / "predictions.parquet")}
+    assert configs == {c.config for c in sub.cells} and marker_kind(sub_dir) == "submission"
+    return len(sub.cells)
+
+
+@pytest.mark.parametrize("mode", ["kill", pytest.param("rename", marks=pytest.mark.slow)])
+def test_submit_killed_at_every_step(tmp_path, results, mode):
+    out = tmp_path / "board" / "submissions" / "ft-run"
+    url = ["--method-url", "https://example.org/ft"]
+    old = ["submit", str(results[0]), "--out", str(out), *url]
+    new = ["submit", str(results[0]), str(results[1]), "--out", str(out), *url]
+    assert _command(old).returncode == 0
+    done = _command(new)
+    assert done.returncode == 0, done.stderr
+    steps = int(done.stdout.split()[-1])
+    for kill_at in range(steps):  # each run replaces 2 cells by 1 or 1 by 2, alternately
+        proc = _command(old if kill_at % 2 else new, kill_at, mode)
+        assert proc.returncode == -signal.SIGKILL, (kill_at, proc.stderr[-2000:])
+        if mode == "kill":
+            assert _cells(out) in (1, 2), kill_at
+        recover_output_dir(out)
+        assert _cells(out) in (1, 2), kill_at
+    assert _command(new).returncode == 0 and _cells(out) == 2
+    assert _leftovers(out) == []
+
+
+def test_ctrl_c_ends_with_one_line_and_keeps_the_previous_output(tmp_path, results):
+    out = tmp_path / "ft-run"
+    url = ["--method-url", "https://example.org/ft"]
+    assert _command(["submit", str(results[0]), "--out", str(out), *url]).returncode == 0
+    new = ["submit", str(results[0]), str(results[1]), "--out", str(out), *url]
+    proc = _command(new, 0, "int")  # Ctrl-C at the first step (writing submission.yaml)
+    assert proc.returncode == 130, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("INFO")]
+    assert lines == ["ksmith: interrupted; outputs left as they were or complete"], proc.stderr
+    assert _cells(out) == 1
+    assert _leftovers(out) == []
+
+
+@pytest.mark.slow
+def test_generate_killed_between_the_renames_keeps_the_dataset(tmp_path):
+    from ksmith.data import read_card
+
+    spec = Path(__file__).resolve().parents[1] / "specs" / "suites" / "default.yaml"
+    out = tmp_path / "dataset"
+    argv = ["generate", str(spec), "--out", str(out)]
+    first = _command(argv, -1, "rename")
+    assert first.returncode == 0, first.stderr[-2000:]
+    fp = read_card(out)["fingerprint"]
+    steps = int(first.stdout.split()[-1])
+    # The last steps are the swap: kill before each of them (between the renames included).
+    for kill_at in range(max(0, steps - 3), steps):
+        proc = _command(argv, kill_at, "rename")
+        assert proc.returncode == -signal.SIGKILL
+        rerun = _command(argv, -1, "rename")  # the next run restores, then replaces
+        assert rerun.returncode == 0, rerun.stderr[-2000:]
+        assert read_card(out)["fingerprint"] == fp and _leftovers(out) == []
+
+
+def test_update_and_generate_refuse_an_out_of_another_kind(tmp_path, results):
+    """`submit --out` an evaluation folder, `generate --out` a submission: refused, kept."""
+    from leaderboard_fixtures import tree_digest
+
+    evaluation = tmp_path / "evaluation"
+    shutil.copytree(results[0], evaluation)
+    (evaluation / MARKER).write_text('{"kind": "evaluation"}\n')
+    before = tree_digest(evaluation)
+    proc = _command(["submit", str(results[1]), "--out", str(evaluation)])
+    assert proc.returncode == 2 and "is a ksmith evaluation folder" in proc.stderr
+    assert tree_digest(evaluation) == before
+    spec = Path(__file__).resolve().parents[1] / "specs" / "suites" / "default.yaml"
+    proc = _command(["generate", str(spec), "--out", str(evaluation)])
+    assert proc.returncode == 2 and "is a ksmith evaluation folder" in proc.stderr
+    assert tree_digest(evaluation) == before
