@@ -95,7 +95,8 @@ def check_not_input(out: str | Path, inputs: Iterable[str | Path | None]) -> Non
             )
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Is process `pid` running (this one included)?"""
     if pid == os.getpid():
         return True
     try:
@@ -116,7 +117,7 @@ def recover_output_dir(out: str | Path) -> None:
         return
     for entry in sorted(parent.iterdir()):
         m = _LEFTOVER.match(entry.name)
-        if not m or m["name"] != out.name or _alive(int(m["pid"])):
+        if not m or m["name"] != out.name or pid_alive(int(m["pid"])):
             continue
         if m["what"] == "old" and not out.exists() and (entry / MARKER).is_file():
             entry.rename(out)  # the previous version, complete: it was renamed whole

@@ -301,3 +301,68 @@ def test_update_and_generate_refuse_an_out_of_another_kind(tmp_path, results):
     proc = _command(["generate", str(spec), "--out", str(evaluation)])
     assert proc.returncode == 2 and "is a ksmith evaluation folder" in proc.stderr
     assert tree_digest(evaluation) == before
+
+
+BUILD_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    from ksmith.leaderboard import BoardPaths, DatasetResolver, build_board
+
+    root, ds, kill_at = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    step = [0]
+
+    def counted(fn):
+        def wrapper(*a, **k):
+            step[0] += 1
+            if step[0] - 1 == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return fn(*a, **k)
+        return wrapper
+
+    os.replace = counted(os.replace)
+    Path.write_bytes = counted(Path.write_bytes)
+    Path.write_text = counted(Path.write_text)
+    Path.unlink = counted(Path.unlink)
+    build_board(BoardPaths(root), DatasetResolver([ds]))
+    print("steps", step[0])
+    """
+)
+
+BUILT = ("README.md", "leaderboard.csv", "index.html")
+
+
+@pytest.mark.slow
+def test_leaderboard_build_killed_at_every_step_leaves_one_whole_board(tmp_path):
+    from leaderboard_fixtures import CONFIGS, make_dataset, make_submission
+
+    from ksmith.leaderboard import BoardPaths, DatasetResolver, build_board
+    from ksmith.leaderboard.build import finish_interrupted_build
+
+    ds = make_dataset(tmp_path / "dataset")
+    board = tmp_path / "board"
+    make_submission(tmp_path, ds, "ft-a", "ft", configs=CONFIGS[:3], board=board)
+    build_board(BoardPaths(board), DatasetResolver([ds]))
+    old = {n: (board / n).read_bytes() for n in BUILT}
+    make_submission(tmp_path, ds, "ft-b", "ft", skill=0.6, configs=CONFIGS[:3], board=board)
+
+    def run(kill_at: int) -> subprocess.CompletedProcess:
+        argv = [sys.executable, "-c", BUILD_SCRIPT, str(board), str(ds), str(kill_at)]
+        return subprocess.run(argv, capture_output=True, text=True, check=False)
+
+    def restore_old() -> None:
+        for n, data in old.items():
+            (board / n).write_bytes(data)
+
+    done = run(-1)
+    assert done.returncode == 0, done.stderr[-2000:]
+    steps = int(done.stdout.split()[-1])
+    new = {n: (board / n).read_bytes() for n in BUILT}
+    assert new != old
+    for kill_at in range(steps):
+        restore_old()
+        assert run(kill_at).returncode == -signal.SIGKILL
+        finish_interrupted_build(board)  # what the next build does first
+        now = {n: (board / n).read_bytes() for n in BUILT}
+        assert now in (old, new), kill_at
+        assert sorted(p.name for p in board.iterdir() if p.name.startswith(".")) == [], kill_at

@@ -1,20 +1,22 @@
 """`ksmith leaderboard build`: verified submissions -> README.md, leaderboard.csv, index.html.
 
 All files are rendered in memory first; nothing is written unless every submission verifies,
-so a bad submission leaves the existing board byte-identical. `check=True` compares instead of
-writing (for CI).
+so a bad submission leaves the existing board byte-identical. The files are then replaced
+together (`write_together`): a build killed at any moment leaves the previous board, or one the
+next build completes. `check=True` compares instead of writing (for CI).
 """
 
 from __future__ import annotations
 
-import contextlib
+import json
 import logging
 import os
-import tempfile
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ksmith.io import pid_alive
 from ksmith.leaderboard.aggregate import MetricInfo, registry_snapshot
 from ksmith.leaderboard.checks import DEFAULT_POLICY, BoardPolicy
 from ksmith.leaderboard.datasets import REGISTRY_FILE, DatasetResolver
@@ -61,19 +63,52 @@ def render_board(
     }
 
 
-def write_utf8(path: Path, text: str) -> None:
-    """Atomic UTF-8 write (temp file in the same folder, then rename), whatever the locale."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(text.encode("utf-8"))
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; these files are published
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+# The built files change together: each new file is written whole beside the board, then a
+# journal naming them is written, then they are renamed into place. A build killed before the
+# journal leaves the previous board (its temporary files are removed by the next build); killed
+# after it, the next build completes the renames first. Names carry the builder's pid.
+_BUILD_TMP = re.compile(r"^\.(?P<name>.+)\.build-(?P<pid>[0-9]+)$")
+_JOURNAL = re.compile(r"^\.build-journal-(?P<pid>[0-9]+)\.json(?P<tmp>\.tmp)?$")
+
+
+def finish_interrupted_build(root: Path) -> None:
+    """Complete or undo what a killed `build` left in `root` (see the journal above)."""
+    if not root.is_dir():
+        return
+    for entry in sorted(root.iterdir()):
+        m = _JOURNAL.match(entry.name)
+        if not m or pid_alive(int(m["pid"])):
+            continue
+        if not m["tmp"]:
+            for tmp_name, final in json.loads(entry.read_text(encoding="utf-8")).items():
+                if (root / tmp_name).is_file():
+                    os.replace(root / tmp_name, root / final)
+                    log.info("completed an interrupted build: %s", final)
+        entry.unlink()
+    for entry in sorted(root.iterdir()):
+        m = _BUILD_TMP.match(entry.name)
+        if m and not pid_alive(int(m["pid"])):
+            entry.unlink()
+
+
+def write_together(root: Path, files: Mapping[str, str]) -> None:
+    """Replace the built files so that a kill at any moment leaves the previous set or, once
+    the next build has run `finish_interrupted_build`, the complete new set."""
+    pid = os.getpid()
+    staged = {}
+    for name, text in files.items():
+        tmp = root / f".{name}.build-{pid}"
+        tmp.write_bytes(text.encode("utf-8"))
+        os.chmod(tmp, 0o644)
+        staged[tmp.name] = name
+    journal = root / f".build-journal-{pid}.json"
+    pending = journal.with_name(journal.name + ".tmp")
+    pending.write_text(json.dumps(staged, sort_keys=True), encoding="utf-8")
+    os.replace(pending, journal)
+    for tmp_name, name in staged.items():
+        os.replace(root / tmp_name, root / name)
+        log.info("wrote %s", root / name)
+    journal.unlink()
 
 
 def stale_files(root: Path, files: Mapping[str, str]) -> list[str]:
@@ -96,6 +131,8 @@ def build_board(
 ) -> list[str]:
     """Verify every submission and (re)write the board; return the names of changed files
     (with `check`, the stale ones, and write nothing)."""
+    if not check:
+        finish_interrupted_build(paths.root)
     folders = submission_folders(paths.submissions)
     verified = verify_folders(folders, resolver, paths.submissions, policy)
     subs = [v.submission for v in verified]
@@ -104,7 +141,5 @@ def build_board(
     stale = stale_files(paths.root, files)
     if check:
         return stale
-    for name in stale:
-        write_utf8(paths.root / name, files[name])
-        log.info("wrote %s", paths.root / name)
+    write_together(paths.root, {name: files[name] for name in stale})
     return stale
