@@ -130,3 +130,13 @@ def test_diverging_ft_l_writes_no_update(tmp_path):
     with pytest.raises(KsmithError, match="non-finite"):
         run_update(model, tok, method, {0: edit_problem()}, tmp_path / "u")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_out_naming_an_input_is_refused(tmp_path, dataset, capsys):
+    from leaderboard_fixtures import tree_digest
+
+    model = _model_dir(tmp_path / "model")
+    before = tree_digest(model)
+    assert _evaluate_cli(model, dataset, model) == 2
+    assert "refusing to write over an input" in capsys.readouterr().err
+    assert tree_digest(model) == before

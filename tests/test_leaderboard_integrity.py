@@ -303,3 +303,13 @@ def test_submit_refuses_out_that_is_an_input(world, tmp_path):
     with pytest.raises(KsmithError, match="ksmith evaluation folder"):
         write_submission([res], other)
     assert tree_digest(other) == kept
+
+
+def test_copy_of_a_board_submission_verified_alone_is_a_duplicate(board, tmp_path):
+    """A pull request adds one folder and verifies only it: still compared with the board."""
+    board_dir, ds = board
+    new = tmp_path / "ft-mine"
+    shutil.copytree(board_dir / "submissions" / "ft-good", new)
+    _edit_yaml(new, lambda d: d.update(id="ft-mine"))
+    with pytest.raises(KsmithError, match="those of submission 'ft-good': a duplicate"):
+        verify_all([new], DatasetResolver([ds]), board_dir=board_dir / "submissions")

@@ -218,7 +218,8 @@ def evaluate(
     from ksmith.io import atomic_output_dir
 
     lazy = _LazyModel(hooks, model, options.device)
-    with atomic_output_dir(out, kind="evaluation") as tmp:
+    inputs = [dataset, update_dir, model if Path(model).exists() else None]
+    with atomic_output_dir(out, kind="evaluation", inputs=inputs) as tmp:
         before, cache_info = _before_stage(
             lazy, hooks, probes, options, model_fp, dataset_fp, config
         )

@@ -373,6 +373,22 @@ def verify_all(
     return [v.submission for v in verify_folders(folders, resolver, board_dir, policy)]
 
 
+def _board_digests(board: Mapping[str, Path], skip: set[Path]) -> dict[str, str]:
+    """Predictions digest -> id of the board's submissions not being verified now, so that a
+    new submission copying one of them is caught (a board file that cannot be read is left to
+    its own verification)."""
+    out = {}
+    for sid, folder in sorted(board.items()):
+        path = folder / PREDICTIONS_FILE
+        if folder in skip or path.is_symlink() or not path.is_file():
+            continue
+        try:
+            out.setdefault(checks.predictions_digest(read_predictions(path)), sid)
+        except SpecError:
+            continue
+    return out
+
+
 def verify_folders(
     folders: Sequence[str | Path],
     resolver: DatasetResolver,
@@ -389,8 +405,8 @@ def verify_folders(
     errors: list[str] = []
     out: list[Verified] = []
     seen: dict[str, Path] = {}
-    digests: dict[str, str] = {}
     todo = [Path(f) for f in folders]
+    digests = _board_digests(board_ids, {f.resolve() for f in todo})
     for folder in tqdm(todo, desc="verify", unit="submission", leave=False, disable=not todo):
         try:
             v = _verify(folder, resolver, policy)
