@@ -61,12 +61,15 @@ def test_truncated_weights_file_is_an_error_naming_it(tmp_path, dataset, capsys)
     assert not (tmp_path / "res").exists()
 
 
-@pytest.mark.parametrize(("flag", "value"), [("--batch-size", "0"), ("--batch-size", "-3")])
-def test_out_of_range_options_are_errors(tmp_path, dataset, capsys, flag, value):
+@pytest.mark.parametrize(
+    ("flag", "value", "low"),
+    [("--batch-size", "0", 1), ("--batch-size", "-3", 1), ("--seed", "-1", 0)],
+)
+def test_out_of_range_options_are_errors(tmp_path, dataset, capsys, flag, value, low):
     model = _model_dir(tmp_path / "model")
     assert _evaluate_cli(model, dataset, tmp_path / "res", flag, value) == 2
     err = capsys.readouterr().err
-    assert f"error: {flag}: must be at least 1, got {value}" in err and "Traceback" not in err
+    assert f"error: {flag}: must be at least {low}, got {value}" in err and "Traceback" not in err
     assert not (tmp_path / "res").exists()
 
 

@@ -71,6 +71,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     for flag, value, low in (
         ("--batch-size", args.batch_size, 1),
         ("--lmeval-limit", args.lmeval_limit, 1),
+        ("--seed", args.seed, 0),
     ):
         if value is not None and value < low:
             raise KsmithError(f"{flag}: must be at least {low}, got {value}")

@@ -207,7 +207,9 @@ INTRO = """\
 Knowledge editing and machine unlearning, measured on one released ksmith dataset. Every number
 below was **recomputed** by `ksmith leaderboard verify` from the submission's per-probe
 predictions against the dataset's own expected answers; submissions whose numbers, flags,
-dataset fingerprint or cells do not check out are rejected. Metrics that need the model itself
+dataset fingerprint or cells do not check out are rejected, and so are copies of another
+submission's predictions. Only submissions covering every cell of the suite for a kind are
+ranked; partial ones are listed apart with their coverage. Metrics that need the model itself
 (fluency, drift, general capability) and the update cost (`update s`: mean wall seconds per
 group, averaged over cells) are self-reported; the Metrics table says which is which. Names
 read `<metric>[.<slice>]@<mode>`, the mode being how probes were scored (mcq, cloze, gen_exact,

@@ -98,6 +98,9 @@ class Hardware(_Model):
 
 
 class Bootstrap(_Model):
+    """Interval settings; fixed by the board (`ksmith.leaderboard.checks.BoardPolicy`), so a
+    submission must declare the board's values (seed 0, 1000 resamples)."""
+
     seed: int = Field(0, description="Seed of the bootstrap that gave the confidence intervals.")
     n_boot: int = Field(1000, ge=0, description="Bootstrap resamples per interval.")
 
