@@ -313,3 +313,18 @@ def test_copy_of_a_board_submission_verified_alone_is_a_duplicate(board, tmp_pat
     _edit_yaml(new, lambda d: d.update(id="ft-mine"))
     with pytest.raises(KsmithError, match="those of submission 'ft-good': a duplicate"):
         verify_all([new], DatasetResolver([ds]), board_dir=board_dir / "submissions")
+
+
+def test_yaml_aliases_are_refused(board):
+    """Nested aliases (a "billion laughs") would expand when the parameters are checked."""
+    board_dir, ds = board
+    path = board_dir / "submissions" / "ft-good" / "submission.yaml"
+    bomb = "\n".join(
+        [f"x0: &x0 [{', '.join(['1'] * 9)}]"]
+        + [f"x{i}: &x{i} [{', '.join([f'*x{i - 1}'] * 9)}]" for i in range(1, 9)]
+    )
+    params = "  params:\n    " + bomb.replace("\n", "\n    ") + "\n"
+    text = path.read_text().replace("  params: {lr: 0.1, seed: 0}\n", params, 1)
+    assert "*x7" in text
+    path.write_text(text)
+    _rejects(board_dir, ds, "submission 'ft-good'", "YAML aliases")

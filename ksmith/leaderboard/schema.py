@@ -206,8 +206,12 @@ def load_submission(path: str | Path) -> Submission:
         path = path / SUBMISSION_FILE
     if not path.is_file():
         raise SpecError("missing file", file=path)
+    text = path.read_text(encoding="utf-8")
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)
+        # No aliases: a few bytes of nested aliases expand into billions of values downstream.
+        if any(isinstance(t, yaml.AliasToken) for t in yaml.scan(text, Loader=_LOADER)):
+            raise SpecError("YAML aliases (*name) are not allowed in a submission", file=path)
+        raw = yaml.load(text, Loader=_LOADER)
     except yaml.YAMLError as e:
         raise SpecError(f"not valid YAML: {e}", file=path) from e
     if not isinstance(raw, dict):
