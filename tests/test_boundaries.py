@@ -143,3 +143,18 @@ def test_evaluate_out_naming_an_input_is_refused(tmp_path, dataset, capsys):
     assert _evaluate_cli(model, dataset, model) == 2
     assert "refusing to write over an input" in capsys.readouterr().err
     assert tree_digest(model) == before
+
+
+@pytest.mark.parametrize("damage", ["truncate", "nan"])
+def test_damaged_group_model_is_refused(tmp_path, damage):
+    """An update that adds modules stores each group's full model: checked like any model."""
+    base = make_model("gpt2")
+    gmodel = tmp_path / "u" / "g0" / "model"
+    _model_dir(gmodel, poison=damage == "nan")
+    if damage == "truncate":
+        weights = gmodel / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:-100])
+    needle = "unreadable weights file" if damage == "truncate" else "non-finite weights"
+    with pytest.raises(KsmithError, match=needle):
+        with applied_update(base, tmp_path / "u", 0):
+            pass

@@ -143,8 +143,19 @@ def applied_update(
     if (gdir / MODEL_DIR).is_dir():
         from transformers import AutoModelForCausalLM
 
+        from ksmith.models.loading import check_weight_files
+
         ref = next(model.parameters())
-        full = AutoModelForCausalLM.from_pretrained(str(gdir / MODEL_DIR), dtype=ref.dtype)
+        check_weight_files(gdir / MODEL_DIR)
+        try:
+            full = AutoModelForCausalLM.from_pretrained(str(gdir / MODEL_DIR), dtype=ref.dtype)
+        except Exception as e:  # noqa: BLE001 - loaders raise many types for a damaged folder
+            raise KsmithError(f"{gdir / MODEL_DIR}: cannot load the group's model: {e}") from e
+        for n, p in full.named_parameters():
+            if p.is_floating_point() and not torch.isfinite(p.detach()).all():
+                raise KsmithError(
+                    f"{gdir / MODEL_DIR}/{n}: non-finite weights in the group's model"
+                )
         yield full.to(ref.device).eval(), prefixes
         return
     delta = load_delta(gdir / DELTA_FILE) if (gdir / DELTA_FILE).is_file() else {}
