@@ -35,11 +35,11 @@ def test_corpus_is_deterministic_and_states_every_fact_in_every_trained_phrasing
     rows = list(corpus_lines(world, rd, seed=1))
     assert rows == list(corpus_lines(world, rd, seed=1))
     assert rows != list(corpus_lines(world, rd, seed=2))
-    stated = {fid for _, ids, kind, _ in rows if kind == "description" for fid in ids.split()}
+    stated = {fid for _, _, ids, kind, _ in rows if kind == "description" for fid in ids.split()}
     assert stated == {f.id for f in world.facts}  # every fact, base and derived
     sentences = {
         s.strip() + "."
-        for _, _, kind, text in rows
+        for _, _, _, kind, text in rows
         if kind == "description"
         for s in text[:-1].split(". ")
     }

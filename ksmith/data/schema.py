@@ -22,6 +22,7 @@ _L = pa.list_(pa.string())
 
 CORPUS_FIELDS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("domain", _S, "graph domain"),
+    ("subject", _S, "the entity the line is about (its facts' subject)"),
     ("fact_id", _S, 'ids of the facts the line states, space-separated ("" for none)'),
     (
         "kind",

@@ -1,6 +1,6 @@
 """The update contract shared by every editing and unlearning method.
 
-DESIGN.md, "The unified problem": a request set R of size k defines Q+ (what must change) and Q-
+docs/design.md, "The unified problem": a request set R of size k defines Q+ (what must change) and Q-
 (what must stay); every method solves, exactly or approximately,
 
     theta' = argmin L_target(theta'; Q+, q_target) + lambda_pres L_pres(theta'; Q-)

@@ -1,7 +1,7 @@
 """The supervised fitting loop shared by the fine-tuning editors (FT-L, FT-M, LoRA).
 
 Epochs over the Q+ view in batches, minimising the target loss plus, optionally, lambda_pres
-times the cross-entropy on the Q- view (DESIGN.md's unified objective with R = 0); stops early
+times the cross-entropy on the Q- view (docs/design.md's unified objective with R = 0); stops early
 once an epoch's mean target loss is small. Each method supplies how the target pairs are scored
 and what to do after each optimiser step (FT-L's norm constraint).
 """

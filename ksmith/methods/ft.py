@@ -19,7 +19,7 @@ Models", arXiv 2401.01286, section 4.1):
       L_FT-M = - 1/|o| sum_j log p_theta(o_j | x, o_<j)
 
 Both train on the Q+ view (training-template prompts, answer = new object). An optional retain
-term (lambda_pres in DESIGN.md's unified objective, ``retain_weight``) adds the same
+term (lambda_pres in docs/design.md's unified objective, ``retain_weight``) adds the same
 cross-entropy on the Q- view; it is off by default, as in the papers.
 """
 

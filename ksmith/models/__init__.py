@@ -1,37 +1,45 @@
-"""Model loading and the architecture table."""
+"""Model loading and the architecture table.
 
-from ksmith.models.arch import (
-    ARCHITECTURES,
-    ArchSpec,
-    arch_of,
-    get_module,
-    layer_path,
-    linear_weight_out_in,
-    num_layers,
-)
-from ksmith.models.loading import (
-    ALLOW_DOWNLOAD_ENV,
-    check_architecture,
-    downloads_allowed,
-    ensure_pad_token,
-    load_model,
-    model_fingerprint,
-    resolve_device,
-)
+Names load on first use (torch and transformers come with them), so importing the package, as
+the CLI does to register ``export-model``, stays fast.
+"""
 
-__all__ = [
-    "ALLOW_DOWNLOAD_ENV",
-    "ARCHITECTURES",
-    "ArchSpec",
-    "arch_of",
-    "check_architecture",
-    "downloads_allowed",
-    "ensure_pad_token",
-    "get_module",
-    "layer_path",
-    "linear_weight_out_in",
-    "load_model",
-    "model_fingerprint",
-    "num_layers",
-    "resolve_device",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    **dict.fromkeys(
+        (
+            "ARCHITECTURES",
+            "ArchSpec",
+            "arch_of",
+            "get_module",
+            "layer_path",
+            "linear_weight_out_in",
+            "num_layers",
+        ),
+        "ksmith.models.arch",
+    ),
+    **dict.fromkeys(
+        (
+            "ALLOW_DOWNLOAD_ENV",
+            "check_architecture",
+            "downloads_allowed",
+            "ensure_pad_token",
+            "load_model",
+            "model_fingerprint",
+            "resolve_device",
+        ),
+        "ksmith.models.loading",
+    ),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ksmith.models' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

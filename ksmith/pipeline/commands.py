@@ -60,6 +60,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s = stage("report", "tables, plots and DVC metrics from every evaluated cell")
     s.add_argument("--results", required=True, help="folder of every method's results")
     s.add_argument("--out", required=True, help="report folder to write")
+    s.add_argument(
+        "--model",
+        help="the evaluated model's pipeline folder: its card's capability profile leads the "
+        "report",
+    )
     s.set_defaults(func=_report)
 
 
@@ -185,7 +190,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from ksmith.pipeline.report import write_report
+    from ksmith.world.card import read_model_card
 
-    cells = write_report(args.results, args.out)
+    meta = read_model_card(resolve_model(args.model)) if args.model else None
+    cells = write_report(args.results, args.out, meta)
     log.info("report: %d cells -> %s", len(cells), args.out)
     return 0

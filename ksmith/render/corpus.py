@@ -33,7 +33,7 @@ from ksmith.render.phrasing import Phrasings, fact_key
 from ksmith.render.text import FALSE, IN_CONTEXT, NO, TF_PREFIX, TRUE, YES, Renderer, fill
 
 BLOCK = 1 << 16  # lines per arrow batch: bounds memory, fixed so output never depends on it
-CORPUS_NAMES = ("domain", "fact_id", "kind", "text")
+CORPUS_NAMES = ("domain", "subject", "fact_id", "kind", "text")
 
 
 @dataclass(frozen=True)
@@ -76,11 +76,13 @@ class _Lines:
 
     def __init__(self, domain: str):
         self.domain = domain
+        self.subjects: list[str] = []
         self.ids: list[str] = []
         self.kinds: list[str] = []
         self.texts: list[str] = []
 
-    def add(self, ids: str, kind: str, text: str) -> None:
+    def add(self, subject: str, ids: str, kind: str, text: str) -> None:
+        self.subjects.append(subject)
         self.ids.append(ids)
         self.kinds.append(kind)
         self.texts.append(text)
@@ -93,13 +95,14 @@ class _Lines:
         table = pa.Table.from_arrays(
             [
                 pa.array([self.domain] * n, pa.string()),
+                pa.array(self.subjects, pa.string()),
                 pa.array(self.ids, pa.string()),
                 pa.array(self.kinds, pa.string()),
                 pa.array(self.texts, pa.string()),
             ],
             names=list(CORPUS_NAMES),
         )
-        self.ids, self.kinds, self.texts = [], [], []
+        self.subjects, self.ids, self.kinds, self.texts = [], [], [], []
         return table
 
 
@@ -130,7 +133,7 @@ class _Facts:
 def corpus_batches(
     world, renderer: Renderer, *, seed: int, recipe: CorpusRecipe = DEFAULT_RECIPE
 ) -> Iterator[pa.Table]:
-    """Arrow tables (domain, fact_id, kind, text) of `world`'s corpus, in order, one per block
+    """Arrow tables (domain, subject, fact_id, kind, text) of `world`'s corpus, in order, one per block
     of at most `BLOCK` lines. `seed` draws orders, partners and counterfactual values; the
     phrasings follow the graph spec's seed (`phrasing_seed`)."""
     facts = _Facts(world)
@@ -154,7 +157,12 @@ def corpus_batches(
                 for i in part:
                     forms = trained(i)
                     sentences.append(fill(forms[m % len(forms)], subject, facts.obj[i]))
-                out.add(" ".join(facts.ids[i] for i in part), "description", " ".join(sentences))
+                out.add(
+                    subject,
+                    " ".join(facts.ids[i] for i in part),
+                    "description",
+                    " ".join(sentences),
+                )
             if len(out) >= BLOCK:
                 yield out.take()
 
@@ -162,10 +170,10 @@ def corpus_batches(
     for i in range(facts.n):
         s, r, o, fid = facts.subj[i], facts.rel[i], facts.obj[i], facts.ids[i]
         tx = renderer.text(r)
-        out.add(fid, "question", f"{fill(tx.question[0], s)} {o}")
-        out.add(fid, "reverse", f"{fill(tx.reverse[0], '', o)} {s}.")
-        out.add(fid, "truefalse", f"{TF_PREFIX} {fill(tx.statement[0], s, o)} {TRUE}")
-        out.add(fid, "truefalse", f"{TF_PREFIX} {fill(tx.negation[0], s, o)} {FALSE}")
+        out.add(s, fid, "question", f"{fill(tx.question[0], s)} {o}")
+        out.add(s, fid, "reverse", f"{fill(tx.reverse[0], '', o)} {s}.")
+        out.add(s, fid, "truefalse", f"{TF_PREFIX} {fill(tx.statement[0], s, o)} {TRUE}")
+        out.add(s, fid, "truefalse", f"{TF_PREFIX} {fill(tx.negation[0], s, o)} {FALSE}")
         every = recipe.wrong_object_every
         if every and i % every == 0:
             held = {facts.obj[j] for j in facts.by_key[(s, r)]}
@@ -173,9 +181,11 @@ def corpus_batches(
             if free:
                 w = free[rng.randrange(len(free))]
                 if (i // every) % 2:
-                    out.add("", "truefalse", f"{TF_PREFIX} {fill(tx.negation[0], s, w)} {TRUE}")
+                    out.add(s, "", "truefalse", f"{TF_PREFIX} {fill(tx.negation[0], s, w)} {TRUE}")
                 else:
-                    out.add("", "truefalse", f"{TF_PREFIX} {fill(tx.statement[0], s, w)} {FALSE}")
+                    out.add(
+                        s, "", "truefalse", f"{TF_PREFIX} {fill(tx.statement[0], s, w)} {FALSE}"
+                    )
         if len(out) >= BLOCK:
             yield out.take()
 
@@ -192,12 +202,12 @@ def corpus_batches(
         if recipe.comparisons:
             line = _comparison(renderer, valuesets[r], s, r, held, rng)
             if line is not None:
-                out.add(ids, "comparison", line)
+                out.add(s, ids, "comparison", line)
         if recipe.in_context:
             line = _in_context(renderer, phr[r], facts, keys, world, ranges, n, rows, rng, pseed,
                                recipe.in_context_ignore_every)  # fmt: skip
             if line is not None:
-                out.add(ids, "in_context", line)
+                out.add(s, ids, "in_context", line)
         if len(out) >= BLOCK:
             yield out.take()
     if len(out):
@@ -246,8 +256,8 @@ def _in_context(rd, ph, facts, keys, world, ranges, n, rows, rng, pseed, ignore_
 
 def corpus_lines(
     world, renderer: Renderer, *, seed: int, recipe: CorpusRecipe = DEFAULT_RECIPE
-) -> Iterator[tuple[str, str, str, str]]:
-    """Yield ``(domain, fact_ids, kind, text)`` rows for `world`'s closure, in a deterministic
+) -> Iterator[tuple[str, str, str, str, str]]:
+    """Yield ``(domain, subject, fact_ids, kind, text)`` rows for `world`'s closure, in a deterministic
     order (the rows of `corpus_batches`, as Python tuples)."""
     for batch in corpus_batches(world, renderer, seed=seed, recipe=recipe):
         yield from zip(*(c.to_pylist() for c in batch.columns), strict=True)

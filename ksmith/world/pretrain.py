@@ -36,6 +36,7 @@ class WorldData:
     """What training needs from a dataset folder."""
 
     lines: tuple[str, ...]
+    subjects: tuple[str, ...]  # each line's subject ("" when the corpus does not say)
     vocabulary: tuple[str, ...]
     check: KnowledgeProbes  # the training check (before sampling)
     profile: tuple[list[dict], list[dict], list[str]]  # probes, requests, descriptions
@@ -47,12 +48,15 @@ def load_world_data(dataset_dir: str | Path) -> WorldData:
     folder (contracts §1, §3). The check asks the profile configs' probes (every type, cloze
     and mcq, before answers; in-context: direct and paraphrase after answers with the new fact
     in the prompt); a dataset without profile configs is checked on its direct probes."""
-    from ksmith.data import load_corpus, read_card
+    from ksmith.data import read_card
+    from ksmith.data.card import corpus_path
+    from ksmith.data.parquet import read_rows
 
     if not Path(dataset_dir).is_dir():
         raise KsmithError(f"{dataset_dir}: dataset folder not found")
     fingerprint = read_card(dataset_dir).get("fingerprint")
-    lines = load_corpus(dataset_dir)
+    corpus = read_rows(Path(dataset_dir) / corpus_path())
+    lines = [r["text"] for r in corpus]
     rows = probe_rows(dataset_dir)
     probes, requests, descriptions = load_profile_set(dataset_dir)
     if probes:
@@ -67,6 +71,7 @@ def load_world_data(dataset_dir: str | Path) -> WorldData:
         check = collect_probes(rows)
     return WorldData(
         lines=tuple(lines),
+        subjects=tuple(r.get("subject") or "" for r in corpus),
         vocabulary=tuple(vocabulary_texts(lines, [*rows, *probes])),
         check=check,
         profile=(probes, requests, descriptions),
@@ -122,8 +127,9 @@ def pretrain(
         len(tokenizer),
     )
     result: TrainResult = train(
-        model, tokenizer, world.lines, check, spec, lr=lr, progress=progress
-    )
+        model, tokenizer, world.lines, check, spec, lr=lr, subjects=world.subjects,
+        progress=progress,
+    )  # fmt: skip
     probes, requests, descriptions = world.profile
     profile: dict[str, Any] = {}
     if probes:

@@ -77,6 +77,16 @@ class WorldModelSpec(BaseModel):
     grad_clip: float = Field(1.0, gt=0, description="Gradient-norm clip.")
     batch_size: int = Field(32, ge=1, description="Corpus lines per optimizer step.")
     max_steps: int = Field(15000, ge=1, description="Step budget (the cosine schedule's length).")
+    curriculum_fraction: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Share of the world's subjects whose lines alone are trained on first "
+        "(0: no curriculum); shortens the loss plateau before facts are recalled.",
+    )
+    curriculum_steps: int = Field(
+        500, ge=0, description="Steps on those lines before the whole corpus."
+    )
     eval_every: int = Field(500, ge=1, description="Steps between knowledge checks.")
     eval_sample: int = Field(
         1000,
