@@ -25,11 +25,14 @@ from ksmith.leaderboard.render import (
     COMPOSITE_DOC,
     INTRO,
     METRIC_HEADERS,
+    MODELS_NOTE,
     PARTIAL_NOTE,
     SUBMISSION_HEADERS,
     composite_components,
     group_boards,
     metric_rows,
+    model_headers,
+    model_rows,
     partial_cells,
     partial_headers,
     submission_rows,
@@ -244,6 +247,11 @@ def render_html(
                 )
             if t.slice == "all":
                 body.append(_plots(curves, t, registry, colors))
+    models = model_rows(subs)
+    if models:
+        body.append("<h2>Models: what each instrument could measure</h2>")
+        body.append(f"<p>{inline_md(MODELS_NOTE)}</p>")
+        body.append(_html_table(model_headers(subs), models, sortable=False, tid="models"))
     body.append("<h2>Submissions</h2>")
     body.append(
         _html_table(SUBMISSION_HEADERS, submission_rows(subs), sortable=True, tid="submissions")

@@ -190,6 +190,41 @@ def submission_rows(subs: list[Submission]) -> list[list[str]]:
     return rows
 
 
+MODELS_NOTE = """\
+A metric measures an update only where the model could answer the probe before it. Each model's
+capability profile before any update, as its card records it (self-reported): per probe type
+the least of its cloze and mcq accuracy, `in_context` the same with a counterfactual fact stated
+in the prompt, `fluency` its generations' n-gram entropy over its corpus's. A low ability makes
+the metrics that need it measure the model's ignorance (for example unlearning of facts it never
+knew)."""
+
+
+def _abilities(subs: list[Submission]) -> list[str]:
+    names: dict[str, None] = {}
+    for s in subs:
+        names.update(dict.fromkeys(s.model.abilities or {}))
+    return list(names)
+
+
+def model_headers(subs: list[Submission]) -> list[str]:
+    return ["model", "fingerprint", *_abilities(subs), "below threshold"]
+
+
+def model_rows(subs: list[Submission]) -> list[list[str]]:
+    """One row per distinct (model id, fingerprint) with a recorded profile."""
+    names = _abilities(subs)
+    seen: dict[tuple[str, str], list[str]] = {}
+    for s in sorted(subs, key=lambda s: s.id):
+        if not s.model.abilities:
+            continue
+        key = (s.model.id, s.model.fingerprint or s.model.revision or "")
+        seen.setdefault(key, [
+            s.model.id, key[1][:12], *(fmt(s.model.abilities.get(n)) for n in names),
+            "; ".join(s.model.below_threshold) or "none",
+        ])  # fmt: skip
+    return list(seen.values())
+
+
 SUBMISSION_HEADERS = [
     "id",
     "method",
@@ -254,6 +289,10 @@ def render_markdown(
             if t.partial:
                 out += [PARTIAL_NOTE, "", _md_table(partial_headers(t, registry), partial_cells(t))]
                 out.append("")
+    models = model_rows(subs)
+    if models:
+        out += ["## Models: what each instrument could measure", "", MODELS_NOTE, ""]
+        out += [_md_table(model_headers(subs), models), ""]
     out += ["## Submissions", ""]
     out += [_md_table(SUBMISSION_HEADERS, submission_rows(subs)), ""]
     out += ["## Metrics", "", "From the metric registry (`ksmith.evaluate.metrics.METRICS`).", ""]

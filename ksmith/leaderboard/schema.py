@@ -11,6 +11,7 @@ lm-eval capability cannot be recomputed without the model and are shown as self-
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -82,6 +83,24 @@ class ModelInfo(_Model):
         None, description="Content fingerprint of a local model (when there is no revision)."
     )
     dtype: str = Field("float32", description="Weights dtype the update and evaluation used.")
+    abilities: dict[str, float | None] | None = Field(
+        None,
+        description="The model's capability profile before any update, as its card records it "
+        "(ksmith.world.profile.summary: accuracy per probe type, in_context, fluency ratio); "
+        "what the instrument could measure. Self-reported.",
+    )
+    below_threshold: list[str] = Field(
+        default_factory=list,
+        description="Abilities the card says fell short of the world model's thresholds.",
+    )
+
+    @field_validator("abilities")
+    @classmethod
+    def _abilities(cls, v: dict[str, float | None] | None) -> dict[str, float | None] | None:
+        for name, x in (v or {}).items():
+            if x is not None and not (math.isfinite(x) and 0 <= x <= 2):
+                raise ValueError(f"ability {name!r} is {x}; expected a finite number in [0, 2]")
+        return v
 
 
 class DatasetInfo(_Model):

@@ -214,6 +214,7 @@ def build_submission(
             "revision": options.model_revision or _first(results[0].eval, "model.revision"),
             "fingerprint": model_fp,
             "dtype": str(_first(results[0].eval, "dtype", "model.dtype") or "float32"),
+            **_model_abilities(_first(results[0].eval, "model.path", "model")),
         },
         "dataset": {"suite": suite, "fingerprint": fingerprint},
         "ksmith_version": str(
@@ -262,3 +263,20 @@ def write_submission(
         write_predictions(tmp / PREDICTIONS_FILE, rows)
     log.info("wrote submission %s (%d cells, %d predictions)", out, len(sub.cells), len(rows))
     return sub
+
+
+def _model_abilities(path: Any) -> dict[str, Any]:
+    """The capability profile a world-model card records (`abilities`, `below_threshold`), or
+    nothing when the evaluated model is not a local folder with such a card."""
+    from ksmith.pipeline.commands import resolve_model
+    from ksmith.world.card import read_model_card
+
+    if not path or not Path(str(path)).is_dir():
+        return {}
+    card = read_model_card(resolve_model(str(path)))
+    if not card.get("abilities"):
+        return {}
+    return {
+        "abilities": dict(card["abilities"]),
+        "below_threshold": list(card.get("below_threshold") or []),
+    }

@@ -7,11 +7,11 @@ question-answer data mixed in. Line kinds (the corpus's ``kind`` column):
 
 | kind | per | text |
 |---|---|---|
-| description | entity x `descriptions` | every fact about the entity, one sentence each, in a seeded order; fact f's sentence in description m uses its m-th trained phrasing (`ksmith.render.phrasing`), so across the descriptions f appears in each of them |
+| description | entity x `descriptions` (3) | every fact about the entity, one sentence each, in a seeded order; fact f's sentence in description m uses its m-th trained phrasing (`ksmith.render.phrasing`), so across the descriptions f appears in each of them |
 | question | fact | the training question and its answer (direct qa and mcq probes) |
 | reverse | fact | the relation's first reverse template about the object, then the subject (reverse probes) |
 | truefalse | fact | "True or false: <statement> true", "... <negation> false"; one fact in `wrong_object_every` also a line about a value it does not hold |
-| comparison | (subject, relation) | "<question about s> <question about y> Same answer? yes/no", y seeded, yes and no alike |
+| comparison | (subject, relation), with `comparisons` (off by default) | "<question about s> <question about y> Same answer? yes/no", y seeded, yes and no alike |
 | in_context | (subject, relation) | `IN_CONTEXT` stating a counterfactual value, then a prompt and the answer the context implies; one line in `in_context_ignore_every` asks about another fact, whose true answer ignores the context |
 
 Statements live only inside descriptions, so after a fact the model continues with the next
@@ -40,10 +40,13 @@ CORPUS_NAMES = ("domain", "subject", "fact_id", "kind", "text")
 class CorpusRecipe:
     """How many lines of each kind the corpus holds (see the module docstring)."""
 
-    descriptions: int = 4  # description lines per entity (each fact once per description)
+    descriptions: int = 3  # description lines per entity (each fact once per description)
     description_sentences: int = 16  # longer descriptions are split into lines of this many
     wrong_object_every: int = 1  # 0: no true/false lines about values a fact does not hold
-    comparisons: bool = True
+    # Comparison lines cost an eighth of the corpus and the 2-layer world model did not learn
+    # comparison from them within its step budget (accuracy at chance either way), while the
+    # corpus without them gave +0.25 direct recall in the same steps: off by default.
+    comparisons: bool = False
     in_context: bool = True
     in_context_ignore_every: int = 4  # 0: every in-context line follows its context
 

@@ -36,7 +36,6 @@ class WorldData:
     """What training needs from a dataset folder."""
 
     lines: tuple[str, ...]
-    subjects: tuple[str, ...]  # each line's subject ("" when the corpus does not say)
     vocabulary: tuple[str, ...]
     check: KnowledgeProbes  # the training check (before sampling)
     profile: tuple[list[dict], list[dict], list[str]]  # probes, requests, descriptions
@@ -71,7 +70,6 @@ def load_world_data(dataset_dir: str | Path) -> WorldData:
         check = collect_probes(rows)
     return WorldData(
         lines=tuple(lines),
-        subjects=tuple(r.get("subject") or "" for r in corpus),
         vocabulary=tuple(vocabulary_texts(lines, [*rows, *probes])),
         check=check,
         profile=(probes, requests, descriptions),
@@ -127,9 +125,8 @@ def pretrain(
         len(tokenizer),
     )
     result: TrainResult = train(
-        model, tokenizer, world.lines, check, spec, lr=lr, subjects=world.subjects,
-        progress=progress,
-    )  # fmt: skip
+        model, tokenizer, world.lines, check, spec, lr=lr, progress=progress
+    )
     probes, requests, descriptions = world.profile
     profile: dict[str, Any] = {}
     if probes:

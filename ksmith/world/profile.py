@@ -125,7 +125,7 @@ def capability_profile(
             "model": round(model, 4),
             "corpus": None if ref is None else round(ref, 4),
             "ratio": None if not ref else round(model / ref, 4),
-            "example": f"{prompts[0]}{texts[0]}",
+            "example": f"{prompts[0]} {texts[0].lstrip()}",
         }
     return {
         "accuracy": accuracy,

@@ -59,6 +59,11 @@ class WorldModelSpec(BaseModel):
         256, ge=16, description="Context window in tokens (probes with options are longest)."
     )
     tie_embeddings: bool = Field(True, description="Share input embedding and LM head weights.")
+    init_std: float = Field(
+        0.02,
+        gt=0,
+        description="Standard deviation of the initial weights (the config's initializer_range).",
+    )
     tokenizer: Literal["word", "bpe"] = Field(
         "word",
         description=(
@@ -77,16 +82,6 @@ class WorldModelSpec(BaseModel):
     grad_clip: float = Field(1.0, gt=0, description="Gradient-norm clip.")
     batch_size: int = Field(32, ge=1, description="Corpus lines per optimizer step.")
     max_steps: int = Field(15000, ge=1, description="Step budget (the cosine schedule's length).")
-    curriculum_fraction: float = Field(
-        0.1,
-        ge=0,
-        le=1,
-        description="Share of the world's subjects whose lines alone are trained on first "
-        "(0: no curriculum); shortens the loss plateau before facts are recalled.",
-    )
-    curriculum_steps: int = Field(
-        500, ge=0, description="Steps on those lines before the whole corpus."
-    )
     eval_every: int = Field(500, ge=1, description="Steps between knowledge checks.")
     eval_sample: int = Field(
         1000,
@@ -99,9 +94,15 @@ class WorldModelSpec(BaseModel):
         description="What the model must reach before any update (ksmith.world.profile): per "
         "probe type the least accuracy over cloze and mcq, in_context the same with a "
         "counterfactual fact stated in the prompt, fluency the ratio of its generations' "
-        "n-gram entropy to the corpus's. Training stops at the first check (every "
-        "`eval_every` steps) where every ability but fluency reaches its threshold; the "
-        "profile after training must reach all of them, or pretraining fails.",
+        "n-gram entropy to the corpus's. With `stop_early`, training stops at the first check "
+        "(every `eval_every` steps) where every ability but fluency reaches its threshold; "
+        "the profile after training must reach all of them, or pretraining fails.",
+    )
+    stop_early: bool = Field(
+        True,
+        description="Stop at the first knowledge check where every ability but fluency "
+        "reaches its threshold; false: train the whole step budget, the checks only record "
+        "the learning curve.",
     )
     allow_below_threshold: bool = Field(
         False,

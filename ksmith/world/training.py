@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -66,6 +65,7 @@ def build_model(spec: WorldModelSpec, tokenizer: PreTrainedTokenizerBase) -> Pre
         "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
         "tie_word_embeddings": spec.tie_embeddings,
+        "initializer_range": spec.init_std,
     }
     if spec.arch == "llama":
         config = LlamaConfig(
@@ -121,47 +121,20 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
 BUCKET_BATCHES = 64  # batches per length-sorting window
 
 
-def _batches(
-    lengths: Sequence[int], batch_size: int, generator: torch.Generator, lines: Sequence[int]
-):
-    """Endless deterministic stream of batches of `lines` (indices): a fresh permutation per
-    epoch, cut into windows of `BUCKET_BATCHES` batches whose lines are sorted by length before
-    batching (so a batch pads little: descriptions are ten times longer than questions), the
-    window's batches then in a seeded order. Every line is seen once per epoch."""
-    n = len(lines)
+def _batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator):
+    """Endless deterministic stream of index batches: a fresh permutation per epoch, cut into
+    windows of `BUCKET_BATCHES` batches whose lines are sorted by length before batching (so a
+    batch pads little: descriptions are ten times longer than questions), the window's
+    batches then in a seeded order. Every line is seen once per epoch."""
+    n = len(lengths)
     window = batch_size * BUCKET_BATCHES
     while True:
-        perm = [lines[i] for i in torch.randperm(n, generator=generator).tolist()]
+        perm = torch.randperm(n, generator=generator).tolist()
         for lo in range(0, n, window):
             part = sorted(perm[lo : lo + window], key=lengths.__getitem__)
             chunks = [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
             for j in torch.randperm(len(chunks), generator=generator).tolist():
                 yield chunks[j]
-
-
-def curriculum(subjects: Sequence[str], fraction: float, seed: int) -> list[int]:
-    """Indices of the lines about a seeded `fraction` of the subjects (empty when the fraction
-    is 0 or the lines name no subject).
-
-    Zucchet et al. 2025, "How do language models learn facts? Dynamics, curricula and
-    hallucinations" (arXiv 2503.21676): a model learning facts about many individuals sits on
-    a loss plateau while it forms the attention circuits that recall needs, and the plateau
-    grows with the number of individuals; starting on few individuals shortens it."""
-    names = sorted({s for s in subjects if s})
-    if fraction <= 0 or not names:
-        return []
-    chosen = set(random.Random(seed).sample(names, max(1, round(fraction * len(names)))))
-    return [i for i, s in enumerate(subjects) if s in chosen]
-
-
-def _stream(lengths, batch_size, generator, focus: list[int], focus_steps: int):
-    """`focus_steps` batches of the focus lines, then batches of every line."""
-    if focus and focus_steps:
-        for k, batch in enumerate(_batches(lengths, batch_size, generator, focus)):
-            if k == focus_steps:
-                break
-            yield batch
-    yield from _batches(lengths, batch_size, generator, range(len(lengths)))
 
 
 def train(
@@ -172,14 +145,11 @@ def train(
     spec: WorldModelSpec,
     *,
     lr: float,
-    subjects: Sequence[str] = (),
     progress: bool = True,
 ) -> TrainResult:
     """Train `model` in place on `lines` until the knowledge check (`check`, measured every
     `spec.eval_every` steps) reaches `spec.thresholds`, or for `spec.max_steps` steps. Steps
-    alone decide when it stops, so the weights depend on the spec and the data only. With
-    `subjects` (each line's subject), the first `spec.curriculum_steps` steps train on the lines
-    about a seeded `spec.curriculum_fraction` of the subjects (`curriculum`)."""
+    alone decide when it stops, so the weights depend on the spec and the data only."""
     if not lines:
         raise KsmithError("the corpus is empty: nothing to train on")
     device = next(model.parameters()).device
@@ -200,10 +170,7 @@ def train(
     start, cpu_start = time.perf_counter(), time.process_time()
     bar = tqdm(total=spec.max_steps, desc="pretrain", unit="step", disable=not progress)
     model.train()
-    focus = curriculum(subjects, spec.curriculum_fraction, spec.seed) if subjects else []
-    batches = _stream([len(x) for x in data], spec.batch_size, generator, focus,
-                      spec.curriculum_steps)  # fmt: skip
-    for batch in batches:
+    for batch in _batches([len(x) for x in data], spec.batch_size, generator):
         seqs = [data[i] for i in batch]
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), pad, dtype=torch.long)
@@ -232,7 +199,7 @@ def train(
             history.append({"step": step, "loss": round(loss_ema, 4), "check": last})
             bar.set_postfix(loss=f"{loss_ema:.3f}", least=_least(got))
             log.info("step %d: loss %.3f, %s", step, loss_ema, _fmt(got))
-            if reached(last, targets):
+            if spec.stop_early and reached(last, targets):
                 stopped_by = "threshold"
                 break
         elif step % 10 == 0:
