@@ -40,14 +40,12 @@ THRESHOLD = 0.9
 # this small world: it stops as soon as every direct probe of the profile sample is answered.
 # Only steps bound the run, so a loaded machine gets the same model, only later.
 WORLD_OVERRIDES = (
-    "max_steps=6000",
-    "batch_size=32",
-    "lr=0.001",
+    "max_steps=8000",
     "eval_every=250",
     "eval_sample=0",
     "thresholds={direct: 1.0}",
     "stop_early=true",
-    "allow_below_threshold=true",  # the methods' own claims below hold whatever recall it has
+    "allow_below_threshold=true",  # test_world_model_knows_the_world says what it reached
 )
 # Biology's tree at 4 clades x 2 families x 5 species (40 species, ~2,800 corpus lines), with
 # value pools scaled down to match.

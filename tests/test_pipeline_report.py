@@ -40,8 +40,7 @@ def test_report_shows_propagation_over_known_facts(tmp_path):
         (cell / "metrics.json").write_text(json.dumps({"metrics": metrics}))
     write_report(results, tmp_path / "report")
     text = (tmp_path / "report" / "README.md").read_text()
-    unlearning = text[text.index("Does unlearning under-spread") :]
-    known = unlearning[unlearning.index("(propagation.known") :]
-    assert "| leaf | 0.500 |" in known
-    editing = text[text.index("Does editing over-spread") : text.index("Does unlearning")]
-    assert "| leaf | 0.000 |" in editing[editing.index("(propagation.known") :]
+    unlearning = text[text.index("Unlearning, the same over entailed facts known before") :]
+    assert "| leaf | 0.500 |" in unlearning[: unlearning.index("## Metrics")]
+    editing = text[text.index("Editing, propagation over entailed facts known before") :]
+    assert "| leaf | 0.000 |" in editing[: editing.index("Unlearning, residual")]

@@ -32,6 +32,7 @@ TINY = [
     "eval_every=25",
     "max_steps=600",
     "thresholds={direct: 1.0}",
+    "stop_early=true",
 ]
 SHORT = [*TINY, "allow_below_threshold=true"]  # budgets too short to reach the thresholds
 
