@@ -24,7 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_validate)
 
     s = sub.add_parser("schema", help="print the JSON schema of a spec kind")
-    s.add_argument("--kind", choices=["graph", "intervention", "suite"], default="graph")
+    s.add_argument(
+        "--kind",
+        choices=["graph", "intervention", "suite"],
+        default="graph",
+        help="which spec kind's schema to print (default: graph)",
+    )
     s.set_defaults(func=cmd_schema)
 
 
