@@ -24,7 +24,7 @@ from pydantic import Field
 
 from ksmith.errors import KsmithError
 from ksmith.methods.base import register_method
-from ksmith.methods.locate import compute_keys, moments_for, solve_device
+from ksmith.methods.locate import moments_for, solve_device
 from ksmith.methods.memit import SpreadEditor, SpreadParams
 
 log = logging.getLogger(__name__)
@@ -109,8 +109,7 @@ class AlphaEdit(SpreadEditor):
 
     def _after(self, model, tokenizer, state, targets, layers) -> None:
         """K_p K_pᵀ += K₁ K₁ᵀ with the keys as they are after the edit (reference code)."""
-        assert state.prefixes is not None
         for layer in layers:
-            K1 = compute_keys(model, tokenizer, targets, layer, state.prefixes, self.params).T
+            K1 = self._keys(model, tokenizer, state, targets, layer).T
             K1 = K1.to(state.extra["Kp_Kp"][layer].device).double()
             state.extra["Kp_Kp"][layer] += K1 @ K1.T

@@ -6,7 +6,9 @@ One implementation of each step the three papers share:
 - *context prefixes*: short texts sampled from the model and put before the prompt, so that keys
   and values hold across contexts (ROME Eq. 3, the average over x_j + p);
 - *keys* k: the input of a layer's MLP down-projection at the lookup token, averaged over the
-  prefixes (ROME Eq. 3: k* = 1/N Σ_j k(x_j + s));
+  prefixes (ROME Eq. 3: k* = 1/N Σ_j k(x_j + s)); MEMIT's reference code (``compute_ks.py``)
+  averages within each prefix-length group first, then across the groups, the bare prompt
+  being a group of its own;
 - *values* v*: the output of a module at the lookup token that makes the model produce the new
   object (ROME Eq. 4, MEMIT Eq. 16), in `ksmith.methods.values`.
 
@@ -114,6 +116,8 @@ class ModelState:
     model: weakref.ref
     fingerprint: str | None = None
     prefixes: list[str] | None = None
+    # Sizes of the consecutive prefix-length groups in `prefixes` (the bare prompt first).
+    prefix_groups: tuple[int, ...] | None = None
     moments: dict[int, torch.Tensor] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # per-method running state
 
@@ -166,7 +170,6 @@ def moments_for(
     return {layer: state.moments[layer] for layer in layers}
 
 
-@torch.no_grad()
 def context_prefixes(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -176,7 +179,22 @@ def context_prefixes(
     top_k: int = 5,
 ) -> list[str]:
     """``[""]`` plus texts sampled from the model (top-k), each ending in ``". "`` (ROME's
-    context templates). Deterministic given `seed`."""
+    context templates). Deterministic given `seed`. The flat form of `context_prefix_groups`."""
+    groups = context_prefix_groups(model, tokenizer, lengths, starts, seed, top_k)
+    return [p for group in groups for p in group]
+
+
+@torch.no_grad()
+def context_prefix_groups(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    lengths: Sequence[tuple[int, int]],
+    starts: Sequence[str],
+    seed: int,
+    top_k: int = 5,
+) -> list[list[str]]:
+    """``[[""], group for lengths[0], group for lengths[1], ...]``: one group of sampled
+    prefixes per (length, count) pair, as MEMIT's ``get_context_templates`` nests them."""
     unk = tokenizer.unk_token_id
     start_ids = [
         ids
@@ -187,9 +205,10 @@ def context_prefixes(
         start_ids = [[tokenizer.bos_token_id]]
     device = model_device(model)
     gen = torch.Generator().manual_seed(seed)
-    prefixes = [""]
+    groups = [[""]]
     for length, count in lengths:
         per_start = max(1, count // max(1, len(start_ids)))
+        group = []
         for ids in start_ids:
             seq = torch.tensor([ids] * per_start, device=device)  # (n, t)
             while seq.shape[1] < max(length, len(ids) + 1):
@@ -199,8 +218,10 @@ def context_prefixes(
                 seq = torch.cat([seq, top.indices.gather(1, pick).to(device)], dim=1)
             for row in seq.tolist():
                 text = tokenizer.decode(row, skip_special_tokens=True)
-                prefixes.append(text.replace("{", " ").replace("}", " ").strip() + ". ")
-    return prefixes
+                group.append(text.replace("{", " ").replace("}", " ").strip() + ". ")
+        if group:  # empty only when no start text tokenizes
+            groups.append(group)
+    return groups
 
 
 def lookup_index(
@@ -291,9 +312,16 @@ def compute_keys(
     layer: int,
     prefixes: Sequence[str],
     params: LocateParams,
+    groups: Sequence[int] | None = None,
 ) -> torch.Tensor:
-    """k* per request (ROME Eq. 3): the MLP down-projection input at layer `layer` at the
-    lookup token, averaged over the context prefixes. Returns (n, d_in)."""
+    """k* per request: the MLP down-projection input at layer `layer` at the lookup token,
+    averaged over the context prefixes. Returns (n, d_in).
+
+    `groups` None: one flat mean over `prefixes` (ROME Eq. 3, as ROME's ``compute_u``). Else the
+    sizes of consecutive groups of `prefixes` (summing to its length): the mean within each
+    group, then the mean of the group means (MEMIT's and AlphaEdit's ``compute_ks``), so the
+    bare prompt weighs as much as all sampled prefixes of one length together.
+    """
     sites = [(p + t.prompt, t.subject) for t in targets for p in prefixes]
     k, _ = module_io(
         model,
@@ -303,7 +331,12 @@ def compute_keys(
         params.fact_token,
         params.key_batch_size,
     )
-    return k.view(len(targets), len(prefixes), -1).mean(dim=1)  # (n, d_in)
+    k = k.view(len(targets), len(prefixes), -1)  # (n, P, d_in)
+    if groups is None:
+        return k.mean(dim=1)
+    assert sum(groups) == len(prefixes) and all(g > 0 for g in groups), (groups, len(prefixes))
+    means = [part.mean(dim=1) for part in k.split(list(groups), dim=1)]  # each (n, d_in)
+    return torch.stack(means, dim=1).mean(dim=1)  # (n, d_in)
 
 
 def solve_device(model: torch.nn.Module) -> torch.device:

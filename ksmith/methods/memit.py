@@ -9,7 +9,9 @@ residual z − h^L divided over the layers left (Eq. 15-16),
     ∆ = R K₁ᵀ (C₀ + K₁ K₁ᵀ)⁻¹,    C₀ = λ E[k kᵀ]              (Eq. 14)
 
 which is the least-squares solution of  min_∆ ‖(W + ∆) K₁ − (W K₁ + R)‖² + ‖∆ K₀‖²  with
-K₀ K₀ᵀ = C₀ (the preserved keys). AlphaEdit (alphaedit.py) reuses this driver with a
+K₀ K₀ᵀ = C₀ (the preserved keys). As in the reference code (``compute_ks.py``), a key is
+averaged over the context prefixes within each prefix-length group and then across the groups
+(the bare prompt is one group), and λ·E[kkᵀ] is formed in float64. AlphaEdit (alphaedit.py) reuses this driver with a
 null-space-projected solve.
 """
 
@@ -28,7 +30,7 @@ from ksmith.methods.locate import (
     ModelState,
     add_to_weight,
     compute_keys,
-    context_prefixes,
+    context_prefix_groups,
     edit_targets,
     module_io,
     moments_for,
@@ -91,6 +93,14 @@ class SpreadEditor(UpdateMethod):
             layer_path(model, layer, "mlp_out")  # validates against the model's depth
         return sorted({layer % n for layer in p.layers})
 
+    def _keys(self, model, tokenizer, state: ModelState, targets, layer: int) -> torch.Tensor:
+        """K₁ᵀ (k, d_in): keys averaged within each prefix-length group, then across groups
+        (the reference ``compute_ks``)."""
+        assert state.prefixes is not None
+        return compute_keys(
+            model, tokenizer, targets, layer, state.prefixes, self.params, state.prefix_groups
+        )
+
     def _prepare(
         self, model, tokenizer, problem: UpdateProblem, state: ModelState, layers: list[int]
     ) -> None:
@@ -120,9 +130,11 @@ class SpreadEditor(UpdateMethod):
         targets = edit_targets(problem, self.name)
         self._prepare(model, tokenizer, problem, state, layers)
         if state.prefixes is None:
-            state.prefixes = context_prefixes(
+            groups = context_prefix_groups(
                 model, tokenizer, p.context_lengths, p.context_starts, problem.seed
             )
+            state.prefixes = [prefix for group in groups for prefix in group]
+            state.prefix_groups = tuple(len(group) for group in groups)
         L = layers[-1]
         block_L = layer_path(model, L, "")
         z, vlog = optimize_values(model, tokenizer, targets, block_L, state.prefixes, p)  # (k, d)
@@ -130,7 +142,7 @@ class SpreadEditor(UpdateMethod):
         sites = [(t.prompt, t.subject) for t in targets]
         norms = {}
         for i, layer in enumerate(layers):
-            K1 = compute_keys(model, tokenizer, targets, layer, state.prefixes, p).T  # (d_in, k)
+            K1 = self._keys(model, tokenizer, state, targets, layer).T  # (d_in, k)
             _, h_L = module_io(model, tokenizer, sites, block_L, p.fact_token, p.key_batch_size)
             R = (z - h_L).T / (len(layers) - i)  # (d, k): this layer's share of the residual
             delta = self._layer_delta(state, i, layer, R.to(dev), K1.to(dev))  # (d_out, d_in)
@@ -163,5 +175,7 @@ class MEMIT(SpreadEditor):
 
     def _layer_delta(self, state, i, layer, R, K1) -> torch.Tensor:
         p: MEMITParams = self.params  # type: ignore[assignment]
-        C0 = p.mom2_update_weight * state.moments[layer].to(R.device)  # λ E[kkᵀ]
+        # λ E[kkᵀ] formed in float64 (as the reference): E[kkᵀ] is ill-conditioned (cond. near
+        # 1e7 on real models), and rounding λC to float32 alone moves ∆ by ~1e-3 relative.
+        C0 = p.mom2_update_weight * state.moments[layer].to(R.device, torch.float64)
         return memit_delta(R, K1, C0)
