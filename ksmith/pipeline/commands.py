@@ -1,4 +1,4 @@
-"""CLI: ``ksmith pipeline pretrain|update|evaluate|report``, the stages `dvc.yaml` runs.
+"""CLI: ``ksmith pipeline pretrain|update|evaluate|submit|report``, the stages `dvc.yaml` runs.
 
 Each stage reads `params.yaml` (the keys dvc.yaml declares for it) and runs its cells in one
 process, or in `workers` processes side by side (`ksmith.pipeline.workers`), so a stage pays
@@ -18,6 +18,8 @@ from ksmith.errors import KsmithError
 log = logging.getLogger(__name__)
 
 POINTER = "ksmith-model.json"
+# The leaderboard id of the world model the pretrain stage trains from scratch.
+WORLD_MODEL_ID = "ksmith-world-model"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,6 +59,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--out", required=True, help="folder for the method's result folders")
     s.set_defaults(func=_evaluate)
 
+    s = stage(
+        "submit",
+        "one method's evaluated cells as a leaderboard submission; the model id comes from "
+        "params (model.base, else the world model's id)",
+    )
+    s.add_argument("--results", required=True, help="one method's results folder (of cells)")
+    s.add_argument("--dataset", required=True, help="dataset folder (the generate stage's out)")
+    s.add_argument("--out", required=True, help="submission folder to write")
+    s.set_defaults(func=_submit)
+
     s = stage("report", "tables, plots and DVC metrics from every evaluated cell")
     s.add_argument("--results", required=True, help="folder of every method's results")
     s.add_argument("--out", required=True, help="report folder to write")
@@ -74,6 +86,17 @@ def resolve_model(path: str | Path) -> str:
     if pointer.exists():
         return json.loads(pointer.read_text())["model"]
     return str(path)
+
+
+def model_id(base: str | None) -> str:
+    """The leaderboard id of the pipeline's model: params' `model.base` as given (a Hub id), the
+    folder name of a local `model.base` (an id, never a local path), else the world model's."""
+    if base is None:
+        return WORLD_MODEL_ID
+    path = Path(base)
+    if path.is_absolute() or base.startswith((".", "~")) or path.exists():
+        return path.expanduser().resolve().name or base
+    return base
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -185,6 +208,19 @@ def _evaluate(args: argparse.Namespace) -> int:
         run_jobs(
             jobs, workers=params.workers, threads=params.threads, desc=f"evaluate {args.method}"
         )
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from ksmith.leaderboard import SubmitOptions, write_submission
+    from ksmith.pipeline.params import load_params
+
+    params = load_params(args.params)
+    cells = sorted(p.parent for p in Path(args.results).glob("*/metrics.json"))
+    if not cells:
+        raise KsmithError(f"{args.results}: no evaluated cells (*/metrics.json)")
+    options = SubmitOptions(dataset=args.dataset, model_id=model_id(params.model.base))
+    write_submission(cells, args.out, options)
     return 0
 
 

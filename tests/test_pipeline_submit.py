@@ -1,0 +1,50 @@
+"""The pipeline's submit stage names the model from params, never a hard-coded id."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+from leaderboard_fixtures import CONFIGS, make_dataset, make_results, make_update
+
+from ksmith.cli import build_parser, main
+from ksmith.pipeline.commands import WORLD_MODEL_ID, model_id
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_model_id_is_the_base_id_or_the_world_models(tmp_path):
+    assert model_id(None) == WORLD_MODEL_ID
+    assert model_id("Qwen/Qwen2-0.5B") == "Qwen/Qwen2-0.5B"
+    local = tmp_path / "models" / "tiny-llama"
+    local.mkdir(parents=True)
+    assert model_id(str(local)) == "tiny-llama"  # an id, never a local path
+
+
+@pytest.mark.parametrize("base", [None, "org/tiny-qwen2"])
+def test_submit_stage_takes_the_model_id_from_params(tmp_path, base):
+    ds = make_dataset(tmp_path / "dataset")
+    update = make_update(tmp_path / "upd", "rome")
+    results = tmp_path / "results" / "rome"
+    for config in CONFIGS[:2]:
+        make_results(results / f"{config}.s0", ds, config, "rome", update=update)
+    params = tmp_path / "params.yaml"
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params.write_text(yaml.safe_dump({**raw, "model": {**raw["model"], "base": base}}))
+    out = tmp_path / "submissions" / "world-rome"
+    argv = ["pipeline", "submit", "--params", str(params), "--results", str(results)]
+    assert main([*argv, "--dataset", str(ds), "--out", str(out)]) == 0
+    sub = yaml.safe_load((out / "submission.yaml").read_text())
+    assert sub["model"]["id"] == (base or WORLD_MODEL_ID)
+    assert len(sub["cells"]) == 2
+
+
+def test_dvc_submit_stage_reads_model_base_and_parses():
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["submit"]["do"]
+    assert "--model-id" not in stage["cmd"]
+    assert "model.base" in stage["params"]  # a new base reruns the submissions
+    argv = shlex.split(stage["cmd"].replace("${item}", "rome"))
+    assert argv[:3] == ["ksmith", "pipeline", "submit"]
+    build_parser().parse_args(argv[1:])  # every option exists
