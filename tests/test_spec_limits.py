@@ -187,13 +187,14 @@ def test_suite_row_count_is_refused_with_its_size(tmp_path, capsys, change, expe
 # -- interrupted generate, output permissions ---------------------------------------------
 
 
-def _two_graph_suite(folder: Path) -> Path:
+def _four_graph_suite(folder: Path) -> Path:
+    """Every shipped domain, so that generating takes a few seconds to interrupt."""
     (folder / "suites").mkdir(parents=True)
-    suite = {"kind": "suite", "version": 1, "name": "two", "seed": 0,
+    suite = {"kind": "suite", "version": 1, "name": "four", "seed": 0,
              "graphs": [{"path": str(ROOT / "specs" / "graphs" / f"{d}.yaml"), "size": "small"}
-                        for d in ("biology", "physics")],
+                        for d in ("biology", "physics", "economics", "history")],
              "interventions": str(ROOT / "specs" / "interventions" / "default.yaml")}  # fmt: skip
-    path = folder / "suites" / "two.yaml"
+    path = folder / "suites" / "four.yaml"
     path.write_text(yaml.safe_dump(suite))
     return path
 
@@ -203,7 +204,7 @@ def _two_graph_suite(folder: Path) -> Path:
     ("sig", "workers"), [("SIGTERM", 1), ("SIGINT", 2)], ids=["sigterm-serial", "ctrl-c-workers"]
 )
 def test_interrupted_generate_exits_cleanly(tmp_path, sig, workers):
-    suite = _two_graph_suite(tmp_path / "specs")
+    suite = _four_graph_suite(tmp_path / "specs")
     out = tmp_path / "ds"
     cmd = [sys.executable, "-m", "ksmith", "generate", str(suite), "--out", str(out),
            "--no-progress", "--workers", str(workers)]  # fmt: skip
@@ -213,7 +214,7 @@ def test_interrupted_generate_exits_cleanly(tmp_path, sig, workers):
     t0 = time.time()
     while not glob.glob(str(tmp_path / ".ds.tmp-*")) and time.time() - t0 < 60:
         time.sleep(0.02)
-    time.sleep(1.0)  # well inside the work (a world, its corpus, workers starting)
+    time.sleep(0.3)  # inside the work (worlds, corpora, workers starting): ~2 s on a quiet machine
     assert proc.poll() is None, "generate finished before it could be interrupted"
     signum = getattr(signal, sig)
     if sig == "SIGINT":
