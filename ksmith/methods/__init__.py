@@ -26,10 +26,12 @@ from ksmith.methods.base import (
 _BUILTIN: tuple[str, ...] = (
     "ksmith.methods.ft",
     "ksmith.methods.lora",
+    "ksmith.methods.adalora",
     "ksmith.methods.ice",
     "ksmith.methods.rome",
     "ksmith.methods.memit",
     "ksmith.methods.alphaedit",
+    "ksmith.methods.grace",
     "ksmith.methods.unlearn",
 )
 

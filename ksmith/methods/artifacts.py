@@ -4,6 +4,8 @@
     UPDATE_DIR/spec.yaml              the resolved method spec
     UPDATE_DIR/g<i>/delta.safetensors param name -> (new - old), float32, changed tensors only
     UPDATE_DIR/g<i>/model/            a full HF model, when the method added modules
+    UPDATE_DIR/g<i>/attach/<j>/       a hook-based memory (GRACE's codebook) re-attached on
+                                      load, beside the delta (`ksmith.methods.attach`)
     UPDATE_DIR/g<i>/prefix.json       request_id -> prompt prefix (in-context editing)
     UPDATE_DIR/g<i>/log.json          the method's per-step log (losses), for inspection
 
@@ -125,14 +127,21 @@ def read_prefixes(update_dir: str | Path, group: int) -> dict[str, str]:
     return {str(k): str(v) for k, v in json.loads(path.read_text()).items()}
 
 
+def load_attachments(model: torch.nn.Module, gdir: Path) -> list:
+    """Re-attach a group's saved attachments (``g<i>/attach/``) to `model`; none: []."""
+    from ksmith.methods.attach import ATTACH_DIR, load_all
+
+    return load_all(model, gdir) if (gdir / ATTACH_DIR).is_dir() else []
+
+
 @contextlib.contextmanager
 def applied_update(
     model: torch.nn.Module, update_dir: str | Path, group: int
 ) -> Iterator[tuple[torch.nn.Module, dict[str, str]]]:
     """Yield ``(updated_model, prefixes)`` for one group of an update folder.
 
-    With a delta, `model` itself is updated in place and its changed parameters are restored
-    bit for bit on exit (also on error), so an evaluator loads the base model once and loops
+    With a delta, `model` itself is updated in place (and any saved attachment hooked onto it)
+    and its changed parameters are restored bit for bit on exit (also on error), so an evaluator loads the base model once and loops
     over groups. With a full ``g<i>/model/`` the group's model is loaded (same device and dtype
     as `model`) and `model` is untouched. `prefixes` maps request ids to prompt prefixes.
     """
@@ -169,11 +178,15 @@ def applied_update(
                 f"the model's is {tuple(params[n].shape)}"
             )
     saved = {n: params[n].detach().clone() for n in delta}
+    hooked: list = []
     try:
         for n, d in delta.items():
             add_delta_(params[n], d)
+        hooked = load_attachments(model, gdir)
         yield model, prefixes
     finally:
+        for a in hooked:
+            a.detach()
         with torch.no_grad():
             for n, old in saved.items():
                 params[n].copy_(old)

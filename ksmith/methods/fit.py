@@ -53,11 +53,14 @@ def fit_pairs(
     p: FitParams,
     target_logprobs: Callable[[torch.nn.Module, PairBatch], torch.Tensor],
     after_step: Callable[[], None] | None = None,
+    penalty: Callable[[], torch.Tensor] | None = None,
 ) -> list[float]:
     """Train `params` of `model` on `plus` (and `minus` when ``p.retain_weight > 0``).
 
-    `target_logprobs(model, batch)` returns one log-probability per example [B]. Returns the
-    mean target loss per epoch; a non-finite one ends training (the runner reports it).
+    `target_logprobs(model, batch)` returns one log-probability per example [B]; `penalty()`,
+    if given, is a regulariser added to every step's loss (AdaLoRA's orthogonality term) but
+    not to the reported target loss. Returns the mean target loss per epoch; a non-finite one
+    ends training (the runner reports it).
     """
     device = model_device(model)
     retain = cycle_batches(minus, p.batch_size) if minus and p.retain_weight > 0 else None
@@ -68,7 +71,7 @@ def fit_pairs(
         for chunk in chunks(plus, p.batch_size):
             batch = encode_pairs(tokenizer, *pairs_text(chunk), device=device)
             target = -target_logprobs(model, batch).mean()
-            loss = target
+            loss = target if penalty is None else target + penalty()
             if retain is not None:
                 kept = encode_pairs(tokenizer, *pairs_text(next(retain)), device=device)
                 loss = (

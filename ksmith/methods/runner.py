@@ -30,6 +30,7 @@ import ksmith
 from ksmith.errors import KsmithError
 from ksmith.io import atomic_output_dir, write_json
 from ksmith.methods import artifacts as art
+from ksmith.methods import attach
 from ksmith.methods.base import Kind, Mode, TargetKind, UpdateMethod, UpdateProblem
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class GroupRecord:
 
     group: int
     requests: int
-    artifact: str  # "delta" | "model" | "prefix"
+    artifact: str  # "delta" | "model" | "prefix" | "attachment" (delta + g<i>/attach/)
     wall_seconds: float
     peak_memory_bytes: int
     changed_parameters: int
@@ -141,11 +142,21 @@ def apply_group(
                 "(try a smaller lr); nothing was written"
             )
         group_log: dict[str, Any] = {"method": _jsonable(result.log)}
+        # Hook-based memories (GRACE's codebook) are saved beside the delta, then removed.
+        live = attach.attached(model)
+        stored = attach.save_all(model, gdir)
+        attach.detach_all(model)
         if result.added_modules:
             record, model = _save_full_model(model, base, gdir, where, reload_model)
             restored = True
         else:
             record = _save_delta(model, base, gdir, where, group_log)
+        if live:
+            record["artifact"] = "attachment"
+            record["changed_parameters"] += stored
+            record["changed_tensors"] += [
+                f"{attach.ATTACH_DIR}/{j}:{a.kind}" for j, a in enumerate(live)
+            ]
         if result.prompt_prefix:
             unknown = set(result.prompt_prefix) - {r.request_id for r in problem.requests}
             if unknown:
@@ -155,6 +166,7 @@ def apply_group(
                 record["artifact"] = "prefix"
         write_json(gdir / art.LOG_FILE, group_log)
     finally:
+        attach.detach_all(model)
         if not restored:
             art.restore_(model, base)
     rec = GroupRecord(
