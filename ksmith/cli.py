@@ -10,11 +10,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from ksmith import __version__
 from ksmith.errors import KsmithError
 from ksmith.runtime import keep_freed_memory
+
+# Torch threads per process unless --threads says otherwise: measured by bench/threads.py on
+# the project's 2-core machine, one thread beats two for an update and an evaluation of the
+# world model (README, "Threads").
+DEFAULT_THREADS = 1
 
 # Modules that add sub-commands, in help order.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -40,8 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         metavar="N",
-        help="torch CPU threads (default: torch's choice). Small models on a busy machine run "
-        "faster with 1: spare threads spin-wait for a core.",
+        help=f"torch CPU threads (default: {DEFAULT_THREADS}, or OMP_NUM_THREADS when set). "
+        "Small models gain nothing from more, and on a busy machine spare threads spin-wait "
+        "for a core (bench/threads.py: an update 30-40x slower with 2 on 2 busy cores); raise "
+        "it for a large model on idle cores.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
@@ -60,6 +68,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def set_threads(threads: int | None) -> None:
+    """Torch's intra-op threads: `threads`, else OMP_NUM_THREADS when set, else
+    `DEFAULT_THREADS`. Torch reads OMP_NUM_THREADS when it starts, so commands that never import
+    it (validate, schema, ...) stay as fast as before."""
+    if threads is None:
+        if os.environ.get("OMP_NUM_THREADS"):
+            return
+        threads = DEFAULT_THREADS
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
 def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -68,12 +89,9 @@ def _main(argv: list[str] | None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     keep_freed_memory()  # fewer page faults in forward passes (ksmith.runtime)
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error("--threads must be at least 1")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be at least 1")
+    set_threads(args.threads)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
