@@ -1,9 +1,10 @@
 """CLI: ``ksmith pipeline pretrain|update|evaluate|submit|report``, the stages `dvc.yaml` runs.
 
 Each stage reads `params.yaml` (the keys dvc.yaml declares for it) and runs its cells in one
-process, or in `workers` processes side by side (`ksmith.pipeline.workers`), so a stage pays
-Python's and torch's start-up once per process, not once per cell. A stage's output
-folder is written atomically: a stage killed part-way leaves the previous output or none.
+process, in `workers` processes side by side, or as tasks on a Ray cluster (`executor: ray`;
+`ksmith.pipeline.workers`), so a stage pays Python's and torch's start-up once per process,
+not once per cell. A stage's output folder is written atomically: a stage killed part-way
+leaves the previous output or none, and its finished cells, which the next run reuses.
 """
 
 from __future__ import annotations
@@ -157,34 +158,32 @@ def _code(args: argparse.Namespace) -> int:
 def _update(args: argparse.Namespace) -> int:
     from ksmith.io import atomic_output_dir
     from ksmith.methods import get_method
-    from ksmith.methods.commands import UpdateRun, update_from_dataset
+    from ksmith.methods.commands import UpdateRun
     from ksmith.methods.source import method_code
-    from ksmith.pipeline.workers import Job, run_jobs
+    from ksmith.pipeline.cells import update_jobs
+    from ksmith.pipeline.workers import run_stage
 
     params, cells = _method_cells(args, args.method)
     overrides = tuple(
         f"{k}={json.dumps(v)}" for k, v in sorted(params.overrides.get(args.method, {}).items())
     )
-    model = resolve_model(args.model)
     code = method_code(get_method(args.method))
     code = {"module": code["module"], "sha256": code["sha256"]}  # recorded in each update.json
+    template = UpdateRun(
+        model=resolve_model(args.model), dataset=args.dataset, config="", method=args.method,
+        out="", overrides=overrides, mode=params.mode, device=params.device, extra={"code": code},
+    )  # fmt: skip
     with atomic_output_dir(args.out, kind="pipeline-updates") as tmp:
-        jobs = [
-            Job(cell.cell_id, update_from_dataset, (UpdateRun(
-                model=model, dataset=args.dataset, config=cell.config, method=args.method,
-                out=str(tmp / cell.cell_id), overrides=overrides, mode=params.mode,
-                device=params.device, seed=cell.seed, extra={"code": code},
-            ),), cost=cell.scale)
-            for cell in cells
-        ]  # fmt: skip
-        run_jobs(jobs, workers=params.workers, threads=params.threads, desc=f"update {args.method}")
+        jobs = update_jobs(cells, template, tmp)
+        run_stage(jobs, params, out=args.out, desc=f"update {args.method}")
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from ksmith.evaluate.runner import EvalOptions, evaluate
+    from ksmith.evaluate.runner import EvalOptions
     from ksmith.io import atomic_output_dir
-    from ksmith.pipeline.workers import Job, run_jobs
+    from ksmith.pipeline.cells import evaluate_jobs
+    from ksmith.pipeline.workers import run_stage
 
     method = None if args.method == "none" else args.method
     if method is not None and not args.updates:
@@ -197,17 +196,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         lmeval_tasks=tuple(params.lmeval.tasks),
         lmeval_limit=params.lmeval.limit,
     )
-    model = resolve_model(args.model)
     with atomic_output_dir(args.out, kind="pipeline-results") as tmp:
-        jobs = [
-            Job(cell.cell_id, evaluate, (model, args.dataset, cell.config), cost=cell.scale,
-                kwargs={"out": tmp / cell.cell_id, "options": options,
-                        "update": None if method is None else Path(args.updates) / cell.cell_id})
-            for cell in cells
-        ]  # fmt: skip
-        run_jobs(
-            jobs, workers=params.workers, threads=params.threads, desc=f"evaluate {args.method}"
-        )
+        jobs = evaluate_jobs(
+            cells, model=resolve_model(args.model), dataset=args.dataset,
+            updates=None if method is None else args.updates, options=options, out=tmp,
+        )  # fmt: skip
+        run_stage(jobs, params, out=args.out, desc=f"evaluate {args.method}")
     return 0
 
 
@@ -228,7 +222,12 @@ def _report(args: argparse.Namespace) -> int:
     from ksmith.pipeline.report import write_report
     from ksmith.world.card import read_model_card
 
+    base = None
+    if Path(args.params).exists():
+        from ksmith.pipeline.params import load_params
+
+        base = load_params(args.params).model.base
     meta = read_model_card(resolve_model(args.model)) if args.model else None
-    cells = write_report(args.results, args.out, meta)
+    cells = write_report(args.results, args.out, meta, model_id=model_id(base))
     log.info("report: %d cells -> %s", len(cells), args.out)
     return 0

@@ -46,6 +46,28 @@ class LmEvalParams(_Frozen):
     limit: int | None = Field(None, description="Examples per lm-eval task (null: all).")
 
 
+class CellResources(_Frozen):
+    """What one update or evaluate cell asks of a Ray cluster (`executor: ray`)."""
+
+    cpus: float | None = Field(
+        None,
+        gt=0,
+        description="CPUs reserved per cell; null: `threads`. Fractions are allowed.",
+    )
+    gpus: float = Field(
+        0.0,
+        ge=0,
+        description="GPUs reserved per cell. A fraction (e.g. 0.25) lets that many small "
+        "world-model cells share one GPU; Ray sets CUDA_VISIBLE_DEVICES for each cell.",
+    )
+    retries: int = Field(
+        3,
+        ge=0,
+        description="Times a cell is run again after its worker process or node died (killed, "
+        "out of memory, preempted). A cell that raises an error of its own is never retried.",
+    )
+
+
 class PipelineParams(_Frozen):
     """The whole benchmark run: what to generate, which model, which update matrix."""
 
@@ -66,6 +88,21 @@ class PipelineParams(_Frozen):
         ge=1,
         description="Processes that run a stage's update or evaluation cells side by "
         "side (each with `threads` threads). Results do not depend on it. On a GPU keep 1.",
+    )
+    executor: Literal["local", "ray"] = Field(
+        "local",
+        description="Where a stage's cells run: `local` processes (see `workers`), or tasks on "
+        "a Ray cluster (`pip install 'ksmith[ray]'`; see docs/scaling.md), as many at once as "
+        "`resources` allow (`workers` is then unused). Results do not depend on it.",
+    )
+    ray_address: str | None = Field(
+        None,
+        description="With `executor: ray`: the cluster to attach to (`auto`, "
+        "`ray://head:10001`, ...); null starts a local Ray instance with this machine's cores.",
+    )
+    resources: CellResources = Field(
+        default_factory=CellResources,
+        description="With `executor: ray`: CPUs, GPUs and retries per cell.",
     )
     methods: list[str] = Field(description="Update methods (names in `ksmith methods`).")
     overrides: dict[str, dict[str, Any]] = Field(

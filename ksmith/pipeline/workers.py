@@ -1,14 +1,25 @@
-"""Run a stage's cells one after another, or side by side in worker processes.
+"""Run a stage's cells: in this process, in local worker processes, or as tasks on Ray.
 
 The cells of a stage are independent (each reads the base model and writes its own folder, and
-seeds itself), so they can run in any order and in parallel with the same results. On a small
-model one torch thread per cell leaves the other cores idle; `workers` processes with
-`threads` threads each use them. Workers are *spawned* (never forked from a process that has
-already started torch's thread pools) and run the longest cells first, so that the stage ends
-with short cells rather than one long straggler.
+seeds itself), so they can run in any order, in any process, on any machine, with the same
+results. On a small model one torch thread per cell leaves the other cores idle; `workers`
+processes with `threads` threads each use them. Workers are *spawned* (never forked from a
+process that has already started torch's thread pools) and run the longest cells first, so that
+the stage ends with short cells rather than one long straggler. With Ray
+(`ksmith.pipeline.ray_executor`) each cell is one task with declared resources.
 
-An error in any cell stops the stage: cells not yet started are cancelled and the error is
-raised in the parent with the cell named, so the caller's atomic output folder is discarded.
+Resume. With a `CellStore`, a job that has a `key` (a hash of everything its output depends on,
+`ksmith.pipeline.cells`) writes its folder into the store, named by cell and key, atomically: a
+folder there is a finished cell. A stage that was interrupted (killed, Ctrl-C, one cell's error)
+finds those cells on its next run and does not compute them again; once every cell is done they
+move into the stage's output and the store is emptied.
+
+Logs. Each cell's records (`logging`, INFO and up, one header per attempt) go to
+`<store>/logs/<cell>.log`, kept after the stage; a failure names that file.
+
+Errors. An error in any cell stops the stage: cells not yet started are cancelled and the error
+is raised in the parent with the cell named, once, so the caller's atomic output folder is
+discarded. A cell's own error is never retried; on Ray a cell whose worker *died* is.
 """
 
 from __future__ import annotations
@@ -17,27 +28,43 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import re
+import shutil
+import socket
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ksmith.errors import KsmithError
+from ksmith.io import MARKER, pid_alive
+
+if TYPE_CHECKING:
+    from ksmith.pipeline.params import PipelineParams
+    from ksmith.pipeline.ray_executor import RayOptions
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Job:
-    """One cell's work: ``fn(*args, **kwargs)``. `fn` must be a module-level function (workers
-    import it); `cost` orders the jobs, largest first."""
+    """One cell's work: ``fn(*args, **kwargs)``, plus ``out=`` when `out` is set.
+
+    `fn` must be a module-level function (workers import it); `cost` orders the jobs, largest
+    first. `out` is the cell's output folder, which `fn` writes atomically; `key` a hash of
+    everything that output depends on, so that a `CellStore` can keep a finished cell.
+    """
 
     name: str
     fn: Callable[..., Any]
     args: tuple[Any, ...]
     cost: float = 0.0
     kwargs: dict[str, Any] = field(default_factory=dict)
+    out: str | None = None
+    key: str | None = None
 
 
 class CellFailed(KsmithError):
@@ -48,15 +75,129 @@ class CellFailed(KsmithError):
 # the parent shows one bar for the stage, so the cells' own bars are off.
 WORKER_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 
+STATE_DIR = ".ksmith"
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>[0-9]+)(?:-.*)?$")
 
-def _init_worker(threads: int) -> None:
+
+@dataclass(frozen=True)
+class CellStore:
+    """A stage's finished cells (`cells/<cell>-<key>/`) and per-cell logs (`logs/<cell>.log`).
+
+    It lives outside every output (DVC neither removes it before a stage nor hashes it as a
+    dependency): see `for_output`.
+    """
+
+    root: Path
+
+    @classmethod
+    def for_output(cls, out: str | Path) -> CellStore:
+        """The store of the stage writing `out`: ``.ksmith/<out>`` under the working directory
+        (the DVC project) when `out` is inside it, else ``.ksmith/<name>`` beside `out`."""
+        target = Path(os.path.abspath(out))
+        cwd = Path.cwd()
+        if target.is_relative_to(cwd) and target != cwd:
+            return cls(cwd / STATE_DIR / target.relative_to(cwd))
+        return cls(target.parent / STATE_DIR / target.name)
+
+    @property
+    def cells(self) -> Path:
+        return self.root / "cells"
+
+    def entry(self, job: Job) -> Path:
+        assert job.key is not None, "only keyed jobs are stored"
+        return self.cells / f"{job.name}-{job.key[:16]}"
+
+    def finished(self, job: Job) -> bool:
+        return job.key is not None and (self.entry(job) / MARKER).is_file()
+
+    def log(self, job: Job) -> Path:
+        return self.root / "logs" / f"{job.name}.log"
+
+    def prepare(self, jobs: Sequence[Job]) -> None:
+        """Make the folders; drop stored cells no job here wants (their inputs changed) and
+        temporary folders of runs that are no longer alive."""
+        (self.root / "logs").mkdir(parents=True, exist_ok=True)
+        self.cells.mkdir(parents=True, exist_ok=True)
+        wanted = {self.entry(j).name for j in jobs if j.key is not None}
+        for path in self.cells.iterdir():
+            m = _LEFTOVER.match(path.name)
+            if m is None and path.name in wanted:
+                continue
+            if m is not None and (m["name"] in wanted or pid_alive(int(m["pid"]))):
+                continue  # the cell's next atomic write recovers it / a live run's
+            shutil.rmtree(path, ignore_errors=True)
+
+    def deliver(self, job: Job) -> None:
+        """Move a finished cell to its output folder."""
+        assert job.out is not None
+        os.replace(self.entry(job), job.out)
+
+    def close(self) -> None:
+        """Remove the cells folder once empty (the logs stay)."""
+        with contextlib.suppress(OSError):
+            self.cells.rmdir()
+
+
+@dataclass(frozen=True)
+class Call:
+    """What a worker runs: a job, where it writes (None: as the job says), where it logs."""
+
+    job: Job
+    out: str | None
+    log: str | None
+
+
+def init_worker(threads: int) -> None:
+    """Once per worker process: torch threads, malloc, and logging (warnings on stderr; the
+    cell log handler takes INFO)."""
     import torch
 
     from ksmith.runtime import keep_freed_memory
 
+    os.environ.update(WORKER_ENV)
     keep_freed_memory()
     torch.set_num_threads(threads)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        if handler.level == logging.NOTSET:
+            handler.setLevel(logging.WARNING)
+
+
+class _CellLog:
+    """One cell's log file: this process's records of level INFO and up while the cell runs,
+    and notes (header, outcome) written straight to the file, not to the console."""
+
+    def __init__(self, path: str | None):
+        self.path = path
+
+    def note(self, text: str) -> None:
+        if self.path is not None:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(text.rstrip("\n") + "\n")
+
+    @contextlib.contextmanager
+    def capture(self) -> Iterator[None]:
+        if self.path is None:
+            yield
+            return
+        handler = logging.FileHandler(self.path, mode="a", encoding="utf-8")
+        handler.setLevel(logging.INFO)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger()
+        level, others = root.level, [(h, h.level) for h in root.handlers]
+        if level > logging.INFO:  # the other handlers keep showing only what they showed
+            for h, h_level in others:
+                h.setLevel(max(h_level, level))
+            root.setLevel(logging.INFO)
+        root.addHandler(handler)
+        try:
+            yield
+        finally:
+            root.removeHandler(handler)
+            handler.close()
+            root.setLevel(level)
+            for h, h_level in others:
+                h.setLevel(h_level)
 
 
 @contextlib.contextmanager
@@ -75,48 +216,133 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _call(job: Job) -> tuple[str, str | None]:
+def call(c: Call) -> tuple[str, str | None]:
     """Run one job; errors come back as text (exception objects may not survive pickling)."""
-    try:
-        job.fn(*job.args, **job.kwargs)
-    except KsmithError as e:
-        return job.name, str(e)
-    except Exception:  # an unexpected failure: keep its traceback for the report
-        return job.name, traceback.format_exc()
-    return job.name, None
+    job = c.job
+    out = c.out if c.out is not None else job.out
+    kwargs = job.kwargs if out is None else {**job.kwargs, "out": out}
+    cell_log = _CellLog(c.log)
+    if c.log is not None:
+        Path(c.log).parent.mkdir(parents=True, exist_ok=True)
+    cell_log.note(f"== cell {job.name}: started on {socket.gethostname()}, process {os.getpid()}")
+    error = None
+    with cell_log.capture():
+        try:
+            job.fn(*job.args, **kwargs)
+        except KsmithError as e:
+            error = str(e)
+        except Exception:  # an unexpected failure: keep its traceback for the report
+            error = traceback.format_exc()
+    cell_log.note(f"== cell {job.name}: " + ("done" if error is None else f"failed: {error}"))
+    return job.name, error
 
 
-def run_jobs(
-    jobs: Sequence[Job], *, workers: int = 1, threads: int = 1, desc: str = "cells"
-) -> None:
-    """Run every job, with a progress bar over jobs. ``workers == 1`` runs them in this process
-    (in the given order); more run the largest-cost jobs first in a pool of spawned processes."""
-    from tqdm import tqdm
+def _in_process(calls: Sequence[Call]) -> Iterator[tuple[str, str | None]]:
+    for c in calls:
+        yield call(c)
 
-    if workers < 1:
-        raise KsmithError(f"workers must be at least 1, got {workers}")
-    workers = min(workers, len(jobs))
-    if workers <= 1:
-        for job in tqdm(jobs, desc=desc, unit="cell"):
-            name, error = _call(job)
-            if error is not None:
-                raise CellFailed(f"cell {name}: {error}")
-        return
-    ordered = sorted(jobs, key=lambda j: -j.cost)
+
+def _local_pool(
+    calls: Sequence[Call], workers: int, threads: int
+) -> Iterator[tuple[str, str | None]]:
     context = multiprocessing.get_context("spawn")
     with (
         _environment(WORKER_ENV),
         ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_init_worker, initargs=(threads,)
+            workers, mp_context=context, initializer=init_worker, initargs=(threads,)
         ) as pool,
-        tqdm(total=len(jobs), desc=f"{desc} ({workers} workers)", unit="cell") as bar,
     ):
-        pending = {pool.submit(_call, job) for job in ordered}
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                name, error = future.result()  # a crashed worker raises BrokenProcessPool here
-                bar.update()
-                if error is not None:
-                    pool.shutdown(wait=True, cancel_futures=True)  # running cells finish
-                    raise CellFailed(f"cell {name}: {error}")
+        pending = {pool.submit(call, c) for c in calls}
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    try:
+                        yield future.result()
+                    except BrokenProcessPool:
+                        raise KsmithError(
+                            "a worker process died (killed, or out of memory) while running "
+                            "this stage's cells; run the stage again: finished cells are kept"
+                        ) from None
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # running cells finish
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    *,
+    workers: int = 1,
+    threads: int = 1,
+    desc: str = "cells",
+    store: CellStore | None = None,
+    ray: RayOptions | None = None,
+) -> None:
+    """Run every job, with one progress bar over the stage's jobs.
+
+    With `ray`, each job is a Ray task; else ``workers == 1`` runs them in this process (in the
+    given order) and more run the largest-cost jobs first in a pool of spawned processes. With a
+    `store`, finished keyed jobs are kept there and skipped on the next run (see the module
+    docstring), and each job logs to its file there.
+    """
+    from tqdm import tqdm
+
+    if workers < 1:
+        raise KsmithError(f"workers must be at least 1, got {workers}")
+    todo = list(jobs)
+    if store is not None:
+        store.prepare(jobs)
+        todo = [j for j in jobs if not store.finished(j)]
+        if len(todo) < len(jobs):
+            log.info("%s: %d of %d cells already finished", desc, len(jobs) - len(todo), len(jobs))
+        for job in todo:
+            store.log(job).unlink(missing_ok=True)
+        log.info("%s: cell logs in %s", desc, store.root / "logs")
+    calls = [_call_for(job, store) for job in sorted(todo, key=lambda j: -j.cost)]
+    workers = min(workers, len(calls))
+    if ray is not None:
+        from ksmith.pipeline.ray_executor import ray_cells
+
+        results, label = ray_cells(calls, threads=threads, options=ray), f"{desc} (ray)"
+    elif workers <= 1:
+        results, label = _in_process(_call_for(j, store) for j in todo), desc
+    else:
+        results, label = _local_pool(calls, workers, threads), f"{desc} ({workers} workers)"
+    logs = {c.job.name: c.log for c in calls}
+    with (
+        contextlib.closing(results),
+        tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=label, unit="cell") as bar,
+    ):
+        for name, error in results:
+            bar.update()
+            if error is not None:
+                where = f"\n(cell log: {logs[name]})" if logs.get(name) else ""
+                raise CellFailed(f"cell {name}: {error}{where}")
+    if store is not None:
+        for job in jobs:
+            if job.key is not None and job.out is not None:
+                store.deliver(job)
+        store.close()
+
+
+def _call_for(job: Job, store: CellStore | None) -> Call:
+    if store is None:
+        return Call(job, None, None)
+    out = str(store.entry(job)) if job.key is not None else None
+    return Call(job, out, str(store.log(job)))
+
+
+def run_stage(jobs: Sequence[Job], params: PipelineParams, *, out: str | Path, desc: str) -> None:
+    """`run_jobs` on the executor params.yaml chose, resuming from the store of `out`."""
+    ray = None
+    if params.executor == "ray":
+        from ksmith.pipeline.ray_executor import RayOptions
+
+        ray = RayOptions.from_params(params)
+    run_jobs(
+        jobs,
+        workers=params.workers,
+        threads=params.threads,
+        desc=desc,
+        store=CellStore.for_output(out),
+        ray=ray,
+    )
