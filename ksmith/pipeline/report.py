@@ -1,15 +1,17 @@
-"""The pipeline's report: tables, scale curves and the KnowledgeSmith questions.
+"""The pipeline's report: tables with intervals, scale curves and the KnowledgeSmith questions.
 
-Reads every cell's `metrics.json` under the results root (``<root>/<method>/<cell>/``) and
-writes, deterministically:
+Reads every cell's `metrics.json` (and `eval.json`'s knowledge warning) under the results root
+(``<root>/<method>/<cell>/``) and writes, deterministically:
 
-- ``metrics/<method>.json``: per kind, the mean headline values over the method's cells, and
-  ``metrics/world_model.json``: the capability profile (what `dvc metrics show` prints: a row
-  per file); ``cells.json``: every cell's headline values;
-- ``plots/*.png``: scale curves (efficacy, propagation, locality against k, one panel per level,
-  one line per method) and the consistency-capacity view (conflict rate and drift against k);
-- ``README.md``: the model's capability profile, the tables, and KnowledgeSmith's findings
-  (arXiv 2510.02392) tested with intervals (`ksmith.pipeline.findings`).
+- ``metrics/<method>.json``: the method's score and component means, keys
+  ``<method>.<metric>`` (`dvc_metrics`), and ``metrics/world_model.json``: the model's
+  capability profile (``world_model.<ability>``); ``cells.json``: every cell's headline values;
+- ``plots/*.csv``: DVC plot data (`ksmith.pipeline.plots`; dvc.yaml's `plots:`), and
+  ``plots/*.png``: scale curves per level and the consistency-capacity view;
+- ``README.md``: the model's provenance and capability profile, flags on metrics degenerate for
+  it (`ksmith.pipeline.summary`), per-method summaries with intervals, every cell's values with
+  95% intervals and probe counts, and KnowledgeSmith's findings (arXiv 2510.02392) tested with
+  intervals (`ksmith.pipeline.findings`).
 """
 
 from __future__ import annotations
@@ -23,12 +25,20 @@ from pathlib import Path
 from typing import Any
 
 from ksmith.evaluate.metrics import HEADLINE_MODES, headline, metric_info, parse_metric_name
+from ksmith.leaderboard.aggregate import COMPONENTS
 from ksmith.pipeline.findings import findings
 from ksmith.pipeline.matrix import parse_config
+from ksmith.pipeline.plots import LEVELS, write_plot_data, write_pngs
+from ksmith.pipeline.summary import (
+    ABILITY_FLOOR,
+    BASELINE_CEILING,
+    Flag,
+    Summary,
+    degenerate,
+    summaries,
+)
 
-LEVELS = ("root", "intermediate", "leaf")
-SCALE_CURVES = ("efficacy", "propagation", "locality")
-CONSISTENCY = ("conflict_rate", "drift_kl")
+FLAG = "⚠"
 
 
 @dataclass(frozen=True)
@@ -41,15 +51,30 @@ class CellResult:
     scale: int
     seed: int
     metrics: dict[str, dict[str, Any]]  # full metrics.json "metrics"
+    knowledge_warning: str | None = None  # eval.json's: the model barely knew the facts
+
+    @property
+    def cell_id(self) -> str:
+        return f"{self.method}/{self.config}.s{self.seed}"
+
+    def entry(self, base: str) -> dict[str, Any] | None:
+        """A metric's record (value, ci, n, mode) in its headline mode: the first mode of
+        HEADLINE_MODES that has a value. `base` is a metric name, possibly sliced
+        (``efficacy``, ``propagation.known``)."""
+        for mode in HEADLINE_MODES:
+            entry = self.metrics.get(f"{base}@{mode}", {})
+            if entry.get("value") is not None:
+                return entry
+        return None
 
     def value(self, base: str) -> float | None:
-        """A metric's value in its headline mode: the first mode of HEADLINE_MODES that has
-        one. `base` is a metric name, possibly sliced (``efficacy``, ``propagation.known``)."""
-        for mode in HEADLINE_MODES:
-            value = self.metrics.get(f"{base}@{mode}", {}).get("value")
-            if value is not None:
-                return value
-        return None
+        """The headline value of `base` (see `entry`)."""
+        entry = self.entry(base)
+        return None if entry is None else entry["value"]
+
+    def bases(self) -> list[str]:
+        """The cell's headline metric names (no mode)."""
+        return [parse_metric_name(n)[0] for n in headline(self.metrics)]
 
 
 def collect(root: str | Path) -> list[CellResult]:
@@ -60,14 +85,27 @@ def collect(root: str | Path) -> list[CellResult]:
         config, _, seed = path.parent.name.rpartition(".s")
         domain, kind, level, scale = parse_config(config)
         data = json.loads(path.read_text())
-        cells.append(
-            CellResult(method, config, domain, kind, level, scale, int(seed), data["metrics"])
-        )
+        ev_path = path.parent / "eval.json"
+        ev = json.loads(ev_path.read_text()) if ev_path.exists() else {}
+        warning = (ev.get("knowledge") or {}).get("warning")
+        cells.append(CellResult(
+            method, config, domain, kind, level, scale, int(seed), data["metrics"], warning
+        ))  # fmt: skip
     return cells
 
 
 def _fmt(x: float | None) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def _fmt_entry(entry: dict[str, Any] | None) -> str:
+    """``value [lo, hi] n`` (95% bootstrap interval over the cell's probes, probe count)."""
+    if entry is None:
+        return "–"
+    lo, hi = (entry.get("ci") or [None, None])[:2]
+    ci = f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else ""
+    n = entry.get("n")
+    return f"{entry['value']:.3f}{ci}" + (f" {n}" if n is not None else "")
 
 
 def _mean(xs: Sequence[float | None]) -> float | None:
@@ -83,22 +121,27 @@ def _headline_bases(cells: Sequence[CellResult]) -> list[str]:
     return list(seen)
 
 
-SUMMARY_METRICS = ("efficacy", "generalization", "propagation", "locality", "ccr")
-
-
 def dvc_metrics(cells: Sequence[CellResult]) -> dict[str, dict[str, Any]]:
-    """What `dvc metrics show` prints, one file per method (a row each): per kind, the mean of
-    each `SUMMARY_METRICS` headline value over the method's cells."""
+    """What `dvc metrics show` and `dvc exp show` print, one file per method: the score and the
+    component means over the method's cells, under keys ``<method>.<name>`` (``<method>.<kind>.
+    <name>`` for a method with cells of both kinds, the baseline). The keys are unique across
+    files, so DVC names columns by them, short enough for a terminal, and
+    ``dvc exp show --keep '<method>\\.'`` selects one method."""
     out: dict[str, dict[str, Any]] = {}
-    for method in sorted({c.method for c in cells}):
-        row: dict[str, Any] = {}
-        for kind in ("edit", "unlearn"):
-            sel = [c for c in cells if c.method == method and c.kind == kind]
-            for base in SUMMARY_METRICS if sel else ():
-                value = _mean([c.value(base) for c in sel])
-                row[f"{kind}.{base}"] = None if value is None else round(value, 4)
-        out[method] = row
+    rows = summaries(cells)
+    for s in rows:
+        both = sum(r.method == s.method for r in rows) > 1
+        prefix = f"{s.method}.{s.kind}" if both else s.method
+        flat = s.flat()
+        flat.pop("cells")
+        out.setdefault(s.method, {}).update({f"{prefix}.{k}": v for k, v in flat.items()})
     return out
+
+
+def profile_metrics(meta: dict[str, Any]) -> dict[str, float]:
+    """The capability profile as flat DVC metrics, ``world_model.<ability>`` (no sub-slices)."""
+    abilities = meta.get("abilities") or {}
+    return {f"world_model.{k}": v for k, v in sorted(abilities.items()) if "." not in k}
 
 
 def cell_metrics(cells: Sequence[CellResult]) -> dict[str, Any]:
@@ -111,13 +154,41 @@ def cell_metrics(cells: Sequence[CellResult]) -> dict[str, Any]:
     return dict(out)
 
 
-def _table(cells: Sequence[CellResult], bases: Sequence[str]) -> list[str]:
-    head = ["method", "level", "k", *bases]
+def _flagged(flags: Sequence[Flag], kind: str) -> set[str]:
+    return {f.metric for f in flags if f.kind == kind}
+
+
+def _table(cells: Sequence[CellResult], bases: Sequence[str], flagged: set[str]) -> list[str]:
+    head = ["method", "level", "k", *(f"{b} {FLAG}" if b in flagged else b for b in bases)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in sorted(cells, key=lambda c: (c.method, LEVELS.index(c.level), c.scale, c.seed)):
-        row = [c.method, c.level, str(c.scale), *(_fmt(c.value(b)) for b in bases)]
+        method = f"{c.method} {FLAG}" if c.knowledge_warning else c.method
+        row = [method, c.level, str(c.scale), *(_fmt_entry(c.entry(b)) for b in bases)]
         lines.append("| " + " | ".join(row) + " |")
     return lines
+
+
+def _summary_table(rows: Sequence[Summary], kind: str, flagged: set[str]) -> list[str]:
+    comps = COMPONENTS[kind]
+    head = ["method", "cells", "score [95% CI]"]
+    head += [f"{b} {FLAG}" if b in flagged else b for b in comps]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in rows:
+        score = _fmt(s.score) + (
+            f" [{s.score_ci[0]:.2f}, {s.score_ci[1]:.2f}]" if s.score_ci else ""
+        )
+        parts = [str(s.components[b]) for b in comps]
+        lines.append("| " + " | ".join([s.method, str(s.cells), score, *parts]) + " |")
+    return lines
+
+
+SCORE_RULE = (
+    "**Score**: the harmonic mean of the component means over the method's cells (each "
+    "oriented so higher is better), with a 95% bootstrap interval over cells. The means are "
+    "pooled first because a k=1 cell has 3-6 probes per component: one miss can zero a "
+    "component there, and a harmonic mean per cell would then zero the whole cell. Components: "
+    "mean over cells [95% bootstrap interval over cells] (n = cells with probes of that type)."
+)
 
 
 def _by_level_scale(cells: Sequence[CellResult], base: str) -> list[str]:
@@ -135,46 +206,6 @@ def _by_level_scale(cells: Sequence[CellResult], base: str) -> list[str]:
         if any(v is not None for v in row):
             lines.append(f"| {level} | " + " | ".join(_fmt(v) for v in row) + " |")
     return lines
-
-
-def _plot(cells: Sequence[CellResult], kind: str, bases: Sequence[str], path: Path) -> bool:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sel = [c for c in cells if c.kind == kind]
-    levels = [lv for lv in LEVELS if any(c.level == lv for c in sel)]
-    if not sel or not levels:
-        return False
-    methods = sorted({c.method for c in sel})
-    fig, axes = plt.subplots(
-        len(bases), len(levels), figsize=(4 * len(levels), 3 * len(bases)), squeeze=False
-    )
-    for i, base in enumerate(bases):
-        for j, level in enumerate(levels):
-            ax = axes[i][j]
-            for m in methods:
-                pts = defaultdict(list)
-                for c in sel:
-                    if c.method == m and c.level == level and c.value(base) is not None:
-                        pts[c.scale].append(c.value(base))
-                if pts:
-                    ks = sorted(pts)
-                    ax.plot(ks, [sum(pts[k]) / len(pts[k]) for k in ks], marker="o", label=m)
-            ax.set_xscale("log")
-            ax.set_title(f"{kind} · {level}", fontsize=9)
-            ax.set_xlabel("scale k")
-            ax.set_ylabel(base)
-            ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 7), fontsize=8)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    # No timestamps in the PNG, so the same results give the same bytes.
-    fig.savefig(path, dpi=80, metadata={"Software": None})
-    plt.close(fig)
-    return True
 
 
 def _level_scale_tables(cells: Sequence[CellResult]) -> list[str]:
@@ -196,34 +227,88 @@ def _level_scale_tables(cells: Sequence[CellResult]) -> list[str]:
     return out
 
 
+def _provenance(meta: dict[str, Any], model_id: str | None) -> list[str]:
+    """Where the evaluated model comes from, in one paragraph."""
+    name = f"`{model_id}`" if model_id else "The evaluated model"
+    if not meta:
+        return [
+            f"Model: {name}, used as given (no ksmith card): its capability before any update "
+            "was not measured, so no metric below can be checked against what it knew.",
+            "",
+        ]
+    origin = (
+        f"fine-tuned from `{meta['base']}` on the world's corpus"
+        if meta.get("base")
+        else "trained from scratch on the world's corpus"
+    )
+    return [
+        f"Model: {name}, {meta.get('arch', '?')}, {meta.get('layers', '?')} layers, width "
+        f"{meta.get('hidden', '?')}, {meta.get('parameters', '?')} parameters, "
+        f"{meta.get('tokenizer', '?')} tokenizer; {origin} (dataset fingerprint "
+        f"`{str(meta.get('dataset_fingerprint', '?'))[:12]}`), {meta.get('steps', '?')} steps "
+        f"(stopped by {meta.get('stopped_by', '?')}), seed {meta.get('seed', '?')}, ksmith "
+        f"{meta.get('ksmith_version', '?')}. Every metric below measures an update of this "
+        "model, so read them against what it could do before.",
+        "",
+    ]
+
+
+def _flags_section(flags: Sequence[Flag], meta: dict[str, Any]) -> list[str]:
+    lines = ["## Metrics degenerate for this model", ""]
+    if not flags:
+        checked = "its capability profile and " if meta.get("abilities") else ""
+        return lines + [
+            f"None: checked against {checked}the no-update baseline.",
+            "",
+        ]
+    lines += [
+        f"Marked {FLAG} in the tables. A metric is flagged when an ability it needs is below the "
+        f"card's threshold (or {ABILITY_FLOOR:.0%} without one), when doing nothing already "
+        f"scores {BASELINE_CEILING} or more on a change it counts, or when cells warned that the "
+        f"model barely knew the targeted facts ({FLAG} after the method in the cell tables). "
+        "Such a metric partly measures the model's ignorance, not the update.",
+        "",
+    ]
+    for f in flags:
+        lines.append(
+            f"- {'editing' if f.kind == 'edit' else 'unlearning'}, **{f.metric}**: {f.reason}."
+        )
+    return lines + [""]
+
+
 def write_report(
-    results_root: str | Path, out: str | Path, model_meta: dict[str, Any] | None = None
+    results_root: str | Path,
+    out: str | Path,
+    model_meta: dict[str, Any] | None = None,
+    model_id: str | None = None,
 ) -> list[CellResult]:
     """Write README.md, metrics/ (one DVC metrics file per method and the world model's
     profile), cells.json and plots/ under `out` (a plain folder DVC tracks). `model_meta` is the
-    evaluated model's card (`ksmith.world.read_model_card`), whose profile leads the report."""
+    evaluated model's card (`ksmith.world.read_model_card`), whose provenance and profile lead
+    the report; `model_id` its leaderboard id."""
     cells = collect(results_root)
     out = Path(out)
-    (out / "plots").mkdir(parents=True, exist_ok=True)
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    for old in plots.glob("*.csv"):
+        old.unlink()
     metrics_dir = out / "metrics"
     metrics_dir.mkdir(exist_ok=True)
     for old in metrics_dir.glob("*.json"):
         old.unlink()
-    for method, row in dvc_metrics(cells).items():
-        (metrics_dir / f"{method}.json").write_text(
-            json.dumps(row, indent=2, sort_keys=True) + "\n"
-        )
+    for method, row in dvc_metrics(cells).items():  # key order: score first (DVC keeps it)
+        (metrics_dir / f"{method}.json").write_text(json.dumps(row, indent=2) + "\n")
     meta = model_meta or {}
-    abilities = meta.get("abilities") or {}
-    if abilities:
+    if profile_metrics(meta):
         (metrics_dir / "world_model.json").write_text(
-            json.dumps({f"profile.{k}": v for k, v in abilities.items()}, indent=2, sort_keys=True)
-            + "\n"
+            json.dumps(profile_metrics(meta), indent=2, sort_keys=True) + "\n"
         )
     (out / "cells.json").write_text(
         json.dumps(cell_metrics(cells), indent=2, sort_keys=True) + "\n"
     )
+    write_plot_data(cells, plots)
     bases = _headline_bases(cells)
+    flags = degenerate(cells, meta)
     lines = [
         "# ksmith run report",
         "",
@@ -231,38 +316,38 @@ def write_report(
         "metric (see the metric table below); per-item predictions sit next to every "
         "cell's metrics.json, and every cell's headline numbers are in `cells.json`.",
         "",
+        "## The instrument: the evaluated model before any update",
+        "",
+        *_provenance(meta, model_id),
     ]
     if meta:
         from ksmith.world.card import profile_markdown
 
-        lines += [
-            "## The instrument: the evaluated model before any update",
-            "",
-            f"Model: {meta.get('arch', '?')}, {meta.get('layers', '?')} layers, width "
-            f"{meta.get('hidden', '?')}, {meta.get('parameters', '?')} parameters"
-            + (
-                f", fine-tuned from `{meta['base']}`"
-                if meta.get("base")
-                else ", trained from scratch on the world's corpus"
-            )  # fmt: skip
-            + f"; {meta.get('steps', '?')} training steps. Every metric below measures an "
-            "update of this model, so read them against what it could do before.",
-            "",
-            profile_markdown(meta, heading="###"),
-            "",
-        ]
+        lines += [profile_markdown(meta, heading="###"), ""]
+    lines += _flags_section(flags, meta)
+    all_summaries = summaries(cells)
+    for kind in ("edit", "unlearn"):
+        rows = [s for s in all_summaries if s.kind == kind]
+        if rows:
+            title = "Editing" if kind == "edit" else "Unlearning"
+            lines += [f"## {title}: per method", "", SCORE_RULE, ""]
+            lines += [*_summary_table(rows, kind, _flagged(flags, kind)), ""]
     for kind in ("edit", "unlearn"):
         sel = [c for c in cells if c.kind == kind]
         if not sel:
             continue
         kb = [b for b in bases if kind in metric_info(b).get("kinds", (kind,))]
-        lines += [f"## {'Editing' if kind == 'edit' else 'Unlearning'}", "", *_table(sel, kb), ""]
-        for name, bset in (
-            (f"scale_{kind}.png", SCALE_CURVES),
-            (f"consistency_{kind}.png", CONSISTENCY),
-        ):
-            if _plot(cells, kind, bset, out / "plots" / name):
-                lines += [f"![{name}](plots/{name})", ""]
+        lines += [
+            f"## {'Editing' if kind == 'edit' else 'Unlearning'}: every cell",
+            "",
+            "Each value: the cell's metric, its 95% bootstrap interval over probes, and the "
+            "number of probes (items) it rests on.",
+            "",
+            *_table(sel, kb, _flagged(flags, kind)),
+            "",
+        ]
+        for name in write_pngs(cells, plots, kind):
+            lines += [f"![{name}](plots/{name})", ""]
     lines += findings(cells)
     lines += _level_scale_tables(cells)
     lines += ["## Metrics", "", "| metric | direction | meaning |", "|---|---|---|"]

@@ -1,0 +1,147 @@
+"""The report's plots: DVC-native plot data (CSV) and the PNGs the report embeds.
+
+DVC plot data (`write_plot_data`), one CSV per kind, rendered by the `plots:` definitions in
+dvc.yaml with the templates in `.dvc/plots/` (colour = method, dash or shape = experiment), so
+`dvc plots diff` overlays experiments:
+
+- ``scale_<kind>.csv``: per method and scale k, the score and the component, consistency and
+  drift means over the cells at that k (every level and seed);
+- ``tradeoff_<kind>.csv``: per method, efficacy against locality (means over its cells, with
+  95% bootstrap intervals over cells) and the score: the editing-vs-preservation trade-off.
+
+PNGs (`write_pngs`): the same scale curves per level (one panel per level and metric, one line
+per method) and the consistency-capacity view, embedded in report/README.md.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ksmith.pipeline.summary import summarize
+
+LEVELS = ("root", "intermediate", "leaf")
+SCALE_CURVES = ("efficacy", "propagation", "locality")
+CONSISTENCY = ("conflict_rate", "drift_kl")
+SCALE_COLUMNS = (
+    "score", "efficacy", "generalization", "propagation", "locality", "conflict_rate", "drift_kl",
+)  # fmt: skip
+TRADEOFF_COLUMNS = (
+    "efficacy", "efficacy_lo", "efficacy_hi", "locality", "locality_lo", "locality_hi", "score",
+    "cells",
+)  # fmt: skip
+
+
+def _num(x: float | None) -> str:
+    return "" if x is None else f"{x:.4f}"
+
+
+def _write_csv(path: Path, header: Sequence[str], rows: list[list[Any]]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def scale_rows(cells: Sequence[Any], kind: str) -> list[list[Any]]:
+    """One row per (method, k): `SCALE_COLUMNS` over the method's cells at that k."""
+    rows = []
+    sel = [c for c in cells if c.kind == kind]
+    for method in sorted({c.method for c in sel}):
+        for k in sorted({c.scale for c in sel if c.method == method}):
+            at_k = [c for c in sel if c.method == method and c.scale == k]
+            s = summarize(at_k, method, kind, interval=False)
+            row: list[Any] = [method, k, _num(s.score if s else None)]
+            for base in SCALE_COLUMNS[1:]:
+                vals = [v for c in at_k if (v := c.value(base)) is not None]
+                row.append(_num(sum(vals) / len(vals) if vals else None))
+            rows.append(row)
+    return rows
+
+
+def tradeoff_rows(cells: Sequence[Any], kind: str) -> list[list[Any]]:
+    """One row per method: efficacy and locality with their intervals, the score, cells."""
+    rows = []
+    for method in sorted({c.method for c in cells if c.kind == kind}):
+        s = summarize(cells, method, kind)
+        if s is None:
+            continue
+        row: list[Any] = [method]
+        for base in ("efficacy", "locality"):
+            est = s.components.get(base)
+            lo, hi = est.ci if est is not None and est.ci else (None, None)
+            row += [_num(est.mean if est else None), _num(lo), _num(hi)]
+        rows.append([*row, _num(s.score), s.cells])
+    return rows
+
+
+def write_plot_data(cells: Sequence[Any], out: Path) -> list[str]:
+    """The DVC plot CSVs under `out` (see the module docstring); their names."""
+    names = []
+    for kind in ("edit", "unlearn"):
+        if not any(c.kind == kind for c in cells):
+            continue
+        _write_csv(
+            out / f"scale_{kind}.csv", ["method", "k", *SCALE_COLUMNS], scale_rows(cells, kind)
+        )
+        _write_csv(
+            out / f"tradeoff_{kind}.csv", ["method", *TRADEOFF_COLUMNS], tradeoff_rows(cells, kind)
+        )
+        names += [f"scale_{kind}.csv", f"tradeoff_{kind}.csv"]
+    return names
+
+
+def plot_png(cells: Sequence[Any], kind: str, bases: Sequence[str], path: Path) -> bool:
+    """One panel per (metric, level): the metric against k, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sel = [c for c in cells if c.kind == kind]
+    levels = [lv for lv in LEVELS if any(c.level == lv for c in sel)]
+    if not sel or not levels:
+        return False
+    methods = sorted({c.method for c in sel})
+    fig, axes = plt.subplots(
+        len(bases), len(levels), figsize=(4 * len(levels), 3 * len(bases)), squeeze=False
+    )
+    for i, base in enumerate(bases):
+        for j, level in enumerate(levels):
+            ax = axes[i][j]
+            for m in methods:
+                pts = defaultdict(list)
+                for c in sel:
+                    if c.method == m and c.level == level and c.value(base) is not None:
+                        pts[c.scale].append(c.value(base))
+                if pts:
+                    ks = sorted(pts)
+                    ax.plot(ks, [sum(pts[k]) / len(pts[k]) for k in ks], marker="o", label=m)
+            ax.set_xscale("log")
+            ax.set_title(f"{kind} · {level}", fontsize=9)
+            ax.set_xlabel("scale k")
+            ax.set_ylabel(base)
+            ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 7), fontsize=8)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    # No timestamps in the PNG, so the same results give the same bytes.
+    fig.savefig(path, dpi=80, metadata={"Software": None})
+    plt.close(fig)
+    return True
+
+
+def write_pngs(cells: Sequence[Any], out: Path, kind: str) -> list[str]:
+    """The kind's scale-curve and consistency PNGs under `out`; the names written."""
+    names = []
+    for name, bases in (
+        (f"scale_{kind}.png", SCALE_CURVES),
+        (f"consistency_{kind}.png", CONSISTENCY),
+    ):
+        if plot_png(cells, kind, bases, out / name):
+            names.append(name)
+    return names
