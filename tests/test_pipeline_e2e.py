@@ -67,15 +67,19 @@ def test_dvc_repro_tiny(tmp_path):
     assert "biology.unlearn.leaf.k1.s0" in cells["ga"]
     summary = {p.stem: json.loads(p.read_text()) for p in (report / "metrics").glob("*.json")}
     assert set(summary) == {"ft_m", "ga", "none", "world_model"}
-    assert "edit.efficacy" in summary["ft_m"] and "unlearn.efficacy" in summary["ga"]
-    assert "profile.direct" in summary["world_model"]
+    assert "ft_m.efficacy" in summary["ft_m"] and "ga.score" in summary["ga"]
+    assert "none.edit.score" in summary["none"] and "none.unlearn.score" in summary["none"]
+    assert "world_model.direct" in summary["world_model"]
     shown = _dvc(proj, "metrics", "show")  # one row per file, a few columns each
-    assert shown.returncode == 0 and "edit.efficacy" in shown.stdout, shown.stderr
+    assert shown.returncode == 0 and "ft_m.efficacy" in shown.stdout, shown.stderr
     assert "world_model.json" in shown.stdout
     text = (report / "README.md").read_text()
     assert "The instrument" in text and "Capability profile" in text
     assert "Editing over-spreads" in text and "Unlearning under-spreads" in text
     assert any((report / "plots").glob("*.png"))
+    assert {"scale_edit.csv", "tradeoff_unlearn.csv"} <= {
+        p.name for p in (report / "plots").iterdir()
+    }
 
     from ksmith.leaderboard import load_submission
 
