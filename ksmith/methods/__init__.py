@@ -32,6 +32,7 @@ _BUILTIN: tuple[str, ...] = (
     "ksmith.methods.memit",
     "ksmith.methods.alphaedit",
     "ksmith.methods.grace",
+    "ksmith.methods.wise",
     "ksmith.methods.unlearn",
 )
 
