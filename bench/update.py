@@ -1,19 +1,25 @@
-"""Cost of the locate-then-edit editors on the world model: batch vs sequential, cached stats.
+"""Cost of every update method on the world model: seconds per request at k = 1, 10 and 100.
 
     python bench/update.py [MODEL_DIR] [--corpus DATASET_DIR_OR_TXT] [--ks 1,10,100]
+                           [--methods memit,rome,...] [--threads 1]
 
-With no MODEL_DIR, a model is built from the default world-model spec (specs/world/default.yaml)
-with a word tokenizer over a synthetic corpus (random weights: this measures cost, not quality).
-MEMIT, AlphaEdit and FT-M (if registered) apply k requests in one batch; ROME applies the same
-k one after another. Prints seconds per request, the ratio of sequential ROME to batched MEMIT
-per request at the largest k, the peak resident memory, and whether a second MEMIT run reused
-the cached second moments. The last line is one key=value summary.
+With no MODEL_DIR, `out/model` is used when it exists, else a model is built from the default
+world-model spec (specs/world/default.yaml) with a word tokenizer over a synthetic corpus (random
+weights: this measures cost, not quality). Every registered method (or those listed) runs with
+its YAML defaults for the model type on k requests at once: editors on edit requests, unlearning
+methods on unlearn requests (with a retain set); ROME, which writes one fact at a time, edits
+the k requests one after another. The statistics cache of the locate-then-edit editors is
+warmed first, so timings compare the updates themselves. Prints seconds per request per method
+and k, the peak resident memory, whether a second MEMIT run reused the cached second moments,
+and last one key=value summary line whose `ratio` is ROME's cost per request over MEMIT's at
+the largest k (batching pays off: target >= 10).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import logging
 import random
 import resource
@@ -24,20 +30,19 @@ from pathlib import Path
 
 import torch
 
-from ksmith.methods import load_builtin_methods
+from ksmith.methods import get_method, load_builtin_methods
 from ksmith.methods import stats as stats_mod
-from ksmith.methods.alphaedit import AlphaEdit
-from ksmith.methods.base import METHODS, Request, TextPair, UpdateProblem
-from ksmith.methods.memit import MEMIT
-from ksmith.methods.rome import ROME
+from ksmith.methods.base import METHODS, Request, TextPair, UpdateMethod, UpdateProblem
+from ksmith.methods.params import resolve_params
 from ksmith.runtime import keep_freed_memory
 
 FOODS = "meat grass fish seeds insects fruit leaves nectar".split()
 PLACES = "forest desert ocean river mountain swamp cave meadow".split()
+DEFAULT_MODEL = Path("out/model")
 
 
-def synthetic_world(n_subjects: int, seed: int = 0) -> tuple[list[str], list[tuple[str, str, str]]]:
-    """Corpus lines and (subject, prompt, object) facts of a small fictional world."""
+def synthetic_world(n_subjects: int, seed: int = 0) -> tuple[list[str], list[tuple[str, ...]]]:
+    """Corpus lines and (subject, prompt, food, place) facts of a small fictional world."""
     rng = random.Random(seed)
     syll = "ba ko ri mu te sa lo ni ve du ga pe".split()
     names = sorted({"".join(rng.choice(syll) for _ in range(3)) for _ in range(4 * n_subjects)})
@@ -45,7 +50,7 @@ def synthetic_world(n_subjects: int, seed: int = 0) -> tuple[list[str], list[tup
     facts, corpus = [], []
     for n in names:
         food, place = rng.choice(FOODS), rng.choice(PLACES)
-        facts.append((n, f"{n} eats", food))
+        facts.append((n, f"{n} eats", food, place))
         corpus += [
             f"{n} eats {food} .",
             f"{n} lives in the {place} .",
@@ -65,17 +70,32 @@ def build_default_model(corpus: list[str]):
     return build_model(spec, tok).eval(), tok
 
 
-def problem_for(facts, k: int) -> UpdateProblem:
+def problem_for(facts, k: int, method: UpdateMethod) -> UpdateProblem:
+    """k requests of the method's kind; Q+ the request prompts, Q- where the subjects live."""
     reqs = []
-    for i, (subj, prompt, old) in enumerate(facts[:k]):
-        new = FOODS[(FOODS.index(old) + 1) % len(FOODS)] if old in FOODS else FOODS[0]
+    for i, (subj, prompt, old, _place) in enumerate(facts[:k]):
+        new = FOODS[(FOODS.index(old) + 1) % len(FOODS)] if method.kind == "edit" else None
         reqs.append(Request(f"r{i}", subj, "eats", prompt, old, new))
-    plus = tuple(TextPair(r.prompt, r.new_object or "", r.request_id) for r in reqs)
-    return UpdateProblem(kind="edit", requests=tuple(reqs), plus=plus)
+    plus = tuple(TextPair(r.prompt, r.new_object or r.old_object, r.request_id) for r in reqs)
+    minus = tuple(TextPair(f"{s} lives in the", place) for s, _p, _o, place in facts[:k])
+    problem = UpdateProblem(kind=method.kind, requests=tuple(reqs), plus=plus, minus=minus)
+    return dataclasses.replace(problem, target=method.target_kind())
 
 
-def timed(method, model, tok, problem) -> float:
-    edited = copy.deepcopy(model)
+def make_method(name: str, model, common: dict[str, str]) -> UpdateMethod:
+    """The method with its YAML defaults for this model type (statistics corpus and cache set
+    for the editors that take second moments)."""
+    cls = get_method(name)
+    params = resolve_params(
+        cls, model_type=model.config.model_type, num_layers=model.config.num_hidden_layers
+    )
+    extra = {k: v for k, v in common.items() if k in type(params).model_fields}
+    return cls(params.model_copy(update=extra))
+
+
+def timed(method: UpdateMethod, model, tok, problem: UpdateProblem) -> float:
+    edited = copy.deepcopy(model)  # each run starts from the base weights
+    torch.manual_seed(problem.seed)
     t0 = time.perf_counter()
     method.apply(edited, tok, problem)
     return time.perf_counter() - t0
@@ -83,32 +103,37 @@ def timed(method, model, tok, problem) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model", nargs="?", help="world model folder (default: built, random)")
+    ap.add_argument("model", nargs="?", help="world model folder (default: out/model or built)")
     ap.add_argument(
         "--corpus", help="statistics corpus: dataset folder or .txt (default: the synthetic corpus)"
     )
     ap.add_argument("--ks", default="1,10,100", help="comma-separated request counts")
+    ap.add_argument("--methods", help="comma-separated method names (default: every one)")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
     args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
     keep_freed_memory()  # as the ksmith command and pipeline workers do
     logging.basicConfig(level=logging.WARNING)
     ks = [int(x) for x in args.ks.split(",")]
     corpus, facts = synthetic_world(max(ks))
-    if args.model:
+    model_dir = args.model or (str(DEFAULT_MODEL) if DEFAULT_MODEL.is_dir() else None)
+    if model_dir:
         from ksmith.models.loading import load_model
 
-        model, tok = load_model(args.model, device="cpu")
+        model, tok = load_model(model_dir, device="cpu")
     else:
         model, tok = build_default_model(corpus)
     print(
-        f"threads={torch.get_num_threads()} model_type={model.config.model_type} "
-        f"layers={model.config.num_hidden_layers} hidden={model.config.hidden_size}"
+        f"model={model_dir or 'built (random)'} threads={torch.get_num_threads()} "
+        f"model_type={model.config.model_type} layers={model.config.num_hidden_layers} "
+        f"hidden={model.config.hidden_size}"
     )
     work = Path(tempfile.mkdtemp(prefix="ksmith-bench-"))
     corpus_path = args.corpus
     if corpus_path is None:
         corpus_path = str(work / "corpus.txt")
         Path(corpus_path).write_text("\n".join(corpus))
-    cache = str(work / "stats")
+    common = {"mom2_corpus_path": corpus_path, "mom2_cache_dir": str(work / "stats")}
 
     computed = []
     original = stats_mod.compute_second_moments
@@ -118,38 +143,31 @@ def main(argv: list[str] | None = None) -> int:
         return original(*a, **kw)
 
     stats_mod.compute_second_moments = counting
-    common = {"mom2_corpus_path": corpus_path, "mom2_cache_dir": cache}
-    makers = {
-        "memit": lambda: MEMIT(MEMIT.Params(**common)),
-        "alphaedit": lambda: AlphaEdit(AlphaEdit.Params(**common)),
-        "rome_seq": lambda: ROME(ROME.Params(**common)),
-    }
     load_builtin_methods()
-    if "ft_m" in METHODS:
-        ftm = METHODS.get("ft_m")
-        makers["ft_m"] = lambda: ftm(ftm.Params())
-    # warm the statistics cache once, so timings compare the edits themselves
-    timed(makers["memit"](), model, tok, problem_for(facts, 1))
-    timed(makers["rome_seq"](), model, tok, problem_for(facts, 1))
+    names = args.methods.split(",") if args.methods else METHODS.names()
+    for name in ("memit", "rome"):  # the ratio's two methods, and warm the statistics cache
+        if name not in names:
+            names.append(name)
+        method = make_method(name, model, common)
+        timed(method, model, tok, problem_for(facts, 1, method))
     per_req: dict[tuple[str, int], float] = {}
     for k in ks:
-        problem = problem_for(facts, k)
-        for name, make in makers.items():
-            if name == "rome_seq":
-                problem_k = UpdateProblem(kind="edit", requests=problem.requests, mode="sequential")
-            else:
-                problem_k = problem
-            secs = timed(make(), model, tok, problem_k)
+        for name in names:
+            method = make_method(name, model, common)
+            secs = timed(method, model, tok, problem_for(facts, k, method))
             per_req[(name, k)] = secs / k
-            print(f"{name:10s} k={k:<4d} seconds={secs:8.3f} per_request={secs / k:.4f}")
+            print(
+                f"{name:10s} {method.kind:7s} k={k:<4d} seconds={secs:8.3f} per_request={secs / k:.4f}"
+            )
             sys.stdout.flush()
     before = len(computed)
-    timed(makers["memit"](), model, tok, problem_for(facts, 1))  # a fresh instance: new run
+    memit = make_method("memit", model, common)  # a fresh instance: a new run
+    timed(memit, model, tok, problem_for(facts, 1, memit))
     reused = len(computed) == before
     kmax = max(ks)
-    ratio = per_req[("rome_seq", kmax)] / per_req[("memit", kmax)]
+    ratio = per_req[("rome", kmax)] / per_req[("memit", kmax)]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"ratio(rome_seq/memit per request, k={kmax})={ratio:.2f} (target >= 10)")
+    print(f"ratio(rome/memit per request, k={kmax})={ratio:.2f} (target >= 10)")
     print(f"peak_rss_mb={peak_mb:.0f} stats_reused_second_run={reused}")
     summary = " ".join(
         [f"{n}_k{k}_s_per_req={v:.4f}" for (n, k), v in sorted(per_req.items())]

@@ -88,8 +88,14 @@ def test_edited_key_maps_to_its_trained_value():
     with torch.no_grad():
         loss1 = -float(answer_logprobs(model, batch, reduction="mean")[0])
     assert loss1 < loss0 and res.log["final_loss"][0] == pytest.approx(loss1, rel=1e-4)
-    _key, out = _key_and_output(model, tok, TextPair(prompt, answer), module)
-    assert torch.equal(out, book.values[0])  # the module now outputs the trained value
+    seen = []
+    handle = module.register_forward_hook(lambda _m, _a, out: seen.append(out[0, -1]))
+    with torch.no_grad():
+        model(input_ids=torch.tensor([tok(prompt)["input_ids"]]))
+    handle.remove()
+    assert torch.equal(seen[0], book.values[0])  # the module now outputs the trained value
+    _key, own = _key_and_output(model, tok, TextPair(prompt, answer), module)
+    assert not torch.equal(own, book.values[0])  # its own output is still the unedited one
 
 
 def _book(model):

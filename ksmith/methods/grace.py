@@ -196,13 +196,15 @@ def _io_dims(model: torch.nn.Module, module_path: str, weight: torch.Tensor) -> 
 def _key_and_output(
     model: torch.nn.Module, tokenizer, pair: TextPair, module: torch.nn.Module
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The module's input and output at the last prompt token of `pair`: (d_in,), (d_out,)."""
+    """The module's input and its own output (without any codebook) at the last prompt token
+    of `pair`: (d_in,), (d_out,)."""
     batch = encode_pairs(tokenizer, [pair.prompt], [pair.answer], device=model_device(model))
     t = int(batch.prompt_lengths[0]) - 1
     seen: dict[str, torch.Tensor] = {}
 
-    def grab(_m, args, out):
-        seen["in"], seen["out"] = args[0][0, t].float(), out[0, t].float()
+    def grab(m, args, _out):
+        x = args[0][:, t : t + 1]  # (1, 1, d_in)
+        seen["in"], seen["out"] = x[0, 0].float(), m.forward(x)[0, 0].float()  # no hooks
 
     handle = module.register_forward_hook(grab)
     try:
