@@ -252,12 +252,13 @@ def test_dvc_repro_on_ray_equals_local(cluster, tmp_path):
         (shutil.copytree if src.is_dir() else shutil.copy)(src, proj / name)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params.update(
-        methods=["ft_m", "ga"],
-        overrides={"ft_m": {}, "ga": {}},
+        methods=["ft_m"],
+        overrides={"ft_m": {}},
+        kinds=["edit"],
         levels=["leaf", "root"],
         scales=[1],
         batch_size=16,
-        workers=2,
+        workers=1,
     )
     params["model"]["world_overrides"] = {
         "max_steps": 20, "eval_every": 10, "eval_sample": 50, "hidden": 32, "intermediate": 64,
@@ -265,7 +266,7 @@ def test_dvc_repro_on_ray_equals_local(cluster, tmp_path):
     }  # fmt: skip
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert _run(proj, "dvc", "init", "--no-scm", "-q").returncode == 0
-    stages = ["update@ft_m", "update@ga", "evaluate@ft_m", "evaluate@ga", "baseline"]
+    stages = ["update@ft_m", "evaluate@ft_m"]  # the two kinds of cell
     local = _run(proj, "dvc", "repro", *stages)
     assert local.returncode == 0, local.stdout[-3000:] + local.stderr[-3000:]
     shutil.copytree(proj / "out", tmp_path / "local")
@@ -279,7 +280,7 @@ def test_dvc_repro_on_ray_equals_local(cluster, tmp_path):
 
     for folder in ("updates", "results"):
         ours, theirs = _files(proj / "out" / folder), _files(tmp_path / "local" / folder)
-        assert set(ours) == set(theirs) and len(ours) > 20
+        assert set(ours) == set(theirs) and len(ours) >= 9
         for name, path in ours.items():
             assert _masked(path) == _masked(theirs[name]), name
     logs = proj / ".ksmith" / "out" / "results" / "ft_m" / "logs"

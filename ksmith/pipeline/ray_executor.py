@@ -51,12 +51,15 @@ class RayOptions:
 _initialized_threads: int | None = None
 
 
-def _task(c: Call, threads: int) -> tuple[str, str | None]:
-    """One cell, in a Ray worker process (set up on its first cell)."""
+def _task(c: Call, threads: int, cwd: str) -> tuple[str, str | None]:
+    """One cell, in a Ray worker process (set up on its first cell), in the driver's working
+    directory: paths stay as the user wrote them, and so do the outputs that record them."""
     global _initialized_threads
     if _initialized_threads != threads:
         init_worker(threads)
         _initialized_threads = threads
+    if os.path.isdir(cwd):
+        os.chdir(cwd)
     store = os.path.dirname(c.out) if c.out is not None else None
     if store is not None and not os.path.isdir(store):
         import socket
@@ -129,7 +132,8 @@ def ray_cells(
             retry_exceptions=False,  # a cell's own errors come back as values, never retried
             name="ksmith-cell",
         )
-        pending = {remote.remote(c, threads): c.job.name for c in calls}
+        cwd = os.getcwd()
+        pending = {remote.remote(c, threads, cwd): c.job.name for c in calls}
         try:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
