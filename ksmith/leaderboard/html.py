@@ -1,13 +1,14 @@
-"""The static page `leaderboard/index.html`: sortable tables and scale-curve plots.
+"""The static page `leaderboard/index.html`: sortable, filterable tables and inline SVG plots.
 
 One self-contained file: inline CSS, vanilla inline JS for sorting (click a header; click again
-to reverse), and inline SVG plots generated here. No CDN, no network, works from `file://`.
-Deterministic: the same submissions and registry give the same bytes.
+to reverse) and filtering (kind, level, scale, model), and inline SVG plots (`ksmith.leaderboard.
+svg`): scale curves and the efficacy-locality trade-off, in each method's fixed colour, with 95%
+bootstrap intervals over cells as error bars (also beside each composite). No CDN, no network,
+works from `file://`. Deterministic: the same submissions and registry give the same bytes.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Mapping
 from html import escape as _html_escape
@@ -15,10 +16,11 @@ from html import escape as _html_escape
 from ksmith.leaderboard.aggregate import (
     COMPONENTS,
     KIND_TITLES,
-    Curve,
     MetricInfo,
     Table,
     build_tables,
+    cell_composite,
+    component,
 )
 from ksmith.leaderboard.checks import clean_text
 from ksmith.leaderboard.render import (
@@ -29,6 +31,7 @@ from ksmith.leaderboard.render import (
     PARTIAL_NOTE,
     SUBMISSION_HEADERS,
     composite_components,
+    display_model,
     group_boards,
     metric_rows,
     model_headers,
@@ -39,16 +42,16 @@ from ksmith.leaderboard.render import (
     table_cells,
     table_headers,
 )
-from ksmith.leaderboard.schema import Submission
+from ksmith.leaderboard.schema import Cell, Submission
+from ksmith.leaderboard.svg import DASHES, Point, Series, legend, svg_curve, svg_tradeoff
+
+CI_SEED = 0
 
 
 def escape(text: str) -> str:
     """HTML-escaped text without control or bidirectional characters."""
     return _html_escape(clean_text(text))
 
-
-# Okabe-Ito palette: distinguishable for colour-blind readers.
-PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
@@ -60,8 +63,12 @@ th[aria-sort=ascending]::after{content:" \\25B2"}
 th[aria-sort=descending]::after{content:" \\25BC"}
 .plots{display:flex;flex-wrap:wrap;gap:12px}
 .legend span{display:inline-block;margin-right:1em}
-.swatch{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:middle}
+.swatch{display:inline-block;margin-right:4px;vertical-align:middle}
 code{background:#f3f3f3;padding:0 3px}
+.filters{position:sticky;top:0;background:#fff;padding:.5em 0;border-bottom:1px solid #ddd}
+.filters label{margin-right:1em}
+.ci{color:#666;font-size:12px}
+tr[data-ref]{font-style:italic;background:#fafafa}
 """.strip()
 
 SORT_JS = """
@@ -86,6 +93,27 @@ SORT_JS = """
     });
     rows.forEach(function (r) { body.appendChild(r); });
   }
+  function applyFilters() {
+    var f = {};
+    Array.prototype.forEach.call(document.querySelectorAll("select[data-filter]"), function (s) {
+      f[s.getAttribute("data-filter")] = s.value;
+    });
+    Array.prototype.forEach.call(document.querySelectorAll("section.board"), function (b) {
+      b.hidden = f.kind !== "" && b.getAttribute("data-kind") !== f.kind;
+    });
+    Array.prototype.forEach.call(document.querySelectorAll("div.slice"), function (d) {
+      var sl = d.getAttribute("data-slice"), show;
+      if (f.level === "" && f.scale === "") show = true;
+      else show = sl === "level=" + f.level || sl === "scale=" + f.scale;
+      d.hidden = !show;
+    });
+    Array.prototype.forEach.call(document.querySelectorAll("tr[data-model]"), function (r) {
+      r.hidden = f.model !== "" && r.getAttribute("data-model") !== f.model;
+    });
+  }
+  Array.prototype.forEach.call(document.querySelectorAll("select[data-filter]"), function (s) {
+    s.addEventListener("change", applyFilters);
+  });
   var tables = document.querySelectorAll("table.sortable");
   Array.prototype.forEach.call(tables, function (table) {
     var heads = table.tHead.rows[0].cells;
@@ -105,7 +133,21 @@ def _is_numeric(header: str) -> bool:
 
 
 def _num_value(text: str) -> str:
-    return "" if text == "–" else text
+    """The number a cell sorts by: its first word (a composite is followed by its interval)."""
+    return "" if text == "–" else text.split()[0]
+
+
+_LINK = re.compile(r"(url|paper|code) (https://\S+)")
+
+
+def _cell_html(text: str) -> str:
+    if text.startswith(("http://", "https://")):
+        return f'<a href="{escape(text)}">{escape(text)}</a>'
+    if _LINK.search(text):  # "paper https://... · code https://..."
+        return " · ".join(
+            f'<a href="{escape(m.group(2))}">{escape(m.group(1))}</a>' for m in _LINK.finditer(text)
+        )
+    return escape(text)
 
 
 def inline_md(text: str) -> str:
@@ -116,7 +158,14 @@ def inline_md(text: str) -> str:
     return re.sub(r"\*([^*]+)\*", r"<em>\1</em>", out)
 
 
-def _html_table(headers: list[str], rows: list[list[str]], *, sortable: bool, tid: str) -> str:
+def _html_table(
+    headers: list[str],
+    rows: list[list[str]],
+    *,
+    sortable: bool,
+    tid: str,
+    row_attrs: list[dict[str, str]] | None = None,
+) -> str:
     cls = ' class="sortable"' if sortable else ""
     numeric = [_is_numeric(h) for h in headers]
     ths = "".join(
@@ -124,86 +173,100 @@ def _html_table(headers: list[str], rows: list[list[str]], *, sortable: bool, ti
         for h, n in zip(headers, numeric, strict=True)
     )
     body = []
-    for r in rows:
+    for i, r in enumerate(rows):
         tds = []
         for text, n in zip(r, numeric, strict=True):
             if n:
+                value, _, ci = text.partition(" ")
+                extra = f' <span class="ci">{escape(ci)}</span>' if ci else ""
                 tds.append(
-                    f'<td class="num" data-v="{escape(_num_value(text))}">{escape(text)}</td>'
+                    f'<td class="num" data-v="{escape(_num_value(text))}">{escape(value)}{extra}'
+                    "</td>"
                 )
-            elif text.startswith(("http://", "https://")):
-                tds.append(f'<td><a href="{escape(text)}">{escape(text)}</a></td>')
             else:
-                tds.append(f"<td>{escape(text)}</td>")
-        body.append("<tr>" + "".join(tds) + "</tr>")
+                tds.append(f"<td>{_cell_html(text)}</td>")
+        attrs = "".join(
+            f' {k}="{escape(v)}"' for k, v in sorted((row_attrs[i] if row_attrs else {}).items())
+        )
+        body.append(f"<tr{attrs}>" + "".join(tds) + "</tr>")
     return (
         f'<table id="{tid}"{cls}><thead><tr>{ths}</tr></thead>'
         f"<tbody>\n" + "\n".join(body) + "\n</tbody></table>"
     )
 
 
-def _f(x: float) -> str:
-    """Coordinates with fixed precision so the SVG text is stable."""
-    return f"{x:.1f}"
+def _in_slice(cell: Cell, slice_: str) -> bool:
+    if slice_.startswith("level="):
+        return cell.level == slice_[6:]
+    if slice_.startswith("scale="):
+        return cell.scale == int(slice_[6:])
+    return True
 
 
-def svg_curve(curve: Curve, colors: Mapping[str, str], direction: str = "higher") -> str:
-    """A line plot of `curve` against log10(k): one polyline + markers per submission."""
-    w, h, left, right, top, bottom = 300, 210, 44, 12, 26, 34
-    scales = sorted({k for pts in curve.series.values() for k, _ in pts})
-    values = [v for pts in curve.series.values() for _, v in pts]
-    lo = min([0.0, *values])
-    hi = max([1.0, *values])
-    xs = [math.log10(k) for k in scales] or [0.0]
-    x0, x1 = min(xs), max(xs)
+def _interval(values: list[float], name: str) -> tuple[float, float] | None:
+    """95% bootstrap interval of the mean of `values` (seeded by `name`), or None below 2."""
+    if len(values) < 2:
+        return None
+    from ksmith.evaluate.stats import mean_ci
 
-    def px(k: int) -> float:
-        if x1 == x0:
-            return left + (w - left - right) / 2
-        return left + (math.log10(k) - x0) / (x1 - x0) * (w - left - right)
+    return mean_ci(values, seed=CI_SEED, name=name)
 
-    def py(v: float) -> float:
-        return top + (hi - v) / (hi - lo) * (h - top - bottom)
 
-    arrow = "↑" if direction == "higher" else "↓"
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
-        f'viewBox="0 0 {w} {h}" role="img" class="curve" data-metric="{escape(curve.metric)}">',
-        f'<text x="{w / 2}" y="16" text-anchor="middle" font-size="13">'
-        f"{escape(curve.metric)} {arrow} vs scale k</text>",
-        f'<rect x="{left}" y="{top}" width="{w - left - right}" height="{h - top - bottom}" '
-        'fill="none" stroke="#999"/>',
+def _cell_values(cells: list[Cell], metric: str, registry: Mapping[str, MetricInfo]) -> list[float]:
+    if metric == "composite":
+        vals = [cell_composite(c, registry) for c in cells]
+    else:
+        vals = [component(c, metric)[1] for c in cells]
+    return [v for v in vals if v is not None]
+
+
+def _ci_text(ci: tuple[float, float] | None) -> str:
+    return f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
+
+
+def _table_html(
+    t: Table,
+    registry: Mapping[str, MetricInfo],
+    subs: Mapping[str, Submission],
+    tid: str,
+) -> str:
+    """A ranked table whose composites carry their 95% interval over the row's cells."""
+    rows = table_cells(t)
+    for text, row in zip(rows, t.rows, strict=True):
+        cells = [
+            c for c in subs[row.submission].cells if c.kind == t.kind and _in_slice(c, t.slice)
+        ]
+        vals = _cell_values(cells, "composite", registry)
+        text[5] += _ci_text(_interval(vals, f"{row.submission}/{t.kind}/{t.slice}"))
+    attrs = [
+        {"data-model": display_model(r.model), "data-method": r.method}
+        | ({"data-ref": "baseline"} if r.method == "none" else {})
+        for r in t.rows
     ]
-    for t in (lo, (lo + hi) / 2, hi):
-        y = _f(py(t))
-        parts.append(
-            f'<line x1="{left}" x2="{w - right}" y1="{y}" y2="{y}" stroke="#eee"/>'
-            f'<text x="{left - 4}" y="{y}" text-anchor="end" dominant-baseline="middle" '
-            f'font-size="11">{t:.2f}</text>'
+    return _html_table(table_headers(t, registry), rows, sortable=True, tid=tid, row_attrs=attrs)
+
+
+def _filters(subs: list[Submission], tables: list[Table]) -> str:
+    """Select boxes for kind, level, scale and model (`applyFilters` in SORT_JS)."""
+
+    def select(name: str, label: str, values: list[str]) -> str:
+        opts = '<option value="">all</option>' + "".join(
+            f'<option value="{escape(v)}">{escape(v)}</option>' for v in values
         )
-    for k in scales:
-        x = _f(px(k))
-        parts.append(
-            f'<text x="{x}" y="{h - bottom + 14}" text-anchor="middle" font-size="11">{k}</text>'
-        )
-    parts.append(
-        f'<text x="{w / 2}" y="{h - 4}" text-anchor="middle" font-size="11">k (log scale)</text>'
+        return f'<label>{escape(label)} <select data-filter="{name}">{opts}</select></label>'
+
+    kinds = [k for k in KIND_TITLES if any(t.kind == k for t in tables)]
+    levels = list(dict.fromkeys(t.slice[6:] for t in tables if t.slice.startswith("level=")))
+    scales = sorted({int(t.slice[6:]) for t in tables if t.slice.startswith("scale=")})
+    models = sorted({display_model(s.model.id) for s in subs})
+    return (
+        '<form class="filters" id="filters">'
+        + select("kind", "kind", kinds)
+        + select("level", "level", levels)
+        + select("scale", "scale k", [str(k) for k in scales])
+        + select("model", "model", models)
+        + "</form>"
     )
-    for sub_id in sorted(curve.series):
-        pts = curve.series[sub_id]
-        color = colors[sub_id]
-        coords = " ".join(f"{_f(px(k))},{_f(py(v))}" for k, v in pts)
-        if len(pts) > 1:
-            parts.append(
-                f'<polyline points="{coords}" fill="none" stroke="{color}" stroke-width="2"/>'
-            )
-        for k, v in pts:
-            parts.append(
-                f'<circle cx="{_f(px(k))}" cy="{_f(py(v))}" r="3" fill="{color}">'
-                f"<title>{escape(sub_id)}: k={k}, {escape(curve.metric)}={v:.3f}</title></circle>"
-            )
-    parts.append("</svg>")
-    return "\n".join(parts)
 
 
 def render_html(
@@ -212,21 +275,22 @@ def render_html(
     suites: Mapping[str, Iterable[str]] | None = None,
 ) -> str:
     """The whole index.html text."""
-    tables, curves = build_tables(subs, registry, suites)
-    ids = sorted(s.id for s in subs)
-    colors = {sid: PALETTE[i % len(PALETTE)] for i, sid in enumerate(ids)}
+    tables, _ = build_tables(subs, registry, suites)
+    by_id = {s.id: s for s in subs}
     body = [
         "<h1>ksmith leaderboard</h1>",
         "<p>" + inline_md(INTRO.split("\n\n")[0]) + "</p>",
         "<p>" + inline_md(INTRO.split("\n\n")[1]) + "</p>",
+        _filters(subs, tables),
         "<h2>How the ranking works</h2>",
-        "<p>" + inline_md(COMPOSITE_DOC) + "</p>",
+        *("<p>" + inline_md(par) + "</p>" for par in COMPOSITE_DOC.split("\n\n")),
         "<ul>" + "".join(f"<li>{inline_md(x)}</li>" for x in composite_components()) + "</ul>",
     ]
     if not subs:
         body.append("<p><em>No verified submissions yet.</em></p>")
     n = 0
     for (suite, fp, kind), group in group_boards(tables):
+        body.append(f'<section class="board" data-kind="{escape(kind)}">')
         body.append(
             f"<h2>{escape(KIND_TITLES[kind])} — suite <code>{escape(suite)}</code> "
             f"(<code>{escape(fp[:12])}</code>)</h2>"
@@ -234,10 +298,9 @@ def render_html(
         for t in group:
             n += 1
             tag = "h3" if t.slice == "all" else "h4"
+            body.append(f'<div class="slice" data-slice="{escape(t.slice)}">')
             body.append(f"<{tag}>{escape(t.title)}</{tag}>")
-            body.append(
-                _html_table(table_headers(t, registry), table_cells(t), sortable=True, tid=f"t{n}")
-            )
+            body.append(_table_html(t, registry, by_id, f"t{n}"))
             if t.partial:
                 body.append(f"<p>{escape(PARTIAL_NOTE)}</p>")
                 body.append(
@@ -245,8 +308,10 @@ def render_html(
                         partial_headers(t, registry), partial_cells(t), sortable=True, tid=f"p{n}"
                     )
                 )
+            body.append("</div>")
             if t.slice == "all":
-                body.append(_plots(curves, t, registry, colors))
+                body.append(_plots(t, registry, by_id))
+        body.append("</section>")
     models = model_rows(subs)
     if models:
         body.append("<h2>Models: what each instrument could measure</h2>")
@@ -257,14 +322,7 @@ def render_html(
         _html_table(SUBMISSION_HEADERS, submission_rows(subs), sortable=True, tid="submissions")
     )
     body.append("<h2>Metrics</h2>")
-    body.append(
-        _html_table(
-            METRIC_HEADERS,
-            metric_rows(registry),
-            sortable=False,
-            tid="metrics",
-        )
-    )
+    body.append(_html_table(METRIC_HEADERS, metric_rows(registry), sortable=False, tid="metrics"))
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
@@ -276,28 +334,62 @@ def render_html(
     )
 
 
-def _plots(
-    curves: list[Curve], table: Table, registry: Mapping[str, MetricInfo], colors: Mapping[str, str]
-) -> str:
-    mine = [
-        c
-        for c in curves
-        if (c.suite, c.fingerprint, c.kind) == (table.suite, table.fingerprint, table.kind)
-        and c.series
-    ]
-    if not mine:
+def _series(
+    table: Table, subs: Mapping[str, Submission]
+) -> list[tuple[Submission, list[Cell], str]]:
+    """(submission, its cells of the table's kind, dash) for each ranked row; submissions of
+    one method on different models get different dashes."""
+    out, seen = [], {}
+    for row in sorted(table.rows, key=lambda r: r.submission):
+        sub = subs[row.submission]
+        models = seen.setdefault(sub.method.name, [])
+        if sub.model.id not in models:
+            models.append(sub.model.id)
+        dash = DASHES[models.index(sub.model.id) % len(DASHES)]
+        out.append((sub, [c for c in sub.cells if c.kind == table.kind], dash))
+    return out
+
+
+def _plots(table: Table, registry: Mapping[str, MetricInfo], subs: Mapping[str, Submission]) -> str:
+    """Scale curves (composite and components against k) and the trade-off plot of a board."""
+    entries = _series(table, subs)
+    if not entries:
         return ""
-    in_plot = sorted({sid for c in mine for sid in c.series})
-    legend = "".join(
-        f'<span><i class="swatch" style="background:{colors[s]}"></i>{escape(s)}</span>'
-        for s in in_plot
-    )
     svgs = []
-    for c in mine:
-        direction = "higher" if c.metric == "composite" else registry[c.metric].direction
-        svgs.append(svg_curve(c, colors, direction))
+    for metric in ("composite", *COMPONENTS[table.kind]):
+        series = []
+        for sub, cells, dash in entries:
+            points = []
+            for k in sorted({c.scale for c in cells}):
+                vals = _cell_values([c for c in cells if c.scale == k], metric, registry)
+                if vals:
+                    ci = _interval(vals, f"{sub.id}/{table.kind}/{metric}/k{k}")
+                    lo, hi = ci if ci else (None, None)
+                    points.append(Point(k, sum(vals) / len(vals), lo, hi))
+            if points:
+                series.append(Series(sub.id, sub.method.name, dash, points))
+        direction = "higher" if metric == "composite" else registry[metric].direction
+        if series:
+            svgs.append(svg_curve(metric, series, direction))
+    trade = []
+    for sub, cells, dash in entries:
+        eff = _cell_values(cells, "efficacy", registry)
+        loc = _cell_values(cells, "locality", registry)
+        if eff and loc:
+            e_ci = _interval(eff, f"{sub.id}/{table.kind}/efficacy")
+            l_ci = _interval(loc, f"{sub.id}/{table.kind}/locality")
+            trade.append(Series(sub.id, sub.method.name, dash, [Point(
+                sum(loc) / len(loc), sum(eff) / len(eff),
+                *(e_ci or (None, None)), *(l_ci or (None, None)),
+            )]))  # fmt: skip
+    if trade:
+        title = f"{KIND_TITLES[table.kind]}: efficacy against locality"
+        svgs.append(svg_tradeoff(title, trade))
     names = ", ".join(("composite", *COMPONENTS[table.kind]))
+    shown = [Series(sub.id, sub.method.name, dash) for sub, _, dash in entries]
     return (
-        f"<h4>Scale curves ({escape(names)})</h4>"
-        f'<div class="legend">{legend}</div><div class="plots">' + "\n".join(svgs) + "</div>"
+        f"<h4>Scale curves ({escape(names)}) and the trade-off; bars: 95% intervals over cells"
+        f'</h4><div class="legend">{legend(shown)}</div><div class="plots">'
+        + "\n".join(svgs)
+        + "</div>"
     )

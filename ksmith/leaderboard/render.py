@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterable, Mapping
+from pathlib import PurePosixPath
 
 from ksmith.leaderboard.aggregate import (
     COMPONENTS,
@@ -22,6 +24,62 @@ from ksmith.leaderboard.schema import Submission
 
 ARROW = {"higher": "↑", "lower": "↓"}
 
+# Reference code of each built-in method (the authors' release, else the library the method
+# comes from); papers come from the method registry's citation (its arXiv id).
+REFERENCE_CODE = {
+    "ft_l": "https://github.com/kmeng01/rome",
+    "ft_m": "https://github.com/zjunlp/EasyEdit",
+    "lora": "https://github.com/microsoft/LoRA",
+    "adalora": "https://github.com/QingruZhang/AdaLoRA",
+    "rome": "https://github.com/kmeng01/rome",
+    "memit": "https://github.com/kmeng01/memit",
+    "alphaedit": "https://github.com/jianghoucheng/AlphaEdit",
+    "ice": "https://github.com/zjunlp/EasyEdit",
+    "grace": "https://github.com/Thartvigsen/GRACE",
+    "wise": "https://github.com/zjunlp/EasyEdit",
+    "ga": "https://github.com/locuslab/tofu",
+    "graddiff": "https://github.com/locuslab/tofu",
+    "idk": "https://github.com/locuslab/tofu",
+    "npo": "https://github.com/licong-lin/negative-preference-optimization",
+    "simnpo": "https://github.com/OPTML-Group/Unlearn-Simple",
+    "rmu": "https://github.com/centerforaisafety/wmdp",
+    "relearn": "https://github.com/zjunlp/unlearn",
+}
+_ARXIV = re.compile(r"arXiv[: ]?\s*([0-9]{4}\.[0-9]{4,5})")
+
+
+def method_links(name: str, url: str | None = None) -> list[tuple[str, str]]:
+    """(label, address) of a method's paper and code: the submission's own `url`, then, for a
+    registered method, its paper on arXiv (from the registry's citation) and reference code."""
+    links = [("url", url)] if url else []
+    paper = _registered_paper(name)
+    m = _ARXIV.search(paper or "")
+    if m:
+        links.append(("paper", f"https://arxiv.org/abs/{m.group(1)}"))
+    if name in REFERENCE_CODE:
+        links.append(("code", REFERENCE_CODE[name]))
+    seen: set[str] = set()
+    return [(k, v) for k, v in links if not (v in seen or seen.add(v))]
+
+
+def _registered_paper(name: str) -> str | None:
+    try:
+        from ksmith.methods import METHODS, load_builtin_methods
+    except ImportError:
+        return None
+    load_builtin_methods()
+    return str(METHODS.meta(name).get("paper") or "") if name in METHODS else None
+
+
+def display_model(model_id: str) -> str:
+    """A model as an id, never a local path: a Hub id (``org/name``) or plain name as it is,
+    a path (absolute, ``./``, ``~``, or nested deeper than org/name) by its last part."""
+    text = model_id.strip()
+    if text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text:
+        return PurePosixPath(text.replace("\\", "/")).name or text
+    return text
+
+
 COMPOSITE_DOC = """\
 **Composite score.** Each component metric is put on a higher-is-better [0, 1] scale using its
 direction from the metric registry (`v` if higher is better, `1 - v` if lower is better). A
@@ -35,7 +93,14 @@ in a cell is left out of that cell's mean. Each component is taken whole (no sli
 scoring mode that has a value, cloze first (the metric module's headline order). Every table
 also shows the components, averaged over the same cells, in their own units and directions (↑
 higher is better, ↓ lower is better). Rows compare only within one dataset (fingerprint); rows
-covering different cells are not strictly comparable, so check `cells`."""
+covering different cells are not strictly comparable, so check `cells`.
+
+**Sample sizes.** A cell's component rests on that cell's probes of its type: a handful at k=1
+(3 to 6 per component in a default-suite cell, so one miss moves it by 0.17 to 0.33 and a
+single zero zeroes that cell's harmonic mean), a hundred or more at k=100. A row's composite
+therefore reads as an average over its `cells`, never as one cell's verdict; the page shows
+each row's 95% bootstrap interval over its cells (seeded), and per-probe predictions remain in
+every submission for a closer look."""
 
 
 def composite_components() -> list[str]:
@@ -96,7 +161,7 @@ def table_cells(table: Table) -> list[list[str]]:
                 str(i),
                 row.submission,
                 row.method,
-                row.model,
+                display_model(row.model),
                 str(row.cells),
                 fmt(row.composite),
                 *[fmt(row.components[n]) for n in COMPONENTS[table.kind]],
@@ -121,7 +186,7 @@ def partial_cells(table: Table) -> list[list[str]]:
         [
             row.submission,
             row.method,
-            row.model,
+            display_model(row.model),
             f"{row.cells}/{row.required} cells",
             fmt(row.composite),
             *[fmt(row.components[n]) for n in COMPONENTS[table.kind]],
@@ -172,12 +237,13 @@ def metric_rows(registry: Mapping[str, MetricInfo]) -> list[list[str]]:
 def submission_rows(subs: list[Submission]) -> list[list[str]]:
     rows = []
     for s in sorted(subs, key=lambda s: s.id):
-        model = s.model.id + (f"@{s.model.revision}" if s.model.revision else "")
+        model = display_model(s.model.id) + (f"@{s.model.revision}" if s.model.revision else "")
+        links = method_links(s.method.name, s.method.url)
         rows.append(
             [
                 s.id,
                 s.method.name + (f" {s.method.version}" if s.method.version else ""),
-                s.method.url or "",
+                " · ".join(f"{label} {href}" for label, href in links),
                 model,
                 s.model.dtype,
                 f"{s.dataset.suite} ({s.dataset.fingerprint[:12]})",
@@ -219,7 +285,7 @@ def model_rows(subs: list[Submission]) -> list[list[str]]:
             continue
         key = (s.model.id, s.model.fingerprint or s.model.revision or "")
         seen.setdefault(key, [
-            s.model.id, key[1][:12], *(fmt(s.model.abilities.get(n)) for n in names),
+            display_model(s.model.id), key[1][:12], *(fmt(s.model.abilities.get(n)) for n in names),
             "; ".join(s.model.below_threshold) or "none",
         ])  # fmt: skip
     return list(seen.values())
@@ -303,6 +369,8 @@ def render_markdown(
 def render_csv(subs: list[Submission], registry: Mapping[str, MetricInfo]) -> str:
     """One row per (submission, cell), every metric value as a column (full precision)."""
     columns, records = cell_records(subs, registry)
+    for rec in records:
+        rec["model"] = display_model(rec["model"])
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)
