@@ -23,7 +23,8 @@ codebook in the forward pass (reference: Adam, lr 1.0, 100 iterations, cold init
 
 Queries are taken at every token position, each independently (causal: a position only sees
 itself), so teacher-forced scoring, log-likelihood and cached generation agree; at generation
-time this is what the reference does token by token. The codebook is an attachment
+time this is what the reference's ``replace_last`` does at each step (its query is the newest
+token). The codebook is an attachment
 (`ksmith.methods.attach`): forward hooks, saved as ``g<i>/attach/`` and re-attached on load.
 Every Q+ training pair is one edit (x_t, y_t); a batch of k requests is k edits in a row.
 """
