@@ -32,6 +32,95 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_audit_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help="world-model folders to re-execute on (found by fingerprint, e.g. out/model); "
+        "others are regenerated from ROOT/models.yaml",
+    )
+    p.add_argument(
+        "--model-cache",
+        default=None,
+        metavar="DIR",
+        help="where world models from models.yaml are regenerated (default ~/.cache/ksmith/models)",
+    )
+    p.add_argument(
+        "--audit-seed",
+        type=int,
+        default=None,
+        help="seed of the audit sample (default: a fresh one, printed, so submitters cannot "
+        "know which rows are audited)",
+    )
+    p.add_argument(
+        "--audit-all", action="store_true", help="re-score every row instead of a sample"
+    )
+
+
+def _audits(args: argparse.Namespace, folders: list[Path], root: Path) -> list:
+    """Verify, then re-execute, each folder: (verified, record or None, note) per folder;
+    one KsmithError listing every submission that failed."""
+    from ksmith.errors import KsmithError
+    from ksmith.leaderboard.audit import AuditOptions, NotReexecutable, audit_submission
+    from ksmith.leaderboard.models import REGISTRY_FILE, ModelResolver
+    from ksmith.leaderboard.verify import verify_folders
+
+    resolver = _resolver(args)
+    verified = verify_folders(folders, resolver, root / "submissions")
+    models = ModelResolver(
+        args.models,
+        registry=root / REGISTRY_FILE,
+        cache_dir=args.model_cache,
+        datasets=resolver,
+    )
+    options = AuditOptions(seed=args.audit_seed, full=args.audit_all)
+    out, errors = [], []
+    for v in verified:
+        dataset = resolver.resolve(v.submission.dataset.fingerprint)
+        try:
+            record = audit_submission(v, dataset, models, options)
+        except NotReexecutable as e:
+            out.append((v, None, str(e)))
+            continue
+        except KsmithError as e:
+            errors.append(str(e))
+            continue
+        out.append((v, record, ""))
+    if errors:
+        raise KsmithError(f"{len(errors)} submission(s) failed re-execution:\n" + "\n".join(errors))
+    return out
+
+
+def _print_audits(results: list) -> None:
+    for v, record, note in results:
+        if record is None:
+            print(f"ok {v.submission.id}: predictions checked, not re-executed ({note})")
+        else:
+            print(
+                f"ok {v.submission.id}: re-executed ({record.source}), {record.audited} of "
+                f"{record.rows} rows agree ({record.ties} up to float ties); audit seed "
+                f"{record.seed}"
+            )
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from ksmith.leaderboard.audit import write_record
+    from ksmith.leaderboard.verify import submission_folders
+
+    root = _board_root(args)
+    folders = [Path(p) for p in args.paths] or submission_folders(root / "submissions")
+    results = _audits(args, folders, root)
+    _print_audits(results)
+    for _v, record, _note in results:  # only once every submission passed
+        if record is not None:
+            print(f"wrote {write_record(root, record)}")
+    if not results:
+        print("no submissions to audit")
+    return 0
+
+
 def _board_root(args: argparse.Namespace) -> Path:
     """The --root folder, which must be a leaderboard (it holds `submissions/`): a mistyped
     root is an error, never an empty board."""
@@ -62,6 +151,7 @@ def _submit(args: argparse.Namespace) -> int:
         dataset=args.dataset,
         model_id=args.model_id,
         model_revision=args.model_revision,
+        with_updates=args.with_updates,
     )
     sub = write_submission(args.results, args.out, options)
     print(f"{args.out}: submission '{sub.id}' with {len(sub.cells)} cell(s)")
@@ -73,6 +163,9 @@ def _verify(args: argparse.Namespace) -> int:
 
     root = Path(args.root) if args.paths else _board_root(args)
     folders = [Path(p) for p in args.paths] or submission_folders(root / "submissions")
+    if args.reexecute:
+        _print_audits(_audits(args, folders, root))
+        return 0
     subs = verify_all(folders, _resolver(args), board_dir=root / "submissions")
     for sub in subs:
         print(f"ok {sub.id}: {len(sub.cells)} cell(s) recomputed and matching")
@@ -123,6 +216,12 @@ def register(subparsers) -> None:
         help="public id of the model (default: the path eval.json records)",
     )
     p.add_argument("--model-revision", default=None, help="Hub revision of the model")
+    p.add_argument(
+        "--with-updates",
+        action="store_true",
+        help="copy each cell's update artifacts (weight deltas or prefixes) into the submission "
+        "so the board can re-execute it without running the method",
+    )
     p.set_defaults(func=_submit)
 
     lb = subparsers.add_parser("leaderboard", help="verify submissions and build the leaderboard")
@@ -139,8 +238,34 @@ def register(subparsers) -> None:
         metavar="PATH",
         help="submission folders (default: every folder under ROOT/submissions)",
     )
+    v.add_argument(
+        "--reexecute",
+        action="store_true",
+        help="also re-execute each submission on its world model (ksmith.leaderboard.audit): "
+        "regenerate the model, remake the update, re-score an audit sample; writes nothing",
+    )
     _add_dataset_args(v)
+    _add_audit_args(v)
     v.set_defaults(func=_verify)
+    a = sub.add_parser(
+        "audit",
+        help="re-execute submissions on their world model and record the audit on the board",
+        description="Verify, then re-execute, each submission: its world model is found or "
+        "regenerated by fingerprint (ROOT/models.yaml), each audited group's update is applied "
+        "from the artifacts the submission carries or made again with the claimed method, "
+        "parameters and seed, and a sample of rows (688: a lie about 1%% of rows is caught with "
+        "probability 0.999) is scored again and compared. Writes ROOT/audits/<id>.json for "
+        "each submission once all pass; `build` shows those submissions as re-executed.",
+    )
+    a.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="submission folders (default: every folder under ROOT/submissions)",
+    )
+    _add_dataset_args(a)
+    _add_audit_args(a)
+    a.set_defaults(func=_audit)
     b = sub.add_parser(
         "build",
         help="render README.md, leaderboard.csv and index.html from verified submissions",

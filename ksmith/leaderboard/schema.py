@@ -67,6 +67,11 @@ class MethodInfo(_Model):
         description="Resolved hyper-parameters shared by every cell's update (per-cell "
         "differences are in `cells[].params`).",
     )
+    mode: Literal["batch", "sequential"] = Field(
+        "batch",
+        description="How each group's requests were applied: together (batch) or one after "
+        "another (sequential, lifelong editing); the re-execution audit runs it the same way.",
+    )
 
     @field_validator("url")
     @classmethod

@@ -42,6 +42,7 @@ class SubmitOptions:
     dataset: str | Path | None = None  # dataset folder: suite name and fingerprint cross-check
     model_id: str | None = None  # overrides eval.json's model (e.g. a Hub id for a local path)
     model_revision: str | None = None
+    with_updates: bool = False  # copy each cell's update artifacts (re-execution audit)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -79,6 +80,7 @@ class _Result:
     metrics: dict[str, Any]
     update: dict[str, Any]
     rows: list[dict[str, Any]]
+    update_dir: Path | None = None
 
 
 def _read_result(folder: Path) -> _Result:
@@ -88,6 +90,7 @@ def _read_result(folder: Path) -> _Result:
         if key not in metrics:
             raise SpecError("missing field", file=folder / "metrics.json", field=key)
     update: dict[str, Any] = {}
+    found: Path | None = None
     update_dir = _first(ev, "update", "update_dir")
     if isinstance(update_dir, str):
         path = Path(update_dir)
@@ -95,12 +98,13 @@ def _read_result(folder: Path) -> _Result:
             path = folder / update_dir
         if (path / "update.json").is_file():
             update = _read_json(path / "update.json")
+            found = path
         else:
             log.warning(
                 "%s: update folder %s has no update.json; no hyper-parameters", folder, path
             )
     rows = read_predictions(folder / PREDICTIONS_FILE, with_config=False)
-    return _Result(folder, ev, metrics, update, rows)
+    return _Result(folder, ev, metrics, update, rows, found)
 
 
 def _same(results: list[_Result], what: str, values: list[Any]) -> Any:
@@ -208,6 +212,7 @@ def build_submission(
             "version": options.method_version or str(_first(first_update, "method_version") or ""),
             "url": options.method_url,
             "params": params,
+            "mode": _same(results, "update mode", [r.update.get("mode", "batch") for r in results]),
         },
         "model": {
             "id": options.model_id or str(model),
@@ -258,11 +263,48 @@ def write_submission(
     """Build the submission named after `out`'s folder name and write it there atomically."""
     out = Path(out)
     sub, rows = build_submission(results_dirs, out.name, options)
+    updates = _update_folders(results_dirs) if options.with_updates else {}
     with atomic_output_dir(out, kind="submission", inputs=results_dirs) as tmp:
         (tmp / SUBMISSION_FILE).write_text(dump_submission(sub), encoding="utf-8")
         write_predictions(tmp / PREDICTIONS_FILE, rows)
+        for config, src in sorted(updates.items()):
+            _copy_update(src, tmp / UPDATES_DIR / config)
     log.info("wrote submission %s (%d cells, %d predictions)", out, len(sub.cells), len(rows))
     return sub
+
+
+UPDATES_DIR = "updates"  # ksmith.leaderboard.audit reads it
+
+
+def _update_folders(results_dirs: list[str | Path]) -> dict[str, Path]:
+    """config -> the update folder each results folder was evaluated with; every cell must
+    have one (a no-update baseline has nothing to carry)."""
+    out = {}
+    for d in results_dirs:
+        r = _read_result(Path(d))
+        if r.update_dir is None:
+            raise KsmithError(
+                f"{d}: --with-updates, but eval.json names no update folder with an update.json"
+            )
+        out[str(r.metrics["config"])] = r.update_dir
+    return out
+
+
+def _copy_update(src: Path, dst: Path) -> None:
+    """The update record, resolved spec and each group's artifact (delta, prefixes or model);
+    the per-step logs stay behind. Links are refused: a submission holds its own files."""
+    import shutil
+
+    from ksmith.methods.artifacts import LOG_FILE
+
+    for path in sorted(src.rglob("*")):
+        if path.is_symlink():
+            raise KsmithError(f"{path}: a symbolic link in an update folder; refusing to copy it")
+        rel = path.relative_to(src)
+        if path.is_dir() or path.name == LOG_FILE:
+            continue
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, dst / rel)
 
 
 def _model_abilities(path: Any) -> dict[str, Any]:

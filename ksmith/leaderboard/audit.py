@@ -1,0 +1,504 @@
+"""Re-execution audit: the submitted predictions are what the claimed update makes the model say.
+
+`verify` recomputes every number from the predictions, so it cannot catch a submitter who
+rewrites predictions and recomputes everything to match. The audit re-executes instead:
+
+1. The world model is found by the submission's `model.fingerprint` (`models.py`: a folder
+   given with `--models`, or regenerated from the board's `models.yaml`; deterministic, so the
+   fingerprint must match).
+2. Each audited group's updated model is made again: from the update artifact the submission
+   carries (`updates/<config>/`, written by `ksmith submit --with-updates`: the runner's weight
+   delta or in-context prefixes, whose `update.json` must name the claimed method, parameters,
+   seed, model and dataset), or, without artifacts, by running the registered method again with
+   the claimed parameters and seed (`ksmith.methods.commands.update_from_dataset`, one thread,
+   as the pipeline runs it).
+3. The audited rows are scored again with the evaluator's own code
+   (`ksmith.evaluate.scoring.judge_probes`) and compared with the submitted rows.
+
+**Sample size.** Rows are drawn uniformly without replacement. If a fraction `miss_rate` of a
+submission's rows is false, a sample of n rows misses every false row with probability at most
+(1 - miss_rate)^n, so n = ceil(ln(1 - confidence) / ln(1 - miss_rate)) rows catch it with
+probability >= confidence: 688 rows for a lie about 1% of rows caught with probability 0.999
+(`audit_size`). Smaller submissions are audited whole; `full=True` audits every row.
+
+**Seed.** Left unset, the sample's seed is drawn fresh from the operating system and printed
+with the result, so a submitter cannot know in advance which rows are audited (a seed derived
+from the submission's own content could be searched for); `--audit-seed` reproduces an audit.
+
+**Floating-point ties.** Scoring a subset batches requests differently from the evaluation
+run, which can move log-probabilities by float rounding (about 1e-6). A recomputed prediction
+that differs is accepted only when the submitted one is an equally good answer of the model up
+to `tolerance` nats: an mcq option whose log-likelihood is within tolerance of the best, a
+generated text each of whose tokens is within tolerance of the most likely token, a cloze
+score whose token hits differ only at near-ties. A rewritten answer the model did not give is
+far outside any tolerance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import stat
+import tempfile
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ksmith.errors import KsmithError
+from ksmith.leaderboard.models import ModelResolver, one_thread
+from ksmith.leaderboard.predictions import read_predictions
+from ksmith.leaderboard.schema import PREDICTIONS_FILE, SUBMISSION_FILE, Submission
+from ksmith.leaderboard.submit import UPDATES_DIR
+from ksmith.leaderboard.verify import SubmissionError, Verified
+
+log = logging.getLogger(__name__)
+
+AUDITS_DIR = "audits"
+MISS_RATE = 0.01
+CONFIDENCE = 0.999
+TOLERANCE = 1e-3  # nats; float rounding moves log-probabilities by ~1e-6
+
+
+def audit_size(miss_rate: float = MISS_RATE, confidence: float = CONFIDENCE) -> int:
+    """Rows to sample so that a lie about `miss_rate` of the rows is caught with probability
+    >= `confidence`: the least n with (1 - miss_rate)^n <= 1 - confidence (688 by default)."""
+    if not (0 < miss_rate < 1 and 0 < confidence < 1):
+        raise KsmithError("audit miss_rate and confidence must be in (0, 1)")
+    return math.ceil(math.log(1 - confidence) / math.log(1 - miss_rate))
+
+
+@dataclass(frozen=True)
+class AuditOptions:
+    """How to audit: sample (or every row), seed, tie tolerance, scoring batch size."""
+
+    seed: int | None = None  # None: a fresh seed from the operating system
+    full: bool = False
+    miss_rate: float = MISS_RATE
+    confidence: float = CONFIDENCE
+    tolerance: float = TOLERANCE
+    batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """What an audit checked; bound to the submission's exact files by their digests."""
+
+    submission: str
+    submission_sha256: str
+    predictions_digest: str
+    model_fingerprint: str
+    dataset_fingerprint: str
+    source: str  # "artifacts" or "re-run"
+    seed: int
+    rows: int
+    audited: int
+    ties: int
+    miss_rate: float
+    confidence: float
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class NotReexecutable(KsmithError):
+    """This submission cannot be re-executed here (the reason is the message)."""
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# -- what can be re-executed ------------------------------------------------------------------
+
+
+def _updates_dir(folder: Path) -> Path | None:
+    """The submission's update artifacts, refusing links anywhere inside."""
+    root = folder / UPDATES_DIR
+    if not root.exists() and not root.is_symlink():
+        return None
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in [*dirnames, *filenames]:
+            path = Path(dirpath) / name
+            mode = os.lstat(path).st_mode
+            if stat.S_ISLNK(mode) or not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                rel = path.relative_to(folder)
+                raise SubmissionError(
+                    folder.name, "is a link or special file", file=folder / rel, field=None
+                )
+    if root.is_symlink() or not root.is_dir():
+        raise SubmissionError(folder.name, "is not a folder", file=root, field=None)
+    return root
+
+
+def source_of(sub: Submission, folder: Path, models: ModelResolver) -> str:
+    """ "artifacts" or "re-run"; NotReexecutable says why neither is possible here."""
+    from ksmith.methods import METHODS, load_builtin_methods
+
+    if not models.known(sub.model.fingerprint):
+        raise NotReexecutable(
+            f"model {sub.model.id!r} (fingerprint {sub.model.fingerprint}) is not a world model "
+            "this board can regenerate (models.yaml) and no --models folder has it"
+        )
+    if _updates_dir(folder) is not None:
+        return "artifacts"
+    load_builtin_methods()
+    if sub.method.name not in METHODS:
+        raise NotReexecutable(
+            f"method {sub.method.name!r} is external and the submission carries no update "
+            "artifacts (ksmith submit --with-updates)"
+        )
+    if len(sub.seeds) > 1:
+        raise NotReexecutable(f"seeds {sub.seeds}: one seed per submission can be re-run")
+    return "re-run"
+
+
+# -- the sample -------------------------------------------------------------------------------
+
+_KEY = ("config", "probe_id", "stage", "mode")
+
+
+def audit_sample(
+    rows: Sequence[Mapping[str, Any]], options: AuditOptions, seed: int
+) -> list[Mapping[str, Any]]:
+    """The audited rows: all of them, or a uniform sample without replacement of
+    `audit_size` rows, drawn by `seed` from the rows in canonical order."""
+    ordered = sorted(rows, key=lambda r: tuple(str(r[k]) for k in _KEY))
+    n = audit_size(options.miss_rate, options.confidence)
+    if options.full or len(ordered) <= n:
+        return ordered
+    picked = sorted(random.Random(seed).sample(range(len(ordered)), n))
+    return [ordered[i] for i in picked]
+
+
+# -- re-scoring and comparing -----------------------------------------------------------------
+
+
+def _token_logprobs(
+    backend: Any, prompt: str, continuation: str
+) -> list[tuple[float, float, float]]:
+    """Per continuation token: (log p of the token, best log p, best log p of another token),
+    teacher-forced after `prompt`, tokenized as the evaluator tokenizes (separately)."""
+    import torch
+
+    ctx = backend._encode_contexts([prompt])[0]  # noqa: SLF001 - the evaluator's own encoding
+    cont = backend._encode([continuation], special=False)[0]  # noqa: SLF001
+    if not cont:
+        return []
+    ids = torch.tensor([ctx + cont], device=backend.device)
+    with torch.inference_mode():
+        logp = torch.log_softmax(backend.model(input_ids=ids).logits[0].float(), dim=-1)
+    out = []
+    for t, tok in enumerate(cont):
+        row = logp[len(ctx) - 1 + t]  # [vocab]: predicts continuation token t
+        top2 = torch.topk(row, 2)
+        target = float(row[tok])
+        other = float(top2.values[1] if int(top2.indices[0]) == tok else top2.values[0])
+        out.append((target, float(top2.values[0]), other))
+    return out
+
+
+def _greedy_up_to_ties(backend: Any, prompt: str, text: str, tol: float) -> bool:
+    """Every token of `text` after `prompt` is within `tol` of the model's best token."""
+    lps = _token_logprobs(backend, prompt, " " + text.strip())
+    return bool(lps) and all(target >= best - tol for target, best, _ in lps)
+
+
+def _cloze_score_up_to_ties(backend: Any, prompt: str, answer: str, score: float, tol: float):
+    """The submitted token accuracy is possible when near-ties are decided either way."""
+    lps = _token_logprobs(backend, prompt, " " + answer)
+    if not lps:
+        return False
+    sure = sum(1 for target, _, other in lps if target > other + tol)
+    unsure = sum(
+        1 for target, best, other in lps if not target > other + tol and target >= best - tol
+    )
+    hits = score * len(lps)
+    return sure - 1e-9 <= hits <= sure + unsure + 1e-9
+
+
+def _mismatch(
+    row: Mapping[str, Any],
+    fresh: Mapping[str, Any],
+    probe: Mapping[str, Any],
+    prompt: str,
+    backend: Any,
+    tol: float,
+) -> str | None:
+    """Why the submitted row is not what the model gives, or None if it is (up to ties)."""
+    stage, mode = row["stage"], row["mode"]
+    pred, again = str(row["prediction"]), str(fresh["prediction"])
+    score = float(row["score"])
+    fresh_score = float(fresh["score_before" if stage == "before" else "score_after"])
+    answer = probe["answer_before" if stage == "before" else "answer_after"]
+    if mode == "mcq":
+        if pred != again:
+            ll_sub, ll_again = backend.loglikelihood([(prompt, " " + pred), (prompt, " " + again)])
+            if ll_sub < ll_again - tol:
+                return f"re-executed answer {again!r}, submitted {pred!r}"
+        if not math.isclose(score, fresh_score, rel_tol=1e-4, abs_tol=tol):
+            return f"re-executed log-likelihood {fresh_score:.6f}, submitted {score:.6f}"
+        return None
+    if pred != again and not _greedy_up_to_ties(backend, prompt, pred, tol):
+        return f"re-executed prediction {again!r}, submitted {pred!r}"
+    if mode == "cloze" and not math.isclose(score, fresh_score, abs_tol=1e-9):
+        if not _cloze_score_up_to_ties(backend, prompt, answer, score, tol):
+            return f"re-executed token accuracy {fresh_score}, submitted {score}"
+    return None
+
+
+def _is_tie(row: Mapping[str, Any], fresh: Mapping[str, Any]) -> bool:
+    stage = row["stage"]
+    fresh_score = float(fresh["score_before" if stage == "before" else "score_after"])
+    return str(row["prediction"]) != str(fresh["prediction"]) or (
+        row["mode"] == "cloze" and float(row["score"]) != fresh_score
+    )
+
+
+class _Scorer:
+    """Scores audited rows on one model state and compares them."""
+
+    def __init__(self, sid: str, folder: Path, options: AuditOptions):
+        self.sid, self.folder, self.options = sid, folder, options
+        self.ties = 0
+
+    def check(
+        self,
+        backend: Any,
+        config: str,
+        rows: Sequence[Mapping[str, Any]],
+        probes: Mapping[str, Mapping[str, Any]],
+        prefixes: Mapping[str, str],
+    ) -> None:
+        from ksmith.evaluate.scoring import judge_probes, with_prefix
+
+        wanted = sorted({r["probe_id"] for r in rows})
+        judged = judge_probes(
+            backend, [probes[p] for p in wanted], prefixes=prefixes, chunk_size=256, desc="audit"
+        )
+        fresh = {(j["probe_id"], j["mode"]): j for j in judged}
+        for r in rows:
+            p = probes[r["probe_id"]]
+            prompt = with_prefix(p["prompt"], prefixes.get(p["request_id"], ""))
+            j = fresh[(r["probe_id"], r["mode"])]
+            why = _mismatch(r, j, p, prompt, backend, self.options.tolerance)
+            if why is not None:
+                where = f"{config} {r['probe_id']} {r['stage']} {r['mode']}"
+                raise SubmissionError(
+                    self.sid,
+                    f"{where}: re-execution disagrees: {why}",
+                    file=self.folder / PREDICTIONS_FILE,
+                    field="prediction",
+                )
+            self.ties += _is_tie(r, j)
+
+
+# -- the updated models -----------------------------------------------------------------------
+
+
+def _claimed_params(sub: Submission, config: str) -> dict[str, Any]:
+    cell = next(c for c in sub.cells if c.config == config)
+    return {**sub.method.params, **cell.params}
+
+
+def _same(a: Any, b: Any) -> bool:
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def _check_artifact(sub: Submission, folder: Path, udir: Path, config: str) -> None:
+    """The carried update.json must describe the claimed run."""
+    from ksmith.methods.artifacts import read_update
+
+    where = udir / "update.json"
+    try:
+        info = read_update(udir)
+    except KsmithError as e:
+        raise SubmissionError(sub.id, str(e), file=where, field=None) from e
+    model = info.get("model") if isinstance(info.get("model"), dict) else {}
+    claims = {
+        "method": (info.get("method"), sub.method.name),
+        "params": (info.get("params"), _claimed_params(sub, config)),
+        "config": (info.get("config"), config),
+        "dataset_fingerprint": (info.get("dataset_fingerprint"), sub.dataset.fingerprint),
+        "model.fingerprint": (model.get("fingerprint"), sub.model.fingerprint),
+        "mode": (info.get("mode", "batch"), sub.method.mode),
+    }
+    for field, (recorded, claimed) in claims.items():
+        if not _same(recorded, claimed):
+            raise SubmissionError(
+                sub.id,
+                f"the update records {recorded!r}, the submission claims {claimed!r}",
+                file=where,
+                field=field,
+            )
+    if sub.seeds and info.get("seed") not in sub.seeds:
+        raise SubmissionError(
+            sub.id, f"seed {info.get('seed')!r} is not among {sub.seeds}", file=where, field="seed"
+        )
+
+
+def _rerun(
+    sub: Submission, folder: Path, model: Path, dataset: Path, config: str, groups, out: Path
+) -> Path:
+    """Run the claimed method again on `groups` of `config`; the update folder written."""
+    from ksmith.methods.commands import UpdateRun, update_from_dataset
+
+    overrides = tuple(
+        f"{k}={json.dumps(v)}" for k, v in sorted(_claimed_params(sub, config).items())
+    )
+    run = UpdateRun(
+        model=str(model), dataset=str(dataset), config=config, method=sub.method.name,
+        out=str(out), overrides=overrides, mode=sub.method.mode, groups=tuple(sorted(groups)),
+        device="cpu", seed=sub.seeds[0] if sub.seeds else 0,
+    )  # fmt: skip
+    try:
+        info = update_from_dataset(run)
+    except KsmithError as e:
+        raise SubmissionError(
+            sub.id,
+            f"{config}: re-running the claimed update failed: {e}",
+            file=folder / SUBMISSION_FILE,
+            field="method",
+        ) from e
+    if not _same(info["params"], _claimed_params(sub, config)):
+        raise SubmissionError(
+            sub.id,
+            f"{config}: the method resolves the claimed parameters to {info['params']}",
+            file=folder / SUBMISSION_FILE,
+            field="method.params",
+        )
+    return out
+
+
+# -- the audit --------------------------------------------------------------------------------
+
+
+def audit_submission(
+    verified: Verified,
+    dataset: Path,
+    models: ModelResolver,
+    options: AuditOptions = AuditOptions(),
+) -> AuditRecord:
+    """Re-execute a verified submission on its audit sample; raise SubmissionError on the first
+    row the model does not give, NotReexecutable when it cannot be run here."""
+    from ksmith.data import load_probes
+    from ksmith.evaluate.runner import EvalOptions, check_finite_weights, make_backend
+    from ksmith.methods.artifacts import applied_update
+    from ksmith.models import load_model
+
+    sub, folder = verified.submission, verified.folder
+    source = source_of(sub, folder, models)
+    model_dir = models.resolve(sub.model.fingerprint)
+    assert model_dir is not None  # source_of checked it is known
+    seed = options.seed if options.seed is not None else int.from_bytes(os.urandom(4), "big")
+    rows = read_predictions(folder / PREDICTIONS_FILE)
+    sample = audit_sample(rows, options, seed)
+    by_config: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for r in sample:
+        by_config[str(r["config"])].append(r)
+    log.info(
+        "audit %s: %d of %d rows (%s, seed %d) on %s", sub.id, len(sample), len(rows), source,
+        seed, model_dir,
+    )  # fmt: skip
+    scorer = _Scorer(sub.id, folder, options)
+    eval_options = EvalOptions(device="cpu", batch_size=options.batch_size)
+    from tqdm.auto import tqdm
+
+    with one_thread(), tempfile.TemporaryDirectory(prefix="ksmith-audit-") as tmp:
+        base, tokenizer = load_model(str(model_dir), device="cpu")
+        check_finite_weights(base, str(model_dir))
+        for config in tqdm(sorted(by_config), desc=f"audit {sub.id}", unit="config", leave=False):
+            probes = {p["id"]: p for p in load_probes(dataset, config)}
+            before = [r for r in by_config[config] if r["stage"] == "before"]
+            after: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
+            for r in by_config[config]:
+                if r["stage"] == "after":
+                    after[int(r["group"])].append(r)
+            if before:
+                scorer.check(
+                    make_backend(base, tokenizer, eval_options), config, before, probes, {}
+                )
+            if not after:
+                continue
+            if source == "artifacts":
+                udir = folder / UPDATES_DIR / config
+                _check_artifact(sub, folder, udir, config)
+            else:
+                udir = _rerun(sub, folder, model_dir, dataset, config, after, Path(tmp) / config)
+            for g in sorted(after):
+                try:
+                    with applied_update(base, udir, g) as (updated, prefixes):
+                        check_finite_weights(updated, f"{udir} group {g}")
+                        backend = make_backend(updated, tokenizer, eval_options)
+                        scorer.check(backend, config, after[g], probes, prefixes)
+                except SubmissionError:
+                    raise
+                except KsmithError as e:  # a damaged artifact
+                    raise SubmissionError(sub.id, str(e), file=udir, field=None) from e
+    return AuditRecord(
+        submission=sub.id,
+        submission_sha256=file_sha256(folder / SUBMISSION_FILE),
+        predictions_digest=verified.digest,
+        model_fingerprint=str(sub.model.fingerprint),
+        dataset_fingerprint=sub.dataset.fingerprint,
+        source=source,
+        seed=seed,
+        rows=len(rows),
+        audited=len(sample),
+        ties=scorer.ties,
+        miss_rate=options.miss_rate,
+        confidence=options.confidence,
+    )
+
+
+# -- audit records on the board ---------------------------------------------------------------
+
+
+def record_path(root: Path, sid: str) -> Path:
+    return root / AUDITS_DIR / f"{sid}.json"
+
+
+def write_record(root: Path, record: AuditRecord) -> Path:
+    """Write `audits/<id>.json` atomically (a temporary file renamed into place)."""
+    path = record_path(root, record.submission)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(record.as_json(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def matching_record(root: Path, verified: Verified) -> AuditRecord | None:
+    """The board's audit record of this submission if it audits these exact files, else None
+    (a stale or unreadable record only means the submission is not shown as re-executed)."""
+    path = record_path(root, verified.submission.id)
+    if path.is_symlink() or not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        record = AuditRecord(**raw)
+    except (ValueError, TypeError) as e:
+        log.warning("%s: unreadable audit record (%s); not counted", path, e)
+        return None
+    sub = verified.submission
+    current = (
+        file_sha256(verified.folder / SUBMISSION_FILE),
+        verified.digest,
+        str(sub.model.fingerprint),
+        sub.dataset.fingerprint,
+    )
+    recorded = (
+        record.submission_sha256,
+        record.predictions_digest,
+        record.model_fingerprint,
+        record.dataset_fingerprint,
+    )
+    if record.submission != sub.id or recorded != current:
+        log.warning("%s: the audit record is for other files; not counted", path)
+        return None
+    return record

@@ -1,0 +1,256 @@
+"""The re-execution audit (issue 16, part 1) on a real, tiny pipeline: the generator's world, a
+world model pretrained in the test, a real update and the real evaluator. A consistent lie
+(predictions rewritten and every flag and aggregate recomputed to match) passes `verify`, and
+the audit catches it; so does a relabelled method claim; honest submissions pass, by re-running
+the method or by applying the artifacts they carry."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from ksmith.cli import main
+from ksmith.data import read_card
+from ksmith.data.generate import generate_dataset
+from ksmith.errors import KsmithError
+from ksmith.evaluate.runner import EvalOptions, evaluate
+from ksmith.leaderboard import DatasetResolver, SubmitOptions, verify_folders, write_submission
+from ksmith.leaderboard.audit import (
+    AuditOptions,
+    NotReexecutable,
+    audit_sample,
+    audit_size,
+    audit_submission,
+    matching_record,
+)
+from ksmith.leaderboard.models import ModelResolver, one_thread
+from ksmith.methods import get_method
+from ksmith.methods.commands import UpdateRun, update_from_dataset
+from ksmith.methods.params import resolve_params
+from ksmith.models import model_fingerprint
+from ksmith.world import load_world_spec
+from ksmith.world.pretrain import pretrain
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+EDIT = "biology.edit.leaf.k10"
+UNLEARN = "biology.unlearn.leaf.k10"
+# A small world (40 species) and a short budget: the audit needs a deterministic model, not a
+# knowledgeable one.
+WORLD = ("max_steps=150", "eval_every=150", "eval_sample=50", "allow_below_threshold=true")
+SIZE = {"branching": {"root": 4, "intermediate": 2, "leaf": 5}, "pools": {"region": 12, "continent": 4}}  # fmt: skip
+
+
+def _suite(tmp: Path) -> Path:
+    graph = yaml.safe_load((REPO / "specs" / "graphs" / "biology.yaml").read_text())
+    graph["sizes"]["small"] = SIZE
+    (tmp / "biology.yaml").write_text(yaml.safe_dump(graph, sort_keys=False))
+    inter = yaml.safe_load((REPO / "specs" / "interventions" / "default.yaml").read_text())
+    inter.update(kinds=["edit", "unlearn"], levels=["leaf"], scales=[10], groups=1)
+    (tmp / "inter.yaml").write_text(yaml.safe_dump(inter, sort_keys=False))
+    suite = {"kind": "suite", "version": 1, "name": "audit", "seed": 0,
+             "graphs": [{"path": str(tmp / "biology.yaml"), "size": "small"}],
+             "interventions": str(tmp / "inter.yaml")}  # fmt: skip
+    (tmp / "suite.yaml").write_text(yaml.safe_dump(suite))
+    return tmp / "suite.yaml"
+
+
+def _submit(tmp: Path, ds: Path, model: Path, method: str, config: str, sid: str, **kw) -> Path:
+    with one_thread():  # as the pipeline runs it (--threads 1)
+        update_from_dataset(
+            UpdateRun(
+                model=str(model),
+                dataset=str(ds),
+                config=config,
+                method=method,
+                out=str(tmp / f"u-{sid}"),
+                device="cpu",
+            )  # fmt: skip
+        )
+        evaluate(str(model), ds, config, out=tmp / f"r-{sid}", update=tmp / f"u-{sid}",
+                 options=EvalOptions(device="cpu", use_cache=False))  # fmt: skip
+    out = tmp / "board" / "submissions" / sid
+    write_submission([tmp / f"r-{sid}"], out, SubmitOptions(dataset=ds, **kw))
+    return out
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("audit")
+    ds = tmp / "dataset"
+    generate_dataset(_suite(tmp), ds, progress=False, workers=1)
+    spec = tmp / "world.yaml"
+    spec.write_text((REPO / "specs" / "world" / "default.yaml").read_text())
+    model = tmp / "model"
+    with one_thread():
+        pretrain(ds, model, load_world_spec(spec, WORLD), device="cpu", progress=False)
+    with pytest.MonkeyPatch.context() as mp:
+        # Second-moment statistics (ROME) are cached here, not in ~/.cache.
+        mp.setenv("KSMITH_CACHE", str(tmp / "cache"))
+        subs = {
+            "rome": _submit(tmp, ds, model, "rome", EDIT, "w-rome"),
+            "ice": _submit(tmp, ds, model, "ice", EDIT, "w-ice", with_updates=True),
+            "ga": _submit(tmp, ds, model, "ga", UNLEARN, "w-ga", with_updates=True),
+        }
+        yield tmp, ds, model, spec, subs
+
+
+def _verified(folder: Path, ds: Path):
+    return verify_folders([folder], DatasetResolver([ds]))[0]
+
+
+def _copy(folder: Path, tmp: Path) -> Path:
+    dst = tmp / "board" / "submissions" / folder.name
+    shutil.copytree(folder, dst)
+    return dst
+
+
+def _lie(folder: Path, ds: Path) -> int:
+    """Rewrite wrong after-stage generations to the expected answer and recompute every flag
+    and aggregate, as a submitter who recomputes would. Returns how many rows changed."""
+    from ksmith.data import load_probes
+    from ksmith.evaluate.metrics import compute_metrics
+    from ksmith.evaluate.scoring import contains_match, correct_after, exact_match
+
+    path = folder / "predictions.parquet"
+    table = pq.read_table(path)
+    rows = table.to_pylist()
+    data = yaml.safe_load((folder / "submission.yaml").read_text())
+    config = data["cells"][0]["config"]
+    probes = {p["id"]: p for p in load_probes(ds, config)}
+    before = {(r["probe_id"], r["mode"]): r["prediction"] for r in rows if r["stage"] == "before"}
+    changed = 0
+    for r in rows:
+        p = probes[r["probe_id"]]
+        if (
+            r["stage"] != "after"
+            or not r["mode"].startswith("gen_")
+            or p["expect_after"] != "match"
+        ):
+            continue
+        if exact_match(r["prediction"], p["answer_after"]):
+            continue
+        r["prediction"] = p["answer_after"]
+        match = exact_match if r["mode"] == "gen_exact" else contains_match
+        r["match_before"] = match(r["prediction"], p["answer_before"])
+        r["match_after"] = match(r["prediction"], p["answer_after"])
+        r["score"] = float(r["match_after"])
+        r["correct"] = correct_after(r["match_after"], p["expect_after"])
+        r["changed"] = r["prediction"] != before[(r["probe_id"], r["mode"])]
+        changed += 1
+    pq.write_table(table.from_pylist(rows, schema=table.schema), path)
+    fresh = compute_metrics(list(probes.values()), [{k: v for k, v in r.items() if k != "config"} for r in rows],
+                            kind=data["cells"][0]["kind"], seed=0, n_boot=1000)  # fmt: skip
+    for name, m in fresh.items():
+        data["cells"][0]["metrics"][name] = {"value": m["value"], "ci": list(m["ci"]),
+                                             "n": m["n"], "mode": m["mode"]}  # fmt: skip
+    (folder / "submission.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return changed
+
+
+def test_audit_size_catches_one_percent_with_probability_0999():
+    n = audit_size(0.01, 0.999)
+    assert n == 688
+    assert 0.99**n <= 0.001 < 0.99 ** (n - 1)
+    rows = [{"config": "c", "probe_id": f"p{i}", "stage": "after", "mode": "mcq"} for i in range(2000)]  # fmt: skip
+    a, b = audit_sample(rows, AuditOptions(), 7), audit_sample(rows[::-1], AuditOptions(), 7)
+    assert len(a) == n and a == b  # the file's row order does not matter, the seed does
+    assert audit_sample(rows, AuditOptions(), 8) != a
+    assert len(audit_sample(rows, AuditOptions(full=True), 7)) == 2000
+
+
+def test_honest_submissions_pass_by_rerun_and_by_artifacts(world):
+    tmp, ds, model, _, subs = world
+    models = ModelResolver([model])
+    rec = audit_submission(_verified(subs["rome"], ds), ds, models, AuditOptions(seed=1))
+    assert rec.source == "re-run" and rec.rows > rec.audited == audit_size() == 688
+    for name in ("ice", "ga"):
+        assert (
+            subs[name] / "updates" / (EDIT if name == "ice" else UNLEARN) / "update.json"
+        ).is_file()
+        rec = audit_submission(_verified(subs[name], ds), ds, models, AuditOptions(seed=1))
+        assert rec.source == "artifacts" and rec.audited > 0
+
+
+def test_consistent_lie_passes_verify_and_fails_the_audit(world, tmp_path):
+    tmp, ds, model, _, subs = world
+    for name in ("rome", "ga"):  # re-run and artifacts
+        folder = _copy(subs[name], tmp_path)
+        assert _lie(folder, ds) > 0
+        verified = _verified(folder, ds)  # every number recomputes: verify cannot tell
+        with pytest.raises(KsmithError, match=r"re-execution disagrees: re-executed prediction"):
+            audit_submission(verified, ds, ModelResolver([model]), AuditOptions(full=True))
+
+
+def test_relabelled_method_fails_the_audit(world, tmp_path):
+    tmp, ds, model, _, subs = world
+    folder = _copy(subs["rome"], tmp_path)
+    data = yaml.safe_load((folder / "submission.yaml").read_text())
+    # A rome run claimed as memit with memit's own valid parameters: verify accepts the claim.
+    memit = resolve_params(get_method("memit"), model_type="llama", num_layers=2)
+    data["method"]["name"] = "memit"
+    data["method"]["params"] = {**memit.model_dump(mode="json"), "mom2_n_tokens": 20000}
+    for c in data["cells"]:
+        c["method"] = "memit"
+    (folder / "submission.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(KsmithError, match="re-execution disagrees|re-running the claimed"):
+        audit_submission(_verified(folder, ds), ds, ModelResolver([model]), AuditOptions(full=True))
+
+
+def test_artifacts_must_be_the_claimed_run(world, tmp_path):
+    tmp, ds, model, _, subs = world
+    folder = _copy(subs["ga"], tmp_path)
+    path = folder / "updates" / UNLEARN / "update.json"
+    info = json.loads(path.read_text())
+    info["params"]["lr"] = 0.5  # an update made with other hyper-parameters than claimed
+    path.write_text(json.dumps(info))
+    with pytest.raises(KsmithError, match=r"update.json\): field 'params'"):
+        audit_submission(_verified(folder, ds), ds, ModelResolver([model]), AuditOptions(seed=0))
+    folder = _copy(subs["ice"], tmp_path)
+    link = folder / "updates" / EDIT / "g0" / "prefix.json"
+    link.unlink()
+    link.symlink_to(tmp_path)
+    with pytest.raises(KsmithError, match="link"):
+        audit_submission(_verified(folder, ds), ds, ModelResolver([model]), AuditOptions(seed=0))
+
+
+def test_unknown_model_is_not_reexecutable(world):
+    tmp, ds, model, _, subs = world
+    with pytest.raises(NotReexecutable, match="not a world model this board can regenerate"):
+        audit_submission(_verified(subs["rome"], ds), ds, ModelResolver([]), AuditOptions())
+
+
+def test_registry_regenerates_the_world_model_and_the_board_records_the_audit(
+    world, tmp_path, capsys
+):
+    tmp, ds, model, spec, subs = world
+    board = tmp_path / "board"
+    folder = _copy(subs["rome"], tmp_path)
+    fp = model_fingerprint(model)
+    overrides = dict(s.split("=", 1) for s in WORLD)
+    overrides = {k: yaml.safe_load(v) for k, v in overrides.items()}
+    dataset_fp = read_card(ds)["fingerprint"]
+    entry = {"spec": str(spec), "dataset": dataset_fp, "overrides": overrides}
+    (board / "models.yaml").write_text(yaml.safe_dump({fp: entry}))
+    cache = tmp_path / "models"
+    args = ["leaderboard", "audit", "--root", str(board), "--datasets", str(ds),
+            "--model-cache", str(cache), "--audit-seed", "3"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "ok w-rome: re-executed (re-run)" in out and "audit seed 3" in out
+    assert model_fingerprint(cache / fp) == fp  # regenerated bit for bit
+    record = matching_record(board, _verified(folder, ds))
+    assert record is not None and record.seed == 3
+    # A changed submission no longer matches its record; a liar's audit writes nothing.
+    _lie(folder, ds)
+    assert matching_record(board, _verified(folder, ds)) is None
+    before = (board / "audits" / "w-rome.json").read_text()
+    assert main(args) == 2
+    assert "re-execution disagrees" in capsys.readouterr().err
+    assert (board / "audits" / "w-rome.json").read_text() == before
