@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import make_model, make_tokenizer
 
+from ksmith.errors import KsmithError
 from ksmith.methods import Request, TextPair, UpdateProblem
 from ksmith.methods.artifacts import applied_update, read_update
 from ksmith.methods.attach import attached
@@ -162,6 +163,9 @@ def test_runner_saves_codebook_and_applied_update_reattaches_it(tmp_path):
     base_logits = _logits(model, tok, [EDITS[0][0]])[0]
     with applied_update(model, tmp_path / "u", 0) as (updated, _):
         got = _logits(updated, tok, [EDITS[0][0]])[0]
+        with pytest.raises(KsmithError, match="grace memory attached by forward hooks"):
+            updated.save_pretrained(tmp_path / "copy")  # would silently drop the codebook
+    model.save_pretrained(tmp_path / "base")  # detached: saving works again
     torch.testing.assert_close(got, want)
     assert not torch.equal(got, base_logits)
     assert attached(model) == []

@@ -59,6 +59,7 @@ class Attachment(ABC):
         live = _LIVE.setdefault(self.model, [])
         if self not in live:
             live.append(self)
+        _guard_saving(self.model)
 
     def detach(self) -> None:
         """Remove the hooks; the model computes as without the attachment."""
@@ -68,6 +69,8 @@ class Attachment(ABC):
         model = self._model()
         if model is not None and self in _LIVE.get(model, []):
             _LIVE[model].remove(self)
+            if not _LIVE[model] and "save_pretrained" in model.__dict__:
+                del model.save_pretrained  # the class's method again
 
     @abstractmethod
     def num_parameters(self) -> int:
@@ -95,6 +98,23 @@ class Attachment(ABC):
         (folder / ATTACH_JSON).write_text(
             json.dumps({"kind": self.kind, **meta}, indent=2, sort_keys=True) + "\n"
         )
+
+
+def _guard_saving(model: torch.nn.Module) -> None:
+    """While attached, ``model.save_pretrained`` raises: it would write the weights without the
+    hooks, a folder that looks like the edited model but is not (vLLM scoring, export-model)."""
+    if "save_pretrained" in model.__dict__:
+        return
+
+    def refuse(*_args, **_kwargs):
+        kinds = sorted({a.kind for a in attached(model)})
+        raise KsmithError(
+            f"this model carries a {', '.join(kinds)} memory attached by forward hooks, which "
+            "save_pretrained cannot store; score it in this process (the hf backend of ksmith "
+            "evaluate), not from a saved copy"
+        )
+
+    model.save_pretrained = refuse
 
 
 ATTACHMENTS: Registry[type[Attachment]] = Registry(
