@@ -4,13 +4,13 @@ arXiv 2211.11031).
 GRACE leaves the weights alone. Beside one module (here a block's MLP projection, as the
 reference code wraps ``inner_params``) it keeps a *codebook* C = {(k_i, v_i, ε_i, y_i)}: keys
 k_i are inputs h^{l-1} of that module, values v_i replace its output, ε_i is a deferral radius
-and y_i the label the entry was written for. For a query h (Sec. 3.1, Eq. 1):
+and y_i the label the entry was written for. For a query h (the paper's deferral rule):
 
     i* = argmin_i d(h, k_i),   GRACE(h) = v_{i*}  if d(h, k_{i*}) ≤ ε_{i*},  else f_l(h)
 
 with d the Euclidean distance: an input outside the radius of its nearest key goes through the
 unchanged module, so the model is untouched there. An edit (x_t, y_t) takes as key the module
-input at the last token of x_t and maintains the codebook (Sec. 3.2, Algorithm 1):
+input at the last token of x_t and maintains the codebook (Algorithm 1):
 
 - empty codebook, or d(h, k_{i*}) > ε_init + ε_{i*} (no overlap): add (h, v, ε_init, y_t);
 - overlap with the same label, d > ε_{i*}: *expand*, ε_{i*} ← d ("coverage"), or move the key
@@ -65,7 +65,7 @@ class GRACEParams(MethodParams):
     )
     eps_init: float = Field(1.0, gt=0, description="ε_init: deferral radius of a new key")
     eps_expand: Literal["coverage", "moving_average"] = Field(
-        "coverage", description="how a same-label overlap grows the nearest entry (Sec. 3.2)"
+        "coverage", description="how a same-label overlap grows the nearest entry (Algorithm 1)"
     )
     value_init: Literal["cold", "warm"] = Field(
         "cold", description="a new value: uniform [0,1) (cold), or the module's output (warm)"
@@ -143,7 +143,7 @@ class Codebook(Attachment):
             return None
         h = args[0]  # (B, T, d_in)
         dist, idx = self.nearest(h.reshape(-1, h.shape[-1]))  # (B*T,)
-        inside = dist <= self.epsilons[idx]  # Eq. 1: defer to the codebook within ε_{i*}
+        inside = dist <= self.epsilons[idx]  # deferral: the codebook answers within ε_{i*}
         values = self.values
         if self._training is not None:
             j, v = self._training
@@ -217,7 +217,7 @@ def _key_and_output(
 
 @register_method
 class GRACE(UpdateMethod):
-    """A codebook of layer-input keys with deferral radii (arXiv 2211.11031, Eq. 1, Alg. 1)."""
+    """A codebook of layer-input keys with deferral radii (arXiv 2211.11031, Algorithm 1)."""
 
     name: ClassVar[str] = "grace"
     kind: ClassVar[str] = "edit"

@@ -2,21 +2,23 @@
 2024, arXiv 2405.14768).
 
 WISE keeps the main memory, the value matrix W_v of one FFN (a block's MLP down-projection),
-unchanged and writes edits into a *side memory* W_v' that starts as a copy (Sec. 2.3). Here the
+unchanged and writes edits into a *side memory* W_v' that starts as a copy. Here the
 side memory is held as its difference τ = W_v' − W_v (d_out, d_in), so the side output for an
 activation a (the projection's input) is W_v a + τ a.
 
-Routing (Sec. 2.3.1): the activation score Δ_act(a) = ‖a (W_v' − W_v)‖₂ = ‖τ a‖₂ says whether an
+Routing: the paper's activation score Δ_act(a) = ‖a (W_v' − W_v)‖₂ = ‖τ a‖₂ says whether an
 input concerns an edit. The side memory answers when Δ_act ≥ ε, the main memory otherwise (then
 the output is exactly the unedited one). ε = act_ratio · the smallest Δ_act of an edit's
-in-scope tokens at the end of its training (the reference code's ``min_act() * act_ratio``).
-Training adds to the edit's cross-entropy the margin loss (Eq. 6; α, β, γ = act_margin) that
+in-scope tokens at the end of its training (``min_act() * act_ratio`` in the reference code,
+EasyEdit's WISE, the authors' release; it also passes both outputs through the model's
+activation function before the norm, where this follows the paper's definition).
+Training adds to the edit's cross-entropy the paper's margin loss (α, β, γ = act_margin) that
 pushes Δ_act of the edit's tokens above β, that of an irrelevant input (a Q- pair) below α, and
 their difference above γ; as in the reference, each hinge term is the mean of its positive
 entries, and the side memory is trained by SGD (edit_lr, n_iter), clamped element-wise to
 W_v ± norm_constraint (weight decay acts on τ, i.e. towards the main memory).
 
-Knowledge sharding and merging (Sec. 2.3.2): edits are written ``shard_size`` at a time into a
+Knowledge sharding and merging: edits are written ``shard_size`` at a time into a
 fresh side memory τ_i, each shard updating only a random subset M_i (ratio ρ = mask_ratio) of
 its entries (the gradient is masked); the shards are then merged with TIES (Yadav et al. 2023,
 arXiv 2306.01708): trim each τ_i to its largest |entries| (``density``), elect a sign per entry
