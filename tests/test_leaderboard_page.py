@@ -229,3 +229,25 @@ def test_screenshots_show_the_plots_in_each_methods_colour(page, driver, tmp_pat
     }
     assert strokes["rome-weak"] == strokes["rome-llama"] == METHOD_COLORS["rome"]
     assert len(set(METHOD_COLORS.values())) == len(METHOD_COLORS)  # never repeated
+
+
+def test_a_submission_drills_down_to_its_example_predictions(page, driver):
+    driver.get(page.as_uri())
+    details = driver.find_element("id", "ex-rome-weak")
+    assert details.get_attribute("open") is None  # collapsed until asked for
+    link = next(a for a in driver.find_elements("css selector", "#t1 a") if a.text == "rome-weak")
+    link.click()
+    assert details.get_attribute("open") == "true"
+    rows = details.find_elements("css selector", "tbody tr")
+    cells = [[td.text for td in r.find_elements("css selector", "td")] for r in rows]
+    direct = next(c for c in cells if c[0] == "zoo.edit.leaf.k1" and c[1].startswith("direct"))
+    assert direct[3] == "bira eats"  # the prompt, from the released dataset
+    assert direct[4] == "grass → meat" and direct[5] == "grass"  # expected; before the update
+    assert direct[7] in ("✓", "✗")
+    driver.get(page.as_uri() + "#ex-ft-good")  # a link from elsewhere opens it too
+    details = driver.find_element("id", "ex-ft-good")
+    assert details.get_attribute("open") == "true"
+    rows = details.find_elements("css selector", "tbody tr")
+    cells = [[td.text for td in r.find_elements("css selector", "td")] for r in rows]
+    unlearn = next(c for c in cells if c[0] == "zoo.unlearn.leaf.k1" and c[1].startswith("direct"))
+    assert unlearn[4].endswith("→ not grass")  # unlearning: anything but the old answer

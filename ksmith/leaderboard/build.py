@@ -15,11 +15,13 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ksmith.io import pid_alive
 from ksmith.leaderboard.aggregate import MetricInfo, registry_snapshot
 from ksmith.leaderboard.checks import DEFAULT_POLICY, BoardPolicy
 from ksmith.leaderboard.datasets import REGISTRY_FILE, DatasetResolver
+from ksmith.leaderboard.examples import example_rows
 from ksmith.leaderboard.html import render_html
 from ksmith.leaderboard.render import render_csv, render_markdown
 from ksmith.leaderboard.schema import Submission, json_schema_text
@@ -50,15 +52,17 @@ def render_board(
     subs: list[Submission],
     registry: Mapping[str, MetricInfo] | None = None,
     suites: Mapping[str, Iterable[str]] | None = None,
+    examples: Mapping[str, list[dict[str, Any]]] | None = None,
 ) -> dict[str, str]:
     """File name -> text of every built file. Pure: same submissions, same bytes. `suites`
-    (dataset fingerprint -> its configs) decides which rows are complete, hence ranked."""
+    (dataset fingerprint -> its configs) decides which rows are complete, hence ranked;
+    `examples` (submission id -> `example_rows`) fills the page's drill-down."""
     registry = registry if registry is not None else registry_snapshot()
     subs = sorted(subs, key=lambda s: s.id)
     return {
         "README.md": render_markdown(subs, registry, suites=suites),
         "leaderboard.csv": render_csv(subs, registry),
-        "index.html": render_html(subs, registry, suites),
+        "index.html": render_html(subs, registry, suites, examples),
         SCHEMA_FILE: json_schema_text(),
     }
 
@@ -137,7 +141,14 @@ def build_board(
     verified = verify_folders(folders, resolver, paths.submissions, policy)
     subs = [v.submission for v in verified]
     suites = {v.submission.dataset.fingerprint: v.suite_configs for v in verified}
-    files = render_board(subs, registry, suites)
+    cache: dict[Any, Any] = {}
+    examples = {
+        v.submission.id: example_rows(
+            v.folder, resolver.resolve(v.submission.dataset.fingerprint), cache
+        )
+        for v in verified
+    }
+    files = render_board(subs, registry, suites, examples)
     stale = stale_files(paths.root, files)
     if check:
         return stale

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from html import escape as _html_escape
+from typing import Any
 
 from ksmith.leaderboard.aggregate import (
     COMPONENTS,
@@ -23,6 +24,7 @@ from ksmith.leaderboard.aggregate import (
     component,
 )
 from ksmith.leaderboard.checks import clean_text
+from ksmith.leaderboard.page_assets import CSS, SORT_JS
 from ksmith.leaderboard.render import (
     COMPOSITE_DOC,
     INTRO,
@@ -52,78 +54,6 @@ def escape(text: str) -> str:
     """HTML-escaped text without control or bidirectional characters."""
     return _html_escape(clean_text(text))
 
-
-CSS = """
-body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:14px}
-th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
-table.sortable th{cursor:pointer;background:#f3f3f3;user-select:none}
-th[aria-sort=ascending]::after{content:" \\25B2"}
-th[aria-sort=descending]::after{content:" \\25BC"}
-.plots{display:flex;flex-wrap:wrap;gap:12px}
-.legend span{display:inline-block;margin-right:1em}
-.swatch{display:inline-block;margin-right:4px;vertical-align:middle}
-code{background:#f3f3f3;padding:0 3px}
-.filters{position:sticky;top:0;background:#fff;padding:.5em 0;border-bottom:1px solid #ddd}
-.filters label{margin-right:1em}
-.ci{color:#666;font-size:12px}
-tr[data-ref]{font-style:italic;background:#fafafa}
-""".strip()
-
-SORT_JS = """
-(function () {
-  function key(cell) {
-    var v = cell.getAttribute("data-v");
-    return v === null ? cell.textContent : v;
-  }
-  function sortBy(table, th, col) {
-    var asc = th.getAttribute("aria-sort") !== "ascending";
-    var heads = table.tHead.rows[0].cells;
-    for (var i = 0; i < heads.length; i++) heads[i].removeAttribute("aria-sort");
-    th.setAttribute("aria-sort", asc ? "ascending" : "descending");
-    var numeric = th.getAttribute("data-type") === "number";
-    var body = table.tBodies[0];
-    var rows = Array.prototype.slice.call(body.rows);
-    rows.sort(function (a, b) {
-      var x = key(a.cells[col]), y = key(b.cells[col]);
-      if (x === "" || y === "") return (x === "") - (y === "");
-      var c = numeric ? parseFloat(x) - parseFloat(y) : x.localeCompare(y);
-      return asc ? c : -c;
-    });
-    rows.forEach(function (r) { body.appendChild(r); });
-  }
-  function applyFilters() {
-    var f = {};
-    Array.prototype.forEach.call(document.querySelectorAll("select[data-filter]"), function (s) {
-      f[s.getAttribute("data-filter")] = s.value;
-    });
-    Array.prototype.forEach.call(document.querySelectorAll("section.board"), function (b) {
-      b.hidden = f.kind !== "" && b.getAttribute("data-kind") !== f.kind;
-    });
-    Array.prototype.forEach.call(document.querySelectorAll("div.slice"), function (d) {
-      var sl = d.getAttribute("data-slice"), show;
-      if (f.level === "" && f.scale === "") show = true;
-      else show = sl === "level=" + f.level || sl === "scale=" + f.scale;
-      d.hidden = !show;
-    });
-    Array.prototype.forEach.call(document.querySelectorAll("tr[data-model]"), function (r) {
-      r.hidden = f.model !== "" && r.getAttribute("data-model") !== f.model;
-    });
-  }
-  Array.prototype.forEach.call(document.querySelectorAll("select[data-filter]"), function (s) {
-    s.addEventListener("change", applyFilters);
-  });
-  var tables = document.querySelectorAll("table.sortable");
-  Array.prototype.forEach.call(tables, function (table) {
-    var heads = table.tHead.rows[0].cells;
-    Array.prototype.forEach.call(heads, function (th, col) {
-      th.addEventListener("click", function () { sortBy(table, th, col); });
-    });
-  });
-  document.body.setAttribute("data-ready", "1");
-})();
-""".strip()
 
 _NUMERIC = {"rank", "cells", "composite ↑", "update s"}
 
@@ -165,7 +95,9 @@ def _html_table(
     sortable: bool,
     tid: str,
     row_attrs: list[dict[str, str]] | None = None,
+    links: Mapping[str, str] | None = None,
 ) -> str:
+    """A table; `links` maps a text column's cell text to the address it links to."""
     cls = ' class="sortable"' if sortable else ""
     numeric = [_is_numeric(h) for h in headers]
     ths = "".join(
@@ -183,6 +115,8 @@ def _html_table(
                     f'<td class="num" data-v="{escape(_num_value(text))}">{escape(value)}{extra}'
                     "</td>"
                 )
+            elif links and text in links:
+                tds.append(f'<td><a href="{escape(links[text])}">{escape(text)}</a></td>')
             else:
                 tds.append(f"<td>{_cell_html(text)}</td>")
         attrs = "".join(
@@ -229,6 +163,7 @@ def _table_html(
     registry: Mapping[str, MetricInfo],
     subs: Mapping[str, Submission],
     tid: str,
+    links: Mapping[str, str] | None = None,
 ) -> str:
     """A ranked table whose composites carry their 95% interval over the row's cells."""
     rows = table_cells(t)
@@ -243,7 +178,8 @@ def _table_html(
         | ({"data-ref": "baseline"} if r.method == "none" else {})
         for r in t.rows
     ]
-    return _html_table(table_headers(t, registry), rows, sortable=True, tid=tid, row_attrs=attrs)
+    headers = table_headers(t, registry)
+    return _html_table(headers, rows, sortable=True, tid=tid, row_attrs=attrs, links=links)
 
 
 def _filters(subs: list[Submission], tables: list[Table]) -> str:
@@ -273,10 +209,14 @@ def render_html(
     subs: list[Submission],
     registry: Mapping[str, MetricInfo],
     suites: Mapping[str, Iterable[str]] | None = None,
+    examples: Mapping[str, list[dict[str, Any]]] | None = None,
 ) -> str:
-    """The whole index.html text."""
+    """The whole index.html text; `examples` (submission id -> `examples.example_rows`) fills
+    the drill-down that each submission's name links to."""
     tables, _ = build_tables(subs, registry, suites)
     by_id = {s.id: s for s in subs}
+    examples = {k: v for k, v in (examples or {}).items() if v and k in by_id}
+    links = {sid: f"#ex-{sid}" for sid in examples}
     body = [
         "<h1>ksmith leaderboard</h1>",
         "<p>" + inline_md(INTRO.split("\n\n")[0]) + "</p>",
@@ -300,7 +240,7 @@ def render_html(
             tag = "h3" if t.slice == "all" else "h4"
             body.append(f'<div class="slice" data-slice="{escape(t.slice)}">')
             body.append(f"<{tag}>{escape(t.title)}</{tag}>")
-            body.append(_table_html(t, registry, by_id, f"t{n}"))
+            body.append(_table_html(t, registry, by_id, f"t{n}", links))
             if t.partial:
                 body.append(f"<p>{escape(PARTIAL_NOTE)}</p>")
                 body.append(
@@ -319,8 +259,12 @@ def render_html(
         body.append(_html_table(model_headers(subs), models, sortable=False, tid="models"))
     body.append("<h2>Submissions</h2>")
     body.append(
-        _html_table(SUBMISSION_HEADERS, submission_rows(subs), sortable=True, tid="submissions")
+        _html_table(
+            SUBMISSION_HEADERS, submission_rows(subs), sortable=True, tid="submissions", links=links
+        )
     )
+    if examples:
+        body.append(_examples_html(by_id, examples))
     body.append("<h2>Metrics</h2>")
     body.append(_html_table(METRIC_HEADERS, metric_rows(registry), sortable=False, tid="metrics"))
     return (
@@ -393,3 +337,35 @@ def _plots(table: Table, registry: Mapping[str, MetricInfo], subs: Mapping[str, 
         + "\n".join(svgs)
         + "</div>"
     )
+
+
+EXAMPLE_HEADERS = ["cell", "probe", "mode", "prompt", "expected", "before", "after", "correct"]
+
+
+def _examples_html(subs: Mapping[str, Submission], examples: Mapping[str, list[dict]]) -> str:
+    """One collapsed block per submission: a few of its predictions per cell, with the prompt
+    and the expected answers from the released dataset."""
+    out = [
+        "<h2>Example predictions</h2>",
+        "<p>Per cell, the first group's first probe of each type, from the submission's "
+        "predictions and the released dataset (expected: before → after the update; after an "
+        "unlearning, anything but the old answer). Click a submission's name to open it.</p>",
+    ]
+    for sid in sorted(examples):
+        sub = subs[sid]
+        rows = [
+            [
+                r["config"], f"{r['type']} ({r['qset']})", r["mode"], r["prompt"],
+                f"{r['expected_before']} → {r['expected_after']}", r["before"], r["after"],
+                "✓" if r["correct"] else "✗",
+            ]
+            for r in examples[sid]
+        ]  # fmt: skip
+        out.append(
+            f'<details id="ex-{escape(sid)}" class="examples"><summary>{escape(sid)}: '
+            f"{escape(sub.method.name)} on {escape(display_model(sub.model.id))} "
+            f"({len(rows)} examples)</summary>"
+            + _html_table(EXAMPLE_HEADERS, rows, sortable=False, tid=f"ex-table-{escape(sid)}")
+            + "</details>"
+        )
+    return "\n".join(out)
