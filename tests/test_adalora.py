@@ -1,4 +1,4 @@
-"""AdaLoRA (arXiv 2303.10512): the rank budget follows the cubic schedule (Eq. 12) as peft
+"""AdaLoRA (arXiv 2303.10512): the rank budget follows the paper's cubic schedule as peft
 allocates it, and the merged update is a low-rank change of the target modules only."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def problem() -> UpdateProblem:
 
 
 def cubic_budget(t: int, b0: int, bT: int, total: int, ti: int, tf: int) -> int:
-    """AdaLoRA Eq. 12: b(0) during warm-up, b(T) in the last t_f steps, cubic in between."""
+    """AdaLoRA's budget: b(0) during warm-up, b(T) in the last t_f steps, cubic in between."""
     if t <= ti:
         return b0
     if t > total - tf:

@@ -5,13 +5,14 @@ arXiv 2303.10512. Each adapted weight gets an update in SVD form (Eq. 3)
 
     W = W_0 + P Λ Q,    P: (d, r), Λ = diag(λ_1..λ_r), Q: (r, k),  r = init_r at the start
 
-trained with the task loss plus γ times the orthogonality penalty R(P, Q) =
-‖PᵀP − I‖_F + ‖QQᵀ − I‖_F (Eq. 4; peft averages it over matrices). After each optimiser step the
-importance of every triplet (P_i, λ_i, Q_i) is scored from smoothed sensitivity |w ∂L/∂w| and
-its uncertainty (Eq. 8-11, β₁, β₂), and the least important λ_i are zeroed so the total rank
-follows a cubic schedule (Eq. 12) from init_r per matrix down to target_r per matrix: full budget
-for the first t_i steps, reduced every ΔT steps until step T − t_f, then fixed for the last t_f.
-The scoring, masking and schedule are peft's (``AdaLoraConfig``, ``update_and_allocate``).
+trained with the task loss plus γ times the orthogonality penalty R(P, Q) (Eq. 4; the paper
+squares ‖PᵀP − I‖_F and ‖QQᵀ − I‖_F, peft, followed here, takes the plain norms and averages
+them over the matrices). After each optimiser step the importance of every triplet
+(P_i, λ_i, Q_i) is scored from the smoothed sensitivity |w ∂L/∂w| times its uncertainty (EMAs
+with β₁, β₂), and the least important λ_i are zeroed so the total rank follows the paper's cubic
+budget schedule from init_r per matrix down to target_r per matrix: full budget for the first
+t_i steps, reduced every ΔT steps until step T − t_f, then fixed for the last t_f. The scoring,
+masking and schedule are peft's (``AdaLoraConfig``, ``update_and_allocate``).
 
 As an editor (KnowEdit's AdaLoRA row, arXiv 2401.01286) the adapters sit on the same modules as
 ksmith's LoRA (``lora.py``), are trained on the Q+ view with the shared fitting loop, and are
@@ -80,7 +81,7 @@ def _kept_rank(model: torch.nn.Module, adapter: str = ADAPTER) -> int:
 
 @register_method
 class AdaLoRA(LoRA):
-    """AdaLoRA (arXiv 2303.10512, Eq. 3-12) through peft, merged into the weights."""
+    """AdaLoRA (arXiv 2303.10512, Eq. 3-4 and the budget schedule) through peft, merged."""
 
     name: ClassVar[str] = "adalora"
     kind: ClassVar[str] = "edit"
