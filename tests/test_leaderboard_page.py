@@ -46,6 +46,7 @@ def page(tmp_path_factory):
     make_submission(tmp, ds, "ft-good", "ft", skill=0.85, board=board)
     make_submission(tmp, ds, "rome-weak", "rome", skill=0.55, configs=CONFIGS[:3], board=board)
     make_submission(tmp, ds, "zz-mid", "memit", skill=0.7, configs=CONFIGS[:2], board=board)
+    make_submission(tmp, ds, "world-none", "none", skill=0.3, board=board)  # the baseline
     # rome again, on another model that was submitted by its local path
     from ksmith.leaderboard import write_submission
 
@@ -98,9 +99,10 @@ def test_page_loads_and_lists_every_submission(page, driver):
     assert driver.find_element("tag name", "body").get_attribute("data-ready") == "1"
     assert driver.title == "ksmith leaderboard"
     subs = sorted(_column(driver, "submissions", 0))
-    assert subs == ["ft-good", "rome-llama", "rome-weak", "zz-mid"]
+    assert subs == ["ft-good", "rome-llama", "rome-weak", "world-none", "zz-mid"]
     # the editing table ranks the complete submissions; zz-mid covers 2 cells, listed apart
-    assert sorted(_column(driver, "t1", 1)) == ["ft-good", "rome-llama", "rome-weak"]
+    ranked = ["ft-good", "rome-llama", "rome-weak", "world-none"]
+    assert sorted(_column(driver, "t1", 1)) == ranked
     curves = driver.find_elements("css selector", "svg.curve")
     assert curves and all(c.size["width"] > 0 for c in curves)
     # nothing was fetched: the page is one self-contained file
@@ -182,7 +184,12 @@ def test_filters_by_kind_level_scale_and_model(page, driver):
     _select(driver, "model", "tiny-llama")
     assert _visible_rows(driver, "t1") == ["rome-llama"]
     _select(driver, "model", "")
-    assert sorted(_visible_rows(driver, "t1")) == ["ft-good", "rome-llama", "rome-weak"]
+    assert sorted(_visible_rows(driver, "t1")) == [
+        "ft-good",
+        "rome-llama",
+        "rome-weak",
+        "world-none",
+    ]
 
 
 def test_composites_carry_intervals_and_plots_error_bars(page, driver):
@@ -195,7 +202,7 @@ def test_composites_carry_intervals_and_plots_error_bars(page, driver):
     (trade,) = driver.find_elements("css selector", "section.board[data-kind=edit] svg.tradeoff")
     dots = trade.find_elements("css selector", "circle")
     assert sorted(d.get_attribute("data-series") for d in dots) == [
-        "ft-good", "rome-llama", "rome-weak"
+        "ft-good", "rome-llama", "rome-weak", "world-none"
     ]  # fmt: skip
 
 
@@ -251,3 +258,13 @@ def test_a_submission_drills_down_to_its_example_predictions(page, driver):
     cells = [[td.text for td in r.find_elements("css selector", "td")] for r in rows]
     unlearn = next(c for c in cells if c[0] == "zoo.unlearn.leaf.k1" and c[1].startswith("direct"))
     assert unlearn[4].endswith("→ not grass")  # unlearning: anything but the old answer
+
+
+def test_the_no_update_baseline_is_a_reference_row(page, driver):
+    driver.get(page.as_uri())
+    ranks = dict(zip(_column(driver, "t1", 1), _column(driver, "t1", 0), strict=True))
+    assert ranks["world-none"] == "ref"
+    assert sorted(r for s, r in ranks.items() if s != "world-none") == ["1", "2", "3"]
+    (row,) = driver.find_elements("css selector", "#t1 tbody tr[data-ref]")
+    assert row.find_elements("css selector", "td")[1].text == "world-none"
+    assert row.value_of_css_property("font-style") == "italic"

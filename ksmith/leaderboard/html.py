@@ -64,7 +64,7 @@ def _is_numeric(header: str) -> bool:
 
 def _num_value(text: str) -> str:
     """The number a cell sorts by: its first word (a composite is followed by its interval)."""
-    return "" if text == "–" else text.split()[0]
+    return "" if text in ("–", "ref") else text.split()[0]
 
 
 _LINK = re.compile(r"(url|paper|code) (https://\S+)")

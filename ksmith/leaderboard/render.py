@@ -100,7 +100,11 @@ covering different cells are not strictly comparable, so check `cells`.
 single zero zeroes that cell's harmonic mean), a hundred or more at k=100. A row's composite
 therefore reads as an average over its `cells`, never as one cell's verdict; the page shows
 each row's 95% bootstrap interval over its cells (seeded), and per-probe predictions remain in
-every submission for a closer look."""
+every submission for a closer look.
+
+**Reference row.** The no-update baseline (method `none`: the model evaluated without any
+update), when submitted, stands in its place by composite as the row ranked `ref`, never
+counted in the ranks: an update below it did worse than doing nothing."""
 
 
 def composite_components() -> list[str]:
@@ -153,12 +157,19 @@ def table_headers(table: Table, registry: Mapping[str, MetricInfo]) -> list[str]
     return ["rank", "submission", "method", "model", "cells", "composite ↑", *comps, "update s"]
 
 
+BASELINE = "none"  # the no-update baseline: a reference row, never ranked
+
+
 def table_cells(table: Table) -> list[list[str]]:
+    """One line per row; the no-update baseline (method `BASELINE`) is ranked `ref`, in its
+    place by composite, so that what did worse than doing nothing shows."""
     out = []
-    for i, row in enumerate(table.rows, 1):
+    rank = 0
+    for row in table.rows:
+        rank += row.method != BASELINE
         out.append(
             [
-                str(i),
+                "ref" if row.method == BASELINE else str(rank),
                 row.submission,
                 row.method,
                 display_model(row.model),
