@@ -231,3 +231,21 @@ def test_spec_file_resolves(model_type):
 
     params = resolve_params(get_method("grace"), model_type=model_type)
     assert isinstance(params, GRACE.Params) and params.eps_init == 1.0
+
+
+def test_non_finite_codebook_stops_the_run_without_output(tmp_path):
+    from ksmith.methods import UpdateMethod, UpdateResult
+
+    class _NaNBook(UpdateMethod):
+        name, kind, paper = "nanbook", "edit", "test"
+
+        def apply_batch(self, model, tokenizer, problem):
+            book = Codebook.empty(model, "model.layers.1.mlp.down_proj")
+            book._add(torch.zeros(64), torch.full((32,), float("nan")), 1.0, "meat")
+            return UpdateResult()
+
+    tok = make_tokenizer()
+    model = make_model("llama", vocab_size=len(tok))
+    with pytest.raises(KsmithError, match="non-finite values in its values"):
+        run_update(model, tok, _NaNBook(), {0: _problem(EDITS[:1])}, tmp_path / "u")
+    assert not (tmp_path / "u").exists() and attached(model) == []

@@ -141,9 +141,10 @@ def applied_update(
     """Yield ``(updated_model, prefixes)`` for one group of an update folder.
 
     With a delta, `model` itself is updated in place (and any saved attachment hooked onto it)
-    and its changed parameters are restored bit for bit on exit (also on error), so an evaluator loads the base model once and loops
-    over groups. With a full ``g<i>/model/`` the group's model is loaded (same device and dtype
-    as `model`) and `model` is untouched. `prefixes` maps request ids to prompt prefixes.
+    and its changed parameters are restored bit for bit on exit (also on error), so an
+    evaluator loads the base model once and loops over groups. With a full ``g<i>/model/`` the
+    group's model is loaded (same device and dtype as `model`) and `model` is untouched.
+    `prefixes` maps request ids to prompt prefixes.
     """
     gdir = group_dir(update_dir, group)
     if not gdir.is_dir():

@@ -94,6 +94,12 @@ class Attachment(ABC):
         folder.mkdir(parents=True, exist_ok=True)
         meta, tensors = self.state()
         tensors = {n: t.detach().to("cpu").contiguous() for n, t in tensors.items()}
+        for n, t in tensors.items():
+            if t.is_floating_point() and not torch.isfinite(t).all():
+                raise KsmithError(
+                    f"{self.kind}: non-finite values in its {n} (the edit diverged; try a "
+                    "smaller learning rate); nothing was written"
+                )
         save_safetensors(tensors, folder / TENSORS_FILE, metadata={"format": "ksmith-attachment"})
         (folder / ATTACH_JSON).write_text(
             json.dumps({"kind": self.kind, **meta}, indent=2, sort_keys=True) + "\n"
