@@ -254,3 +254,20 @@ def test_registry_regenerates_the_world_model_and_the_board_records_the_audit(
     assert main(args) == 2
     assert "re-execution disagrees" in capsys.readouterr().err
     assert (board / "audits" / "w-rome.json").read_text() == before
+
+
+def test_registry_entry_that_does_not_regenerate_names_the_versions(world, tmp_path):
+    from ksmith.errors import SpecError
+
+    tmp, ds, model, spec, subs = world
+    (tmp_path / "lb").mkdir()
+    registry = tmp_path / "lb" / "models.yaml"
+    overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in WORLD)}
+    entry = {"spec": str(spec), "dataset": read_card(ds)["fingerprint"], "overrides": overrides,
+             "versions": {"torch": "1.0", "transformers": "4.0"}}  # fmt: skip
+    wrong = "0" * 64
+    registry.write_text(yaml.safe_dump({wrong: entry}))
+    resolver = ModelResolver([], registry=registry, cache_dir=tmp_path / "c",
+                             datasets=DatasetResolver([ds]))  # fmt: skip
+    with pytest.raises(SpecError, match=r"models.yaml.*listed: torch 1.0, transformers 4.0; here"):
+        resolver.resolve(wrong)

@@ -10,7 +10,8 @@ model as a faithful instrument") into CACHE/<fingerprint>, checked to reproduce 
 and reused later. Relative spec paths are relative to the repository root.
 
     # leaderboard/models.yaml
-    0f80...3e: {spec: specs/world/default.yaml, dataset: ad1d...45}
+    0f80...3e: {spec: specs/world/default.yaml, dataset: ad1d...45,
+                versions: {torch: 2.13.0+cpu, transformers: 5.24.0}}
     9c21...07: {spec: specs/world/default.yaml, dataset: ad1d...45, overrides: {max_steps: 8000}}
 
 A model listed nowhere (a Hub model, a private checkpoint) cannot be re-executed here: its
@@ -62,7 +63,7 @@ def read_model_registry(path: str | Path) -> dict[str, dict[str, Any]]:
             raise SpecError("not a sha256 hex fingerprint", file=path, field=fp)
         if not isinstance(entry, dict):
             raise SpecError("expected {spec: PATH, dataset: FINGERPRINT}", file=path, field=fp)
-        unknown = set(entry) - {"spec", "dataset", "overrides"}
+        unknown = set(entry) - {"spec", "dataset", "overrides", "versions"}
         if unknown:
             raise SpecError(f"unknown keys {sorted(unknown)}", file=path, field=fp)
         if not isinstance(entry.get("spec"), str):
@@ -74,10 +75,16 @@ def read_model_registry(path: str | Path) -> dict[str, dict[str, Any]]:
         if not isinstance(overrides, dict):
             raise SpecError("expected a mapping key -> value", file=path, field=f"{fp}.overrides")
         spec = Path(entry["spec"])
+        versions = entry.get("versions") or {}
+        if not isinstance(versions, dict):
+            raise SpecError(
+                "expected a mapping library -> version", file=path, field=f"{fp}.versions"
+            )
         out[fp] = {
             "spec": spec if spec.is_absolute() else root / spec,
             "dataset": dataset,
             "overrides": dict(overrides),
+            "versions": {str(k): str(v) for k, v in versions.items()},
         }
     return out
 
@@ -158,9 +165,15 @@ class ModelResolver:
             pretrain(dataset, out, spec, device="cpu")
         got = model_fingerprint(out)
         if got != fingerprint:
+            from ksmith.world.pretrain import _library_versions
+
+            have = ", ".join(f"{k} {v}" for k, v in _library_versions().items())
+            wanted = entry.get("versions") or {}
+            listed = ", ".join(f"{k} {v}" for k, v in wanted.items()) or "not recorded"
             raise SpecError(
                 f"world-model spec {entry['spec']} regenerates fingerprint {got}, not the one "
-                "listed",
+                f"listed; weights are reproducible with the same library versions (listed: "
+                f"{listed}; here: {have}) on the same kind of CPU",
                 **where,
             )
         return out

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+import string
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -80,9 +81,16 @@ def judge(probe: Mapping[str, Any], mode: str, prediction: str, answer: str) -> 
     return None
 
 
+_SEPARATE_PUNCT = str.maketrans({c: " " for c in string.punctuation})
+
+
 def _cloze_backed(prediction: str, answer: str) -> bool:
+    """The prediction's leading words are the answer's. Punctuation separates words here: a
+    model may run a sentence on without a space (a word-level tokenizer decodes "slime" "."
+    "Prompt" as "slime.Prompt"), and the cloze prediction keeps whitespace-separated words."""
     want = _words(answer)
-    return bool(want) and _words(prediction)[: len(want)] == want
+    got = _words(prediction.translate(_SEPARATE_PUNCT))
+    return bool(want) and got[: len(want)] == want
 
 
 class _Ctx:

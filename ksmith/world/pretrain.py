@@ -77,6 +77,13 @@ def load_world_data(dataset_dir: str | Path) -> WorldData:
     )
 
 
+def _library_versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    return {"torch": str(torch.__version__), "transformers": str(transformers.__version__)}
+
+
 def pretrain(
     dataset_dir: str | Path,
     out: str | Path,
@@ -167,6 +174,9 @@ def pretrain(
         "corpus_lines": len(world.lines),
         "check_probes": len(check.cloze) + len(check.mcq),
         "ksmith_version": __version__,
+        # Same spec and data give the same weights with these versions (float kernels change
+        # between releases); the leaderboard's regeneration check names them.
+        "versions": _library_versions(),
     }
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
