@@ -173,10 +173,15 @@ def svg_tradeoff(title: str, series: Sequence[Series]) -> str:
         f'<text x="12" y="{_f(fr.py(0.5))}" font-size="11" text-anchor="middle" '
         f'transform="rotate(-90 12 {_f(fr.py(0.5))})">efficacy ↑</text>'
     )
+    placed: list[tuple[float, float]] = []  # labels so far: a crowded point keeps its tooltip
     for s in sorted(series, key=lambda s: s.label):
         color = method_color(s.method)
         for p in s.points:
             cx, cy = _f(fr.px(p.x)), _f(fr.py(p.y))
+            lx, ly = fr.px(p.x), fr.py(p.y)
+            crowded = any(abs(ly - y) < 11 and abs(lx - x) < 90 for x, y in placed)
+            if not crowded:
+                placed.append((lx, ly))
             if p.lo is not None and p.hi is not None:
                 parts.append(fr.error_bar(p.x, p.lo, p.hi, color))
             if p.x_lo is not None and p.x_hi is not None:
@@ -189,9 +194,13 @@ def svg_tradeoff(title: str, series: Sequence[Series]) -> str:
                 f'{escape(s.label)}"><title>{escape(s.label)}: locality {p.x:.3f}, efficacy '
                 f"{p.y:.3f}</title></circle>"
                 # labels right of the marker, left of it near the right edge
-                f'<text x="{_f(fr.px(p.x) + (-7 if p.x > 0.7 else 7))}" y="{cy}" font-size="10" '
-                f'text-anchor="{"end" if p.x > 0.7 else "start"}" dominant-baseline="middle">'
-                f"{escape(s.label)}</text>"
+                + (
+                    ""
+                    if crowded
+                    else f'<text x="{_f(lx + (-7 if p.x > 0.7 else 7))}" y="{_f(ly)}" '
+                    f'font-size="10" text-anchor="{"end" if p.x > 0.7 else "start"}" '
+                    f'dominant-baseline="middle">{escape(s.label)}</text>'
+                )
             )
     parts.append("</svg>")
     return "\n".join(parts)
