@@ -88,7 +88,9 @@ def test_plots_diff_overlays_two_experiments(repo):
 
 
 def _readme_commands(prefix: str) -> list[list[str]]:
-    lines = [ln.strip().split("  #")[0] for ln in README.splitlines()]
+    """The README's shell lines starting with `prefix` (continued lines joined)."""
+    text = re.sub(r"\\\n\s*", " ", README)
+    lines = [ln.strip().split("  #")[0] for ln in text.splitlines()]
     return [shlex.split(ln) for ln in lines if ln.startswith(prefix)]
 
 
