@@ -247,9 +247,19 @@ def test_registry_regenerates_the_world_model_and_the_board_records_the_audit(
     assert model_fingerprint(cache / fp) == fp  # regenerated bit for bit
     record = matching_record(board, _verified(folder, ds))
     assert record is not None and record.seed == 3
-    # A changed submission no longer matches its record; a liar's audit writes nothing.
+    build = ["leaderboard", "build", "--root", str(board), "--datasets", str(ds)]
+    assert main(build) == 0
+    readme = (board / "README.md").read_text()
+    assert "| re-executed |" in readme and "re-executed (re-run): 688 of" in readme
+    assert "predictions †" not in readme
+    # A changed submission no longer matches its record: the board marks it; a liar's audit
+    # writes nothing.
     _lie(folder, ds)
     assert matching_record(board, _verified(folder, ds)) is None
+    assert main(build) == 0
+    readme = (board / "README.md").read_text()
+    assert "| predictions † |" in readme and "| re-executed |" not in readme
+    assert "predictions checked, not re-executed †" in readme
     before = (board / "audits" / "w-rome.json").read_text()
     assert main(args) == 2
     assert "re-execution disagrees" in capsys.readouterr().err

@@ -53,16 +53,18 @@ def render_board(
     registry: Mapping[str, MetricInfo] | None = None,
     suites: Mapping[str, Iterable[str]] | None = None,
     examples: Mapping[str, list[dict[str, Any]]] | None = None,
+    checks: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
     """File name -> text of every built file. Pure: same submissions, same bytes. `suites`
     (dataset fingerprint -> its configs) decides which rows are complete, hence ranked;
-    `examples` (submission id -> `example_rows`) fills the page's drill-down."""
+    `examples` (submission id -> `example_rows`) fills the page's drill-down; `checks`
+    (submission id -> its matching audit record, or None) says which were re-executed."""
     registry = registry if registry is not None else registry_snapshot()
     subs = sorted(subs, key=lambda s: s.id)
     return {
-        "README.md": render_markdown(subs, registry, suites=suites),
-        "leaderboard.csv": render_csv(subs, registry),
-        "index.html": render_html(subs, registry, suites, examples),
+        "README.md": render_markdown(subs, registry, suites=suites, checks=checks),
+        "leaderboard.csv": render_csv(subs, registry, checks),
+        "index.html": render_html(subs, registry, suites, examples, checks),
         SCHEMA_FILE: json_schema_text(),
     }
 
@@ -148,7 +150,12 @@ def build_board(
         )
         for v in verified
     }
-    files = render_board(subs, registry, suites, examples)
+    from ksmith.leaderboard.audit import matching_record
+
+    # Which submissions the board's audit re-executed: records written by `leaderboard audit`
+    # for these exact files (ksmith.leaderboard.audit); the others are marked on every table.
+    checks = {v.submission.id: matching_record(paths.root, v) for v in verified}
+    files = render_board(subs, registry, suites, examples, checks)
     stale = stale_files(paths.root, files)
     if check:
         return stale

@@ -31,7 +31,7 @@ from ksmith.leaderboard.render import (
     METRIC_HEADERS,
     MODELS_NOTE,
     PARTIAL_NOTE,
-    SUBMISSION_HEADERS,
+    REEXEC_NOTE,
     composite_components,
     display_model,
     group_boards,
@@ -40,6 +40,7 @@ from ksmith.leaderboard.render import (
     model_rows,
     partial_cells,
     partial_headers,
+    submission_headers,
     submission_rows,
     table_cells,
     table_headers,
@@ -164,9 +165,10 @@ def _table_html(
     subs: Mapping[str, Submission],
     tid: str,
     links: Mapping[str, str] | None = None,
+    checks: Mapping[str, Any] | None = None,
 ) -> str:
     """A ranked table whose composites carry their 95% interval over the row's cells."""
-    rows = table_cells(t)
+    rows = table_cells(t, checks)
     for text, row in zip(rows, t.rows, strict=True):
         cells = [
             c for c in subs[row.submission].cells if c.kind == t.kind and _in_slice(c, t.slice)
@@ -178,7 +180,7 @@ def _table_html(
         | ({"data-ref": "baseline"} if r.method == "none" else {})
         for r in t.rows
     ]
-    headers = table_headers(t, registry)
+    headers = table_headers(t, registry, checks)
     return _html_table(headers, rows, sortable=True, tid=tid, row_attrs=attrs, links=links)
 
 
@@ -210,9 +212,11 @@ def render_html(
     registry: Mapping[str, MetricInfo],
     suites: Mapping[str, Iterable[str]] | None = None,
     examples: Mapping[str, list[dict[str, Any]]] | None = None,
+    checks: Mapping[str, Any] | None = None,
 ) -> str:
     """The whole index.html text; `examples` (submission id -> `examples.example_rows`) fills
-    the drill-down that each submission's name links to."""
+    the drill-down that each submission's name links to; `checks` (submission id -> audit
+    record or None) marks the submissions that were not re-executed."""
     tables, _ = build_tables(subs, registry, suites)
     by_id = {s.id: s for s in subs}
     examples = {k: v for k, v in (examples or {}).items() if v and k in by_id}
@@ -221,6 +225,7 @@ def render_html(
         "<h1>ksmith leaderboard</h1>",
         "<p>" + inline_md(INTRO.split("\n\n")[0]) + "</p>",
         "<p>" + inline_md(INTRO.split("\n\n")[1]) + "</p>",
+        *(["<p>" + inline_md(REEXEC_NOTE) + "</p>"] if checks is not None else []),
         _filters(subs, tables),
         "<h2>How the ranking works</h2>",
         *("<p>" + inline_md(par) + "</p>" for par in COMPOSITE_DOC.split("\n\n")),
@@ -240,7 +245,7 @@ def render_html(
             tag = "h3" if t.slice == "all" else "h4"
             body.append(f'<div class="slice" data-slice="{escape(t.slice)}">')
             body.append(f"<{tag}>{escape(t.title)}</{tag}>")
-            body.append(_table_html(t, registry, by_id, f"t{n}", links))
+            body.append(_table_html(t, registry, by_id, f"t{n}", links, checks))
             if t.partial:
                 body.append(f"<p>{escape(PARTIAL_NOTE)}</p>")
                 body.append(
@@ -260,7 +265,11 @@ def render_html(
     body.append("<h2>Submissions</h2>")
     body.append(
         _html_table(
-            SUBMISSION_HEADERS, submission_rows(subs), sortable=True, tid="submissions", links=links
+            submission_headers(checks),
+            submission_rows(subs, checks),
+            sortable=True,
+            tid="submissions",
+            links=links,
         )
     )
     if examples:

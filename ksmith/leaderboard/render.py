@@ -10,6 +10,7 @@ import io
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import PurePosixPath
+from typing import Any
 
 from ksmith.leaderboard.aggregate import (
     COMPONENTS,
@@ -149,20 +150,52 @@ def component_label(table: Table, base: str) -> str:
     return names.pop() if len(names) == 1 else base
 
 
-def table_headers(table: Table, registry: Mapping[str, MetricInfo]) -> list[str]:
+def table_headers(
+    table: Table, registry: Mapping[str, MetricInfo], checks: Mapping[str, Any] | None = None
+) -> list[str]:
     comps = [
         f"{component_label(table, n)} {ARROW[registry[n].direction]}"
         for n in COMPONENTS[table.kind]
     ]
-    return ["rank", "submission", "method", "model", "cells", "composite ↑", *comps, "update s"]
+    checked = ["checked"] if checks is not None else []
+    return ["rank", "submission", "method", "model", "cells", "composite ↑", *comps, "update s",
+            *checked]  # fmt: skip
 
 
 BASELINE = "none"  # the no-update baseline: a reference row, never ranked
 
 
-def table_cells(table: Table) -> list[list[str]]:
+NOT_REEXECUTED = "†"
+REEXEC_NOTE = (
+    f"{NOT_REEXECUTED} predictions checked, not re-executed: the board recomputed every number "
+    "from this submission's predictions but did not run its update on the model "
+    "(`ksmith leaderboard audit` re-executes submissions on a world model it can regenerate; "
+    "the others stay marked)."
+)
+
+
+def checked_label(record: Any) -> str:
+    """How the board checked a submission: its audit (`ksmith.leaderboard.audit.AuditRecord`)
+    or, without one, predictions only."""
+    if record is None:
+        return f"predictions checked, not re-executed {NOT_REEXECUTED}"
+    return (
+        f"re-executed ({record.source}): {record.audited:,} of {record.rows:,} rows agree, "
+        f"seed {record.seed}"
+    )
+
+
+def _checked_cell(sid: str, checks: Mapping[str, Any] | None) -> list[str]:
+    """The ranked tables' last column: how the board checked this row's submission."""
+    if checks is None:
+        return []
+    return ["re-executed" if checks.get(sid) is not None else f"predictions {NOT_REEXECUTED}"]
+
+
+def table_cells(table: Table, checks: Mapping[str, Any] | None = None) -> list[list[str]]:
     """One line per row; the no-update baseline (method `BASELINE`) is ranked `ref`, in its
-    place by composite, so that what did worse than doing nothing shows."""
+    place by composite, so that what did worse than doing nothing shows. With `checks`
+    (submission id -> audit record or None), a submission not re-executed is marked."""
     out = []
     rank = 0
     for row in table.rows:
@@ -177,6 +210,7 @@ def table_cells(table: Table) -> list[list[str]]:
                 fmt(row.composite),
                 *[fmt(row.components[n]) for n in COMPONENTS[table.kind]],
                 fmt_seconds(row.wall_seconds),
+                *_checked_cell(row.submission, checks),
             ]
         )
     return out
@@ -245,7 +279,13 @@ def metric_rows(registry: Mapping[str, MetricInfo]) -> list[list[str]]:
     ]
 
 
-def submission_rows(subs: list[Submission]) -> list[list[str]]:
+def submission_headers(checks: Mapping[str, Any] | None = None) -> list[str]:
+    return SUBMISSION_HEADERS + (["checked"] if checks is not None else [])
+
+
+def submission_rows(
+    subs: list[Submission], checks: Mapping[str, Any] | None = None
+) -> list[list[str]]:
     rows = []
     for s in sorted(subs, key=lambda s: s.id):
         model = display_model(s.model.id) + (f"@{s.model.revision}" if s.model.revision else "")
@@ -262,6 +302,7 @@ def submission_rows(subs: list[Submission]) -> list[list[str]]:
                 f"{s.hardware.count}× {s.hardware.device} {s.hardware.name}".strip(),
                 ", ".join(str(x) for x in s.seeds),
                 str(len(s.cells)),
+                *([checked_label(checks.get(s.id))] if checks is not None else []),
             ]
         )
     return rows
@@ -338,8 +379,10 @@ def render_markdown(
     registry: Mapping[str, MetricInfo],
     tables: list[Table] | None = None,
     suites: Mapping[str, Iterable[str]] | None = None,
+    checks: Mapping[str, Any] | None = None,
 ) -> str:
-    """The whole leaderboard/README.md text."""
+    """The whole leaderboard/README.md text; `checks` (submission id -> audit record or None)
+    marks the submissions that were not re-executed."""
     if tables is None:
         tables, _ = build_tables(subs, registry, suites)
     out = [
@@ -350,6 +393,7 @@ def render_markdown(
         "",
         INTRO,
         "",
+        *([REEXEC_NOTE, ""] if checks is not None else []),
         "## How the ranking works",
         "",
         composite_doc(),
@@ -361,7 +405,9 @@ def render_markdown(
         out += [f"## {KIND_TITLES[kind]} — suite `{suite}` (`{fp[:12]}`)", ""]
         for t in group:
             level = "###" if t.slice == "all" else "####"
-            out += [f"{level} {t.title}", "", _md_table(table_headers(t, registry), table_cells(t))]
+            cells = table_cells(t, checks)
+            headers = table_headers(t, registry, checks)
+            out += [f"{level} {t.title}", "", _md_table(headers, cells)]
             out.append("")
             if t.partial:
                 out += [PARTIAL_NOTE, "", _md_table(partial_headers(t, registry), partial_cells(t))]
@@ -371,17 +417,26 @@ def render_markdown(
         out += ["## Models: what each instrument could measure", "", MODELS_NOTE, ""]
         out += [_md_table(model_headers(subs), models), ""]
     out += ["## Submissions", ""]
-    out += [_md_table(SUBMISSION_HEADERS, submission_rows(subs)), ""]
+    out += [_md_table(submission_headers(checks), submission_rows(subs, checks)), ""]
     out += ["## Metrics", "", "From the metric registry (`ksmith.evaluate.metrics.METRICS`).", ""]
     out += [_md_table(METRIC_HEADERS, metric_rows(registry))]
     return "\n".join(out) + "\n"
 
 
-def render_csv(subs: list[Submission], registry: Mapping[str, MetricInfo]) -> str:
-    """One row per (submission, cell), every metric value as a column (full precision)."""
+def render_csv(
+    subs: list[Submission],
+    registry: Mapping[str, MetricInfo],
+    checks: Mapping[str, Any] | None = None,
+) -> str:
+    """One row per (submission, cell), every metric value as a column (full precision); with
+    `checks`, a `reexecuted` column (true when the board's audit re-executed the submission)."""
     columns, records = cell_records(subs, registry)
     for rec in records:
         rec["model"] = display_model(rec["model"])
+    if checks is not None:
+        columns = [*columns, "reexecuted"]
+        for rec in records:
+            rec["reexecuted"] = "true" if checks.get(rec["submission"]) is not None else "false"
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)
