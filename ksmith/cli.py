@@ -18,8 +18,8 @@ from ksmith.errors import KsmithError
 from ksmith.runtime import keep_freed_memory
 
 # Torch threads per process unless --threads says otherwise: measured by bench/threads.py on
-# the project's 2-core machine, one thread beats two for an update and an evaluation of the
-# world model (README, "Threads").
+# the project's shared 2-core machine, one thread beats two for an update and an evaluation of
+# the world model (README, "Threads").
 DEFAULT_THREADS = 1
 
 # Modules that add sub-commands, in help order.
@@ -47,9 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help=f"torch CPU threads (default: {DEFAULT_THREADS}, or OMP_NUM_THREADS when set). "
-        "Small models gain nothing from more, and on a busy machine spare threads spin-wait "
-        "for a core (bench/threads.py: an update 30-40x slower with 2 on 2 busy cores); raise "
-        "it for a large model on idle cores.",
+        "On a busy machine spare threads spin-wait for a core (bench/threads.py: an update "
+        "and an evaluation 36x slower with 2 threads on 2 busy cores); raise it for a large "
+        "model on idle cores.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
