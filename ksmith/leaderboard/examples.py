@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ksmith.leaderboard.predictions import read_predictions
 from ksmith.leaderboard.schema import PREDICTIONS_FILE
 
 TYPES = ("direct", "paraphrase", "reverse", "multi_hop", "comparison", "contextual")
@@ -30,8 +29,15 @@ def example_rows(
 
     cache = {} if cache is None else cache
 
+    import pyarrow.parquet as pq
+
+    # The board verified the file already; only the first group's rows are read.
+    columns = ["config", "probe_id", "group", "stage", "mode", "prediction", "correct"]
+    rows = pq.read_table(
+        Path(folder) / PREDICTIONS_FILE, columns=columns, filters=[("group", "=", 0)]
+    ).to_pylist()
     preds: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
-    for r in read_predictions(Path(folder) / PREDICTIONS_FILE):
+    for r in rows:
         preds.setdefault((r["config"], r["probe_id"], r["mode"]), {})[r["stage"]] = r
     out = []
     for config in sorted({c for c, _, _ in preds}):
