@@ -150,6 +150,7 @@ class Call:
 def init_worker(threads: int) -> None:
     """Once per worker process: torch threads, malloc, and logging (warnings on stderr; the
     cell log handler takes INFO)."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # as `ksmith --threads`; torch reads it at import
     import torch
 
     from ksmith.runtime import keep_freed_memory
