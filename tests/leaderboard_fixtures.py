@@ -252,7 +252,7 @@ def make_update(folder: str | Path, method: str, *, seed: int = 0, lr: float = 0
 
     load_builtin_methods()
     # A registered method's parameters are its own (verify checks them); others are external.
-    params = {} if method in METHODS else {"lr": lr, "seed": seed}
+    params = {} if method in METHODS or method == "none" else {"lr": lr, "seed": seed}
     record = {
         "method": method,
         "kind": "edit",

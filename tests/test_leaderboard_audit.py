@@ -170,6 +170,14 @@ def test_honest_submissions_pass_by_rerun_and_by_artifacts(world):
     models = ModelResolver([model])
     rec = audit_submission(_verified(subs["rome"], ds), ds, models, AuditOptions(seed=1))
     assert rec.source == "re-run" and rec.rows > rec.audited == audit_size() == 688
+    # The no-update baseline: its after stage is the base model again.
+    with one_thread():
+        evaluate(str(model), ds, EDIT, out=tmp / "r-none", options=EvalOptions(use_cache=False))
+    none = write_submission([tmp / "r-none"], tmp / "board" / "submissions" / "w-none",
+                            SubmitOptions(dataset=ds, method_url="https://example.org/none"))  # fmt: skip
+    rec = audit_submission(_verified(tmp / "board" / "submissions" / "w-none", ds), ds, models,
+                           AuditOptions(seed=1))  # fmt: skip
+    assert none.method.name == "none" and rec.source == "no-update" and rec.audited > 0
     for name in ("ice", "ga"):
         assert (
             subs[name] / "updates" / (EDIT if name == "ice" else UNLEARN) / "update.json"

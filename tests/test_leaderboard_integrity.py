@@ -328,3 +328,25 @@ def test_yaml_aliases_are_refused(board):
     assert "*x7" in text
     path.write_text(text)
     _rejects(board_dir, ds, "submission 'ft-good'", "YAML aliases")
+
+
+def test_the_no_update_baseline_claims_no_parameters(board):
+    """A submission of method `none` (the pipeline's no-update baseline) verifies without a
+    URL, but may not claim hyper-parameters."""
+    board_dir, ds = board
+    folder = board_dir / "submissions" / "ft-good"
+
+    def baseline(d):
+        d["method"].update(name="none", url=None, params={})
+        for c in d["cells"]:
+            c.update(method="none", params={})
+
+    _edit_yaml(folder, baseline)
+    verify_all([folder], DatasetResolver([ds]))
+
+    def with_params(d):
+        d["method"]["params"] = {"lr": 0.1}
+
+    _edit_yaml(folder, with_params)
+    with pytest.raises(KsmithError, match="the no-update baseline 'none' has no parameters"):
+        verify_all([folder], DatasetResolver([ds]))

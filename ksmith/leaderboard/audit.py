@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from ksmith.errors import KsmithError
+from ksmith.leaderboard.checks import NO_UPDATE
 from ksmith.leaderboard.models import ModelResolver, one_thread
 from ksmith.leaderboard.predictions import read_predictions
 from ksmith.leaderboard.schema import PREDICTIONS_FILE, SUBMISSION_FILE, Submission
@@ -60,6 +61,7 @@ from ksmith.leaderboard.verify import SubmissionError, Verified
 log = logging.getLogger(__name__)
 
 AUDITS_DIR = "audits"
+
 MISS_RATE = 0.01
 CONFIDENCE = 0.999
 TOLERANCE = 1e-3  # nats; float rounding moves log-probabilities by ~1e-6
@@ -94,7 +96,7 @@ class AuditRecord:
     predictions_digest: str
     model_fingerprint: str
     dataset_fingerprint: str
-    source: str  # "artifacts" or "re-run"
+    source: str  # "artifacts", "re-run" or "no-update"
     seed: int
     rows: int
     audited: int
@@ -147,6 +149,8 @@ def source_of(sub: Submission, folder: Path, models: ModelResolver) -> str:
         )
     if _updates_dir(folder) is not None:
         return "artifacts"
+    if sub.method.name == NO_UPDATE:
+        return "no-update"  # the baseline: its after stage is the base model again
     load_builtin_methods()
     if sub.method.name not in METHODS:
         raise NotReexecutable(
@@ -424,6 +428,10 @@ def audit_submission(
                     make_backend(base, tokenizer, eval_options), config, before, probes, {}
                 )
             if not after:
+                continue
+            if source == "no-update":
+                rows = [r for g in sorted(after) for r in after[g]]
+                scorer.check(make_backend(base, tokenizer, eval_options), config, rows, probes, {})
                 continue
             if source == "artifacts":
                 udir = folder / UPDATES_DIR / config

@@ -139,6 +139,9 @@ def max_rows(counts: Mapping[str, Mapping[str, int]], configs: Sequence[str], po
     return sum(int(counts.get(c, {}).get("probes", 0)) for c in configs) * policy.rows_per_probe
 
 
+NO_UPDATE = "none"  # `ksmith pipeline evaluate --method none`: the model as it is
+
+
 def check_method(sub: Submission) -> tuple[str, str] | None:
     """(field, message) if the method is unknown without a URL, or its parameters are not
     accepted by the registered method's own parameter model."""
@@ -149,6 +152,12 @@ def check_method(sub: Submission) -> tuple[str, str] | None:
 
     load_builtin_methods()
     name = sub.method.name
+    if name == NO_UPDATE:  # the no-update baseline: a reference row, with nothing to claim
+        bad = next((i for i, c in enumerate(sub.cells) if c.params), None)
+        if sub.method.params or bad is not None:
+            where = "method.params" if sub.method.params else f"cells[{bad}].params"
+            return where, "the no-update baseline 'none' has no parameters"
+        return None
     if name not in METHODS:
         if sub.method.url is None:
             known = ", ".join(METHODS.names())
