@@ -43,7 +43,8 @@ def test_readme_sweeps_with_nested_keys_are_valid_params():
     nested = 0
     for line in runs:
         params = yaml.safe_load((ROOT / "params.yaml").read_text())
-        for key, raw in re.findall(r"-S '([\w.]+)=([^']*)'", line):
+        # `++key=value` (DVC/Hydra: add or override) sets the key like `key=value` does.
+        for key, raw in re.findall(r"-S '\+{0,2}([\w.]+)=([^']*)'", line):
             set_dotted(params, key, yaml.safe_load(raw))
         checked = PipelineParams.model_validate(params)
         for method, block in checked.overrides.items():
