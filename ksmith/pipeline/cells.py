@@ -43,17 +43,26 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+BIG_FILE = 64 << 20  # bytes; a larger file (a group's full model) is identified by its stat
+
+
 def folder_digest(path: str | Path) -> str:
-    """sha256 of a folder's files: relative paths and bytes ("" if it does not exist)."""
+    """sha256 of a folder's files: relative paths and bytes ("" if it does not exist).
+
+    Files over `BIG_FILE` count by size and modification time instead of bytes, so that a
+    stage does not read every full-model update before it starts; a copy with a new time only
+    costs a recomputed cell."""
     root = Path(path)
     if not root.is_dir():
         return ""
     h = hashlib.sha256()
     for file in sorted(p for p in root.rglob("*") if p.is_file()):
         h.update(file.relative_to(root).as_posix().encode() + b"\0")
-        with open(file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        st = file.stat()
+        if st.st_size > BIG_FILE:
+            h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+        else:
+            h.update(file.read_bytes())
         h.update(b"\0")
     return h.hexdigest()
 

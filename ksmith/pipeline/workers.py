@@ -300,7 +300,9 @@ def run_jobs(
         log.info("%s: cell logs in %s", desc, store.root / "logs")
     calls = [_call_for(job, store) for job in sorted(todo, key=lambda j: -j.cost)]
     workers = min(workers, len(calls))
-    if ray is not None:
+    if not calls:  # every cell finished before: no executor to start
+        results, label = iter(()), desc
+    elif ray is not None:
         from ksmith.pipeline.ray_executor import ray_cells
 
         results, label = ray_cells(calls, threads=threads, options=ray), f"{desc} (ray)"
