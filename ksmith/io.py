@@ -260,3 +260,12 @@ def save_safetensors(
 ) -> None:
     """Write `tensors` as a safetensors file atomically, byte-identical for equal inputs."""
     atomic_write_bytes(path, safetensors_bytes(tensors, metadata))
+
+
+def cache_dir(name: str) -> Path:
+    """Where ksmith caches `name` (datasets, models, stats, before): ``$KSMITH_CACHE/<name>``,
+    else ``$XDG_CACHE_HOME/ksmith/<name>``, else ``~/.cache/ksmith/<name>``."""
+    if os.environ.get("KSMITH_CACHE"):
+        return Path(os.environ["KSMITH_CACHE"]).expanduser() / name
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "ksmith" / name

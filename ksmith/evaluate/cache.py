@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,9 +41,10 @@ JUDGEMENT_SCHEMA = pa.schema(
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/ksmith/before``, default ``~/.cache/ksmith/before``."""
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "ksmith" / "before"
+    """`ksmith.io.cache_dir("before")`: $KSMITH_CACHE/before, else ~/.cache/ksmith/before."""
+    from ksmith.io import cache_dir
+
+    return cache_dir("before")
 
 
 def cache_key(**parts: Any) -> str:

@@ -15,7 +15,6 @@ holding `leaderboard/`).
 from __future__ import annotations
 
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -31,11 +30,10 @@ REGISTRY_FILE = "datasets.yaml"
 
 
 def default_cache_dir() -> Path:
-    """`$KSMITH_CACHE/datasets`, else `$XDG_CACHE_HOME/ksmith/datasets` or ~/.cache/ksmith/..."""
-    if os.environ.get("KSMITH_CACHE"):
-        return Path(os.environ["KSMITH_CACHE"]) / "datasets"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "ksmith" / "datasets"
+    """`ksmith.io.cache_dir("datasets")`: $KSMITH_CACHE/datasets, else ~/.cache/ksmith/datasets."""
+    from ksmith.io import cache_dir
+
+    return cache_dir("datasets")
 
 
 def read_registry(path: str | Path) -> dict[str, dict[str, Any]]:

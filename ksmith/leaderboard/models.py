@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -37,11 +36,10 @@ REGISTRY_FILE = "models.yaml"
 
 
 def default_cache_dir() -> Path:
-    """`$KSMITH_CACHE/models`, else `$XDG_CACHE_HOME/ksmith/models` or ~/.cache/ksmith/models."""
-    if os.environ.get("KSMITH_CACHE"):
-        return Path(os.environ["KSMITH_CACHE"]) / "models"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "ksmith" / "models"
+    """`ksmith.io.cache_dir("models")`: $KSMITH_CACHE/models, else ~/.cache/ksmith/models."""
+    from ksmith.io import cache_dir
+
+    return cache_dir("models")
 
 
 def read_model_registry(path: str | Path) -> dict[str, dict[str, Any]]:

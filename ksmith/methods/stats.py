@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -85,10 +84,10 @@ class StatsSource:
 
 
 def default_cache_dir() -> Path:
-    """``$KSMITH_CACHE/stats`` if the variable is set, else ``~/.cache/ksmith/stats``."""
-    root = os.environ.get(CACHE_ENV)
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "ksmith"
-    return base / "stats"
+    """`ksmith.io.cache_dir("stats")`: $KSMITH_CACHE/stats, else ~/.cache/ksmith/stats."""
+    from ksmith.io import cache_dir
+
+    return cache_dir("stats")
 
 
 def weights_fingerprint(model: torch.nn.Module) -> str:
