@@ -289,3 +289,13 @@ def test_registry_entry_that_does_not_regenerate_names_the_versions(world, tmp_p
                              datasets=DatasetResolver([ds]))  # fmt: skip
     with pytest.raises(SpecError, match=r"models.yaml.*listed: torch 1.0, transformers 4.0; here"):
         resolver.resolve(wrong)
+
+
+def test_a_cloze_match_is_backed_across_punctuation():
+    """The world model can run a sentence on without a space ("slime" "." "Prompt" decodes as
+    "slime.Prompt"); a claimed match is backed when punctuation separates the answer."""
+    from ksmith.leaderboard.verify import _cloze_backed
+
+    assert _cloze_backed("slime.Prompt", "slime") and _cloze_backed("fur.", "fur")
+    assert _cloze_backed("St. Louis is", "St. Louis")
+    assert not _cloze_backed("furry", "fur") and not _cloze_backed("the fur", "fur coat")
