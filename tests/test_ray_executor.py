@@ -155,6 +155,23 @@ def test_a_cells_own_error_fails_once_and_resume_skips_finished_cells(cluster, t
     assert not store.cells.exists()
 
 
+def test_a_local_worker_killed_fails_the_stage_and_the_rerun_resumes(tmp_path):
+    store = CellStore(tmp_path / "state")
+    jobs = _jobs(tmp_path, tmp_path / "out", c0={"die": 1})  # c0 runs last (least cost)
+    with pytest.raises(KsmithError, match="a worker process died.*finished cells are kept"):
+        run_jobs(jobs, workers=2, store=store)
+    kept = {p.name.split("-")[0] for p in store.cells.iterdir() if not p.name.startswith(".")}
+    assert kept and "c0" not in kept
+    before = [_attempts(tmp_path, i) for i in range(3)]
+    run_jobs(_jobs(tmp_path, tmp_path / "out"), store=store)  # in this process
+    after = [_attempts(tmp_path, i) for i in range(3)]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [
+        int(f"c{i}" not in kept) for i in range(3)
+    ]
+    assert (tmp_path / "out" / "c0" / "part2").read_text() == "v0"
+    assert not store.cells.exists()  # the killed attempt's temporary folder is gone too
+
+
 def test_a_stored_cell_with_another_key_is_computed_again(tmp_path):
     store = CellStore(tmp_path / "state")
     with pytest.raises(CellFailed):
