@@ -181,6 +181,18 @@ def test_a_stored_cell_with_another_key_is_computed_again(tmp_path):
     assert not store.cells.exists()  # the stale entries were removed
 
 
+def test_cells_all_finished_before_are_only_delivered(tmp_path):
+    # As after a run killed between its last cell and the move into the output.
+    store = CellStore(tmp_path / "state")
+    jobs = _jobs(tmp_path, tmp_path / "out")
+    store.prepare(jobs)
+    for job in jobs:
+        write_cell(*job.args, out=str(store.entry(job)))
+    run_jobs(jobs, store=store, ray=RayOptions(address="unused: no cell to run"))
+    assert [_attempts(tmp_path, i) for i in range(3)] == [1, 1, 1]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["c0", "c1", "c2"]
+
+
 def test_store_lives_outside_the_output(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert CellStore.for_output("out/updates/ft_m").root == tmp_path / ".ksmith/out/updates/ft_m"

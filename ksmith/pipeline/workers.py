@@ -298,16 +298,15 @@ def run_jobs(
         for job in todo:
             store.log(job).unlink(missing_ok=True)
         log.info("%s: cell logs in %s", desc, store.root / "logs")
-    calls = [_call_for(job, store) for job in sorted(todo, key=lambda j: -j.cost)]
+    in_order = [_call_for(job, store) for job in todo]
+    calls = sorted(in_order, key=lambda c: -c.job.cost)
     workers = min(workers, len(calls))
-    if not calls:  # every cell finished before: no executor to start
-        results, label = iter(()), desc
-    elif ray is not None:
+    if calls and ray is not None:
         from ksmith.pipeline.ray_executor import ray_cells
 
         results, label = ray_cells(calls, threads=threads, options=ray), f"{desc} (ray)"
-    elif workers <= 1:
-        results, label = _in_process(_call_for(j, store) for j in todo), desc
+    elif workers <= 1:  # also when every cell had finished before: no executor to start
+        results, label = _in_process(in_order), desc
     else:
         results, label = _local_pool(calls, workers, threads), f"{desc} ({workers} workers)"
     logs = {c.job.name: c.log for c in calls}
