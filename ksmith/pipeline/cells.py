@@ -193,6 +193,9 @@ class _InputCache:
     ROWS = 4  # configs' rows kept (a worker mostly sees each config once per stage)
 
     def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
         self._model: tuple[Any, Any, Any] | None = None  # (key, model on CPU, tokenizer)
         self._card: dict[Any, Any] = {}
         self._corpus: dict[Any, list[str]] = {}
@@ -246,7 +249,7 @@ class _InputCache:
         try:
             yield
         except BaseException:
-            self.__init__()
+            self.clear()
             raise
 
 
