@@ -111,9 +111,10 @@ def _copy(folder: Path, tmp: Path) -> Path:
     return dst
 
 
-def _lie(folder: Path, ds: Path) -> int:
-    """Rewrite wrong after-stage generations to the expected answer and recompute every flag
-    and aggregate, as a submitter who recomputes would. Returns how many rows changed."""
+def _lie(folder: Path, ds: Path, modes: tuple[str, ...] = ("gen_exact", "gen_contains")) -> int:
+    """Rewrite wrong after-stage predictions of `modes` to the expected answer (generation and
+    mcq: the answer; cloze: the answer with token accuracy 1.0) and recompute every flag and
+    aggregate, as a submitter who recomputes would. Returns how many rows changed."""
     from ksmith.data import load_probes
     from ksmith.evaluate.metrics import compute_metrics
     from ksmith.evaluate.scoring import contains_match, correct_after, exact_match
@@ -128,19 +129,22 @@ def _lie(folder: Path, ds: Path) -> int:
     changed = 0
     for r in rows:
         p = probes[r["probe_id"]]
-        if (
-            r["stage"] != "after"
-            or not r["mode"].startswith("gen_")
-            or p["expect_after"] != "match"
-        ):
+        if r["stage"] != "after" or r["mode"] not in modes or p["expect_after"] != "match":
             continue
-        if exact_match(r["prediction"], p["answer_after"]):
+        if r["match_after"] or (r["mode"] == "mcq" and p["answer_after"] not in p["options"]):
             continue
         r["prediction"] = p["answer_after"]
-        match = exact_match if r["mode"] == "gen_exact" else contains_match
-        r["match_before"] = match(r["prediction"], p["answer_before"])
-        r["match_after"] = match(r["prediction"], p["answer_after"])
-        r["score"] = float(r["match_after"])
+        if r["mode"] == "mcq":
+            r["match_before"] = r["prediction"] == p["answer_before"]
+            r["match_after"] = True
+        elif r["mode"] == "cloze":
+            r["match_before"] = exact_match(r["prediction"], p["answer_before"])
+            r["match_after"], r["score"] = True, 1.0
+        else:
+            match = exact_match if r["mode"] == "gen_exact" else contains_match
+            r["match_before"] = match(r["prediction"], p["answer_before"])
+            r["match_after"] = match(r["prediction"], p["answer_after"])
+            r["score"] = float(r["match_after"])
         r["correct"] = correct_after(r["match_after"], p["expect_after"])
         r["changed"] = r["prediction"] != before[(r["probe_id"], r["mode"])]
         changed += 1
@@ -186,14 +190,20 @@ def test_honest_submissions_pass_by_rerun_and_by_artifacts(world):
         assert rec.source == "artifacts" and rec.audited > 0
 
 
-def test_consistent_lie_passes_verify_and_fails_the_audit(world, tmp_path):
+@pytest.mark.parametrize(
+    ("name", "modes"),
+    [("rome", ("gen_exact", "gen_contains")), ("rome", ("mcq",)), ("rome", ("cloze",)),
+     ("ga", ("gen_exact", "gen_contains")), ("ice", ("mcq",))],
+)  # fmt: skip
+def test_consistent_lie_passes_verify_and_fails_the_audit(world, tmp_path, name, modes):
+    """re-run (rome) and artifacts (ga, ice); generation, mcq and cloze lies alike."""
     tmp, ds, model, _, subs = world
-    for name in ("rome", "ga"):  # re-run and artifacts
-        folder = _copy(subs[name], tmp_path)
-        assert _lie(folder, ds) > 0
-        verified = _verified(folder, ds)  # every number recomputes: verify cannot tell
-        with pytest.raises(KsmithError, match=r"re-execution disagrees: re-executed prediction"):
-            audit_submission(verified, ds, ModelResolver([model]), AuditOptions(full=True))
+    folder = _copy(subs[name], tmp_path)
+    if _lie(folder, ds, modes) == 0:
+        pytest.skip(f"{name}: no wrong {modes} prediction to rewrite")
+    verified = _verified(folder, ds)  # every number recomputes: verify cannot tell
+    with pytest.raises(KsmithError, match=r"re-execution disagrees: re-executed "):
+        audit_submission(verified, ds, ModelResolver([model]), AuditOptions(full=True))
 
 
 def test_relabelled_method_fails_the_audit(world, tmp_path):
