@@ -430,8 +430,8 @@ def audit_submission(
             if not after:
                 continue
             if source == "no-update":
-                rows = [r for g in sorted(after) for r in after[g]]
-                scorer.check(make_backend(base, tokenizer, eval_options), config, rows, probes, {})
+                same = [r for g in sorted(after) for r in after[g]]
+                scorer.check(make_backend(base, tokenizer, eval_options), config, same, probes, {})
                 continue
             if source == "artifacts":
                 udir = folder / UPDATES_DIR / config
