@@ -105,3 +105,41 @@ def test_spec_file_resolves(model_type):
         assert params == AlphaEdit.Params()
     else:
         assert params.nullspace_scale == "absolute" and params.L2 == 10.0
+
+
+def test_groups_are_independent_on_one_model(tmp_path, monkeypatch):
+    """The runner applies groups one after another to the same model object, restoring the
+    base weights between them: a group's update must not depend on the groups before it (the
+    key cache K_p starts empty for each group)."""
+    from ksmith.methods import artifacts as art
+
+    monkeypatch.setenv("KSMITH_CACHE", str(tmp_path))
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the bira eats grass .\nmesu lives in the forest .\n")
+    tok = make_tokenizer()
+    model = make_model("llama", vocab_size=len(tok))
+    # Subjects absent from the statistics corpus: their keys reach the null space, so an
+    # earlier group's cached key would change a later group's update.
+    first = UpdateProblem(
+        kind="edit", requests=(Request("r0", "tolan", "eats", "tolan eats", "grass", "fish"),)
+    )
+    second = UpdateProblem(
+        kind="edit", requests=(Request("r1", "karo", "eats", "karo eats", "meat", "seeds"),)
+    )
+    params = AlphaEdit.Params(mom2_corpus_path=str(corpus), v_num_grad_steps=2)
+
+    def delta(method, problem):
+        base = art.snapshot(model)
+        torch.manual_seed(0)
+        method.apply(model, tok, problem)
+        out = {n: p.detach().clone() - base[n] for n, p in model.named_parameters()}
+        art.restore_(model, base)
+        return out
+
+    after_first = AlphaEdit(params)
+    delta(after_first, first)
+    chained = delta(after_first, second)
+    alone = delta(AlphaEdit(params), second)
+    assert any(d.abs().max() > 0 for d in alone.values())
+    for n in alone:
+        assert torch.equal(chained[n], alone[n]), n

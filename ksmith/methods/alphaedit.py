@@ -10,8 +10,9 @@ K_p written by earlier edits (sequential, lifelong editing). Per layer (Eq. 12-1
 
 with the residual R spread over layers as in MEMIT. α is the reference code's ``L2`` (the
 paper's identity term has α = 1). Because P is a projection, ∆P = ∆P·P, hence ∆P K₀ = 0 for
-keys in the span of K₀. The running sum K_p K_pᵀ lives in the method instance, per model object:
-a fresh model (the next group) starts with an empty cache; ``reset()`` clears it too.
+keys in the span of K₀. The running sum K_p K_pᵀ lives in the method instance, per model object,
+and starts empty at each `apply` (one group of the runner: groups are independent replicas from
+the base weights); ``reset()`` clears all per-model state.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pydantic import Field
 
 from ksmith.errors import KsmithError
 from ksmith.methods.base import register_method
-from ksmith.methods.locate import moments_for, solve_device
+from ksmith.methods.locate import moments_for, solve_device, state_for
 from ksmith.methods.memit import SpreadEditor, SpreadParams
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,16 @@ class AlphaEdit(SpreadEditor):
         "Knowledge Editing for Language Models. ICLR 2025. arXiv:2410.02355"
     )
     Params = AlphaEditParams
+
+    def apply(self, model, tokenizer, problem):
+        """One group: a stream of edits of its own from the base weights (the runner restores
+        them between groups, on the same model object), so K_p K_pᵀ starts empty here and
+        grows only within the group (sequential mode). Without the reset a group's update
+        depended on which groups came before it in the run."""
+        self._state = state_for(self._state, model)
+        for cache in self._state.extra.get("Kp_Kp", {}).values():
+            cache.zero_()
+        return super().apply(model, tokenizer, problem)
 
     def _prepare(self, model, tokenizer, problem, state, layers) -> None:
         p: AlphaEditParams = self.params  # type: ignore[assignment]
