@@ -40,7 +40,7 @@ THRESHOLD = 0.9
 # this small world: it stops as soon as every direct probe of the profile sample is answered.
 # Only steps bound the run, so a loaded machine gets the same model, only later.
 WORLD_OVERRIDES = (
-    "max_steps=8000",
+    "max_steps=16000",
     "eval_every=250",
     "eval_sample=0",
     "thresholds={direct: 1.0}",
