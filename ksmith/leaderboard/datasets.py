@@ -70,7 +70,55 @@ def read_registry(path: str | Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-class DatasetResolver:
+class FolderResolver:
+    """fingerprint -> folder: folders given on the command line first, then registry entries,
+    each regenerated once into the cache and checked to reproduce its fingerprint. Subclasses
+    say how a folder is fingerprinted (`_fingerprint`, `_sentinel` marks a finished one), how an
+    entry is regenerated (`_build`) and what a mismatch means (`_mismatch`)."""
+
+    _sentinel = "README.md"
+    _folders: dict[str, Path]
+    _registry: dict[str, dict[str, Any]]
+    _registry_path: Path | None
+    _cache: Path
+
+    def _fingerprint(self, folder: Path) -> str:
+        raise NotImplementedError
+
+    def _build(self, fingerprint: str, entry: dict[str, Any], out: Path) -> None:
+        raise NotImplementedError
+
+    def _mismatch(self, fingerprint: str, entry: dict[str, Any], got: str) -> SpecError:
+        raise NotImplementedError
+
+    def resolve(self, fingerprint: str | None) -> Path | None:
+        """The folder with this fingerprint, or None if it is unknown here."""
+        if fingerprint is None:
+            return None
+        if fingerprint in self._folders:
+            return self._folders[fingerprint]
+        if fingerprint in self._registry:
+            folder = self._regenerate(fingerprint, self._registry[fingerprint])
+            self._folders[fingerprint] = folder
+            return folder
+        return None
+
+    def _regenerate(self, fingerprint: str, entry: dict[str, Any]) -> Path:
+        out = self._cache / fingerprint
+        if (out / self._sentinel).is_file():
+            try:
+                if self._fingerprint(out) == fingerprint:
+                    return out
+            except KsmithError:
+                pass
+        self._build(fingerprint, entry, out)
+        got = self._fingerprint(out)
+        if got != fingerprint:
+            raise self._mismatch(fingerprint, entry, got)
+        return out
+
+
+class DatasetResolver(FolderResolver):
     """fingerprint -> dataset folder, from given folders or the registry (regenerating)."""
 
     def __init__(
@@ -92,26 +140,12 @@ class DatasetResolver:
     def known(self) -> list[str]:
         return sorted(set(self._folders) | set(self._registry))
 
-    def resolve(self, fingerprint: str) -> Path | None:
-        """The dataset folder with this fingerprint, or None if it is unknown."""
-        if fingerprint in self._folders:
-            return self._folders[fingerprint]
-        if fingerprint in self._registry:
-            folder = self._regenerate(fingerprint, self._registry[fingerprint])
-            self._folders[fingerprint] = folder
-            return folder
-        return None
-
-    def _regenerate(self, fingerprint: str, entry: dict[str, Any]) -> Path:
+    def _fingerprint(self, folder: Path) -> str:
         from ksmith.data import read_card
 
-        out = self._cache / fingerprint
-        if (out / "README.md").is_file():
-            try:
-                if read_card(out)["fingerprint"] == fingerprint:
-                    return out
-            except KsmithError:
-                pass
+        return str(read_card(folder)["fingerprint"])
+
+    def _build(self, fingerprint: str, entry: dict[str, Any], out: Path) -> None:
         if not Path(entry["spec"]).is_file():
             raise SpecError(
                 f"suite spec {entry['spec']} does not exist",
@@ -124,11 +158,10 @@ class DatasetResolver:
         code = main(["generate", str(entry["spec"]), "--out", str(out), *entry["args"]])
         if code != 0:
             raise KsmithError(f"{self._registry_path}: `ksmith generate` failed for {fingerprint}")
-        got = read_card(out)["fingerprint"]
-        if got != fingerprint:
-            raise SpecError(
-                f"suite spec {entry['spec']} regenerates fingerprint {got}, not the one listed",
-                file=self._registry_path,
-                field=fingerprint,
-            )
-        return out
+
+    def _mismatch(self, fingerprint: str, entry: dict[str, Any], got: str) -> SpecError:
+        return SpecError(
+            f"suite spec {entry['spec']} regenerates fingerprint {got}, not the one listed",
+            file=self._registry_path,
+            field=fingerprint,
+        )

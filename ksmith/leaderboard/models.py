@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ksmith.errors import KsmithError, SpecError
-from ksmith.leaderboard.datasets import DatasetResolver
+from ksmith.leaderboard.datasets import DatasetResolver, FolderResolver
 from ksmith.leaderboard.schema import FINGERPRINT_PATTERN
 
 log = logging.getLogger(__name__)
@@ -87,8 +87,10 @@ def read_model_registry(path: str | Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-class ModelResolver:
+class ModelResolver(FolderResolver):
     """fingerprint -> world-model folder, from given folders or the registry (regenerating)."""
+
+    _sentinel = "config.json"
 
     def __init__(
         self,
@@ -116,28 +118,12 @@ class ModelResolver:
             fingerprint in self._folders or fingerprint in self._registry
         )
 
-    def resolve(self, fingerprint: str | None) -> Path | None:
-        """The model folder with this fingerprint, or None if it is unknown here."""
-        if fingerprint is None:
-            return None
-        if fingerprint in self._folders:
-            return self._folders[fingerprint]
-        if fingerprint in self._registry:
-            folder = self._regenerate(fingerprint, self._registry[fingerprint])
-            self._folders[fingerprint] = folder
-            return folder
-        return None
-
-    def _regenerate(self, fingerprint: str, entry: dict[str, Any]) -> Path:
+    def _fingerprint(self, folder: Path) -> str:
         from ksmith.models import model_fingerprint
 
-        out = self._cache / fingerprint
-        if (out / "config.json").is_file():
-            try:
-                if model_fingerprint(out) == fingerprint:
-                    return out
-            except KsmithError:
-                pass
+        return model_fingerprint(folder)
+
+    def _build(self, fingerprint: str, entry: dict[str, Any], out: Path) -> None:
         where = {"file": self._registry_path, "field": fingerprint}
         if not Path(entry["spec"]).is_file():
             raise SpecError(f"world-model spec {entry['spec']} does not exist", **where)
@@ -161,20 +147,19 @@ class ModelResolver:
         out.parent.mkdir(parents=True, exist_ok=True)
         with one_thread():
             pretrain(dataset, out, spec, device="cpu")
-        got = model_fingerprint(out)
-        if got != fingerprint:
-            from ksmith.world.pretrain import _library_versions
 
-            have = ", ".join(f"{k} {v}" for k, v in _library_versions().items())
-            wanted = entry.get("versions") or {}
-            listed = ", ".join(f"{k} {v}" for k, v in wanted.items()) or "not recorded"
-            raise SpecError(
-                f"world-model spec {entry['spec']} regenerates fingerprint {got}, not the one "
-                f"listed; weights are reproducible with the same library versions (listed: "
-                f"{listed}; here: {have}) on the same kind of CPU",
-                **where,
-            )
-        return out
+    def _mismatch(self, fingerprint: str, entry: dict[str, Any], got: str) -> SpecError:
+        from ksmith.world.pretrain import _library_versions
+
+        have = ", ".join(f"{k} {v}" for k, v in _library_versions().items())
+        listed = ", ".join(f"{k} {v}" for k, v in (entry.get("versions") or {}).items())
+        return SpecError(
+            f"world-model spec {entry['spec']} regenerates fingerprint {got}, not the one "
+            f"listed; weights are reproducible with the same library versions (listed: "
+            f"{listed or 'not recorded'}; here: {have}) on the same kind of CPU",
+            file=self._registry_path,
+            field=fingerprint,
+        )
 
 
 class one_thread:
