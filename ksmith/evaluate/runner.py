@@ -6,7 +6,9 @@ For the after stage each group's update is applied in place with
 `ksmith.methods.artifacts.applied_update`, that group's probes are scored (with its in-context
 prefixes, if any), and the base weights come back on exit. Without an update the after stage
 IS the before stage (the no-update baseline), judged against the after answers, so every cell
-of a sweep has the same shape. Output (docs/contracts.md section 6) is written atomically.
+of a sweep has the same shape. A sequential update with saved checkpoints is also scored at
+each of them (`ksmith.evaluate.checkpoints`, written to checkpoints.json). Output
+(docs/contracts.md section 6) is written atomically.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ class Hooks:
     load_model: Callable[[str, str], tuple[Any, Any]]
     model_fingerprint: Callable[[str], str]
     make_backend: Callable[[Any, Any, EvalOptions], Backend]
-    applied_update: Callable[[Any, Path, int], Any]
+    applied_update: Callable[..., Any]  # (model, update_dir, group, checkpoint=None)
     read_update: Callable[[Path], dict[str, Any]]
     load_probes: Callable[[Path, str], list[dict[str, Any]]]
     read_card: Callable[[Path], dict[str, Any]]
@@ -247,7 +249,34 @@ def evaluate(
             **described,
         }
         result = write_outputs(tmp, probes, before, after, metrics, record, options)
+        if update_info is not None and update_dir is not None:
+            _checkpoints(lazy, hooks, probes, before, update_dir, update_info, result, options, tmp)
     return result
+
+
+def _checkpoints(
+    lazy: _LazyModel,
+    hooks: Hooks,
+    probes: list[dict[str, Any]],
+    before: StageMeasures,
+    update_dir: Path,
+    update_info: Mapping[str, Any],
+    result: Mapping[str, Any],
+    options: EvalOptions,
+    out: Path,
+) -> None:
+    """checkpoints.json, when the update saved states along its stream of edits."""
+    from ksmith.evaluate import checkpoints as cp
+    from ksmith.evaluate.outputs import _finite
+    from ksmith.io import write_json
+
+    if not cp.saved_checkpoints(update_info):
+        return
+    base, tokenizer = lazy.get()
+    along = cp.evaluate_checkpoints(
+        base, tokenizer, hooks, probes, before, update_dir, update_info, result, options
+    )
+    write_json(out / cp.CHECKPOINTS_FILE, _finite(along))
 
 
 def _before_stage(

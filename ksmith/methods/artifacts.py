@@ -8,6 +8,10 @@
                                       load, beside the delta (`ksmith.methods.attach`)
     UPDATE_DIR/g<i>/prefix.json       request_id -> prompt prefix (in-context editing)
     UPDATE_DIR/g<i>/log.json          the method's per-step log (losses), for inspection
+    UPDATE_DIR/g<i>/checkpoints/<n>/  sequential mode with declared checkpoints: the state after
+                                      the group's first n requests (n < k), as the same files
+                                      (delta, attach/, prefix.json, or model/), plus
+                                      checkpoint.json: {"edits": n, "requests": [ids made]}
 
 Names are those of ``model.named_parameters()`` (tied weights appear once). A delta is *the*
 update: every reader applies it with `delta_applied` (float32 ``old + delta``). For float32
@@ -35,10 +39,17 @@ DELTA_FILE = "delta.safetensors"
 MODEL_DIR = "model"
 PREFIX_FILE = "prefix.json"
 LOG_FILE = "log.json"
+CHECKPOINTS_DIR = "checkpoints"
+CHECKPOINT_JSON = "checkpoint.json"
 
 
 def group_dir(update_dir: str | Path, group: int) -> Path:
     return Path(update_dir) / f"g{int(group)}"
+
+
+def checkpoint_dir(update_dir: str | Path, group: int, edits: int) -> Path:
+    """``g<group>/checkpoints/<edits>/``: the group's state after its first `edits` requests."""
+    return group_dir(update_dir, group) / CHECKPOINTS_DIR / str(int(edits))
 
 
 # --- weights: snapshot, diff, apply, restore ------------------------------------------------
@@ -119,12 +130,42 @@ def read_update(update_dir: str | Path) -> dict[str, Any]:
         raise KsmithError(f"{path}: not valid JSON: {e}") from e
 
 
-def read_prefixes(update_dir: str | Path, group: int) -> dict[str, str]:
-    """request_id -> prompt prefix for a group; empty unless the method edits in context."""
-    path = group_dir(update_dir, group) / PREFIX_FILE
+def read_prefixes(
+    update_dir: str | Path, group: int, checkpoint: int | None = None
+) -> dict[str, str]:
+    """request_id -> prompt prefix for a group (or one of its checkpoints); empty unless the
+    method edits in context."""
+    return _read_prefix_file(_state_dir(update_dir, group, checkpoint) / PREFIX_FILE)
+
+
+def _read_prefix_file(path: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
     return {str(k): str(v) for k, v in json.loads(path.read_text()).items()}
+
+
+def _state_dir(update_dir: str | Path, group: int, checkpoint: int | None) -> Path:
+    if checkpoint is None:
+        return group_dir(update_dir, group)
+    return checkpoint_dir(update_dir, group, checkpoint)
+
+
+def read_checkpoint(update_dir: str | Path, group: int, edits: int) -> dict[str, Any]:
+    """A checkpoint's record (checkpoint.json): ``edits`` and the ``requests`` made so far."""
+    path = checkpoint_dir(update_dir, group, edits) / CHECKPOINT_JSON
+    if not path.is_file():
+        raise KsmithError(
+            f"{update_dir}: group {group} has no checkpoint after {edits} edits "
+            f"(missing {path.relative_to(update_dir)})"
+        )
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise KsmithError(f"{path}: not valid JSON: {e}") from e
+    requests = data.get("requests")
+    if data.get("edits") != edits or not isinstance(requests, list) or len(requests) != edits:
+        raise KsmithError(f"{path}: expected 'edits': {edits} and a list of {edits} 'requests'")
+    return data
 
 
 def load_attachments(model: torch.nn.Module, gdir: Path) -> list:
@@ -136,9 +177,10 @@ def load_attachments(model: torch.nn.Module, gdir: Path) -> list:
 
 @contextlib.contextmanager
 def applied_update(
-    model: torch.nn.Module, update_dir: str | Path, group: int
+    model: torch.nn.Module, update_dir: str | Path, group: int, checkpoint: int | None = None
 ) -> Iterator[tuple[torch.nn.Module, dict[str, str]]]:
-    """Yield ``(updated_model, prefixes)`` for one group of an update folder.
+    """Yield ``(updated_model, prefixes)`` for one group of an update folder (with
+    `checkpoint`: the group's state after that many edits, ``g<i>/checkpoints/<n>/``).
 
     With a delta, `model` itself is updated in place (and any saved attachment hooked onto it)
     and its changed parameters are restored bit for bit on exit (also on error), so an
@@ -146,10 +188,14 @@ def applied_update(
     group's model is loaded (same device and dtype as `model`) and `model` is untouched.
     `prefixes` maps request ids to prompt prefixes.
     """
-    gdir = group_dir(update_dir, group)
+    gdir = _state_dir(update_dir, group, checkpoint)
     if not gdir.is_dir():
-        raise KsmithError(f"{update_dir}: no group {group} (missing {gdir.name}/)")
-    prefixes = read_prefixes(update_dir, group)
+        missing = gdir.relative_to(update_dir).as_posix()
+        what = f"no group {group}"
+        if checkpoint is not None:
+            what = f"group {group} has no checkpoint after {checkpoint} edits"
+        raise KsmithError(f"{update_dir}: {what} (missing {missing}/)")
+    prefixes = _read_prefix_file(gdir / PREFIX_FILE)
     if (gdir / MODEL_DIR).is_dir():
         from transformers import AutoModelForCausalLM
 

@@ -15,6 +15,7 @@ changes the model in place (or returns a prompt prefix, for in-context editing).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
@@ -130,12 +131,17 @@ class UpdateMethod(ABC):
     mode (no dropout), and restores nothing itself: a method leaves the model with its update
     applied, and should leave `requires_grad` flags and `.grad` as it found them
     (``ksmith.methods.train_utils.trainable`` does that).
+
+    `on_step`, when set (by the runner, for checkpoints along a lifelong stream), is called in
+    sequential mode after each request as ``on_step(edits_so_far, merged_result_so_far)``, with
+    the model in the state those edits left it; it must not change the model.
     """
 
     name: ClassVar[str]
     kind: ClassVar[Kind]
     paper: ClassVar[str]
     Params: ClassVar[type[MethodParams]] = MethodParams
+    on_step: Callable[[int, UpdateResult], None] | None = None
 
     def __init__(self, params: MethodParams | None = None):
         self.params = params if params is not None else self.Params()
@@ -162,6 +168,8 @@ class UpdateMethod(ABC):
                 merged.prompt_prefix.update(res.prompt_prefix)
                 merged.added_modules |= res.added_modules
                 merged.log[f"step{i}"] = res.log
+                if self.on_step is not None:
+                    self.on_step(i + 1, merged)
             return merged
         return self.apply_batch(model, tokenizer, problem)
 

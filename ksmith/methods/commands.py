@@ -30,6 +30,8 @@ class UpdateRun:
     seed: int = 0
     specs_dir: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Sequential mode: counts of edits after which each group's state is saved too.
+    checkpoints: tuple[int, ...] = ()
 
 
 def _local_config(path: str) -> Any | None:
@@ -58,11 +60,14 @@ def update_from_dataset(run: UpdateRun) -> dict[str, Any]:
     from ksmith.methods.layers import model_depth
     from ksmith.methods.params import resolve_params
     from ksmith.methods.problem import build_problems, config_kind
-    from ksmith.methods.runner import run_update
+    from ksmith.methods.runner import check_checkpoints, run_update
     from ksmith.models import load_model, model_fingerprint, resolve_device
 
     if run.mode not in ("batch", "sequential"):
         raise KsmithError(f"--mode must be batch or sequential, not {run.mode!r}")
+    check_checkpoints(run.checkpoints, "--checkpoints")
+    if run.checkpoints and run.mode != "sequential":
+        raise KsmithError("--checkpoints: states along a stream of edits need --mode sequential")
     cls = get_method(run.method)
     where = f"{run.dataset} config {run.config}"
     rows = load_requests(run.dataset, run.config)
@@ -119,6 +124,7 @@ def update_from_dataset(run: UpdateRun) -> dict[str, Any]:
         run.out,
         record=record,
         reload_model=lambda: load_model(run.model, device=device)[0],
+        checkpoints=run.checkpoints,
     )
 
 
@@ -129,6 +135,16 @@ def _parse_groups(text: str | None) -> tuple[int, ...] | None:
         return tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError as e:
         raise KsmithError(f"--groups expects comma-separated integers, got {text!r}") from e
+
+
+def parse_checkpoints(text: str | None) -> tuple[int, ...]:
+    """``"1,10,100"`` -> ``(1, 10, 100)``; empty or None -> ()."""
+    if not text:
+        return ()
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError as e:
+        raise KsmithError(f"--checkpoints expects comma-separated integers, got {text!r}") from e
 
 
 def _cmd_update(args: argparse.Namespace) -> int:
@@ -144,6 +160,7 @@ def _cmd_update(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
         specs_dir=args.specs_dir,
+        checkpoints=parse_checkpoints(args.checkpoints),
     )
     info = update_from_dataset(run)
     changed = sum(g["changed_parameters"] for g in info["groups"])
@@ -200,6 +217,12 @@ def register(subparsers: Any) -> None:
         choices=("batch", "sequential"),
         default="batch",
         help="batch: a group's requests at once; sequential: one after another (lifelong)",
+    )
+    p.add_argument(
+        "--checkpoints",
+        metavar="N,N,...",
+        help="with --mode sequential: also save each group's state after these counts of "
+        "edits (increasing; counts >= k are skipped), for evaluation along the stream",
     )
     p.add_argument("--groups", help="comma-separated group indices (default: all)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")

@@ -6,6 +6,13 @@ method, check that every changed weight and every logged loss is finite, save th
 base weights exactly for the next group. Per group the record keeps wall time, peak memory and
 the number of changed parameter elements. The folder is written atomically: a failure in any
 group (a non-finite loss, an exception in the method) leaves no output.
+
+Checkpoints (lifelong editing, sequential mode): at each declared count n of edits made so far
+(n < the group's k; the final state is the group's ordinary artifact), the state of the model is
+saved as ``g<i>/checkpoints/<n>/`` in the same form as a group's artifact, from the method's
+after-request callback (`UpdateMethod.on_step`). Saving reads the model and changes nothing, so
+the final artifact is the same with or without checkpoints; its time is not counted in the
+group's wall_seconds.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +38,14 @@ from ksmith.errors import KsmithError
 from ksmith.io import atomic_output_dir, write_json
 from ksmith.methods import artifacts as art
 from ksmith.methods import attach
-from ksmith.methods.base import Kind, Mode, TargetKind, UpdateMethod, UpdateProblem
+from ksmith.methods.base import (
+    Kind,
+    Mode,
+    TargetKind,
+    UpdateMethod,
+    UpdateProblem,
+    UpdateResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +77,64 @@ class GroupRecord:
     peak_memory_bytes: int
     changed_parameters: int
     changed_tensors: list[str] = field(default_factory=list)
+    checkpoints: list[int] | None = None  # counts of edits saved under g<i>/checkpoints/
 
     def as_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if not (k == "checkpoints" and v is None)}
+
+
+def check_checkpoints(checkpoints: Sequence[int], where: str = "checkpoints") -> list[int]:
+    """Declared checkpoints: positive, strictly increasing integers (may be empty)."""
+    out = list(checkpoints)
+    if any(isinstance(n, bool) or not isinstance(n, int) or n <= 0 for n in out):
+        raise KsmithError(f"{where}: counts of edits must be positive integers, got {out}")
+    if any(a >= b for a, b in zip(out, out[1:], strict=False)):
+        raise KsmithError(f"{where}: counts of edits must be strictly increasing, got {out}")
+    return out
+
+
+class _CheckpointWriter:
+    """`UpdateMethod.on_step` for one group: saves the model's state after each declared count
+    of edits below k (the state after all k is the group's own artifact)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        base: Mapping[str, torch.Tensor],
+        problem: UpdateProblem,
+        gdir: Path,
+        counts: Sequence[int],
+        where: str,
+    ):
+        self.model, self.base, self.gdir, self.where = model, base, gdir, where
+        self.order = [r.request_id for r in problem.requests]
+        self.counts = {n for n in counts if n < len(self.order)}
+        self.saved: list[int] = []
+        self.seconds = 0.0
+
+    def __call__(self, edits: int, merged: UpdateResult) -> None:
+        if edits not in self.counts:
+            return
+        t0 = time.perf_counter()
+        cdir = self.gdir / art.CHECKPOINTS_DIR / str(edits)
+        cdir.mkdir(parents=True)
+        where = f"{self.where}, checkpoint after {edits} edits"
+        if merged.added_modules:
+            self.model.save_pretrained(str(cdir / art.MODEL_DIR))
+            artifact = "model"
+        else:
+            _save_delta(self.model, self.base, cdir, where, {})
+            artifact = "delta"
+        if attach.save_all(self.model, cdir):
+            artifact = "attachment"
+        if merged.prompt_prefix:
+            art.save_prefixes(cdir / art.PREFIX_FILE, merged.prompt_prefix)
+        write_json(
+            cdir / art.CHECKPOINT_JSON,
+            {"edits": edits, "artifact": artifact, "requests": self.order[:edits]},
+        )
+        self.saved.append(edits)
+        self.seconds += time.perf_counter() - t0
 
 
 def peak_memory_bytes(device: torch.device) -> int:
@@ -113,11 +182,13 @@ def apply_group(
     gdir: Path,
     *,
     reload_model: Callable[[], torch.nn.Module] | None = None,
+    checkpoints: Sequence[int] = (),
 ) -> tuple[GroupRecord, torch.nn.Module]:
     """Apply `method` to one group, write its artifact into `gdir`, restore the base weights.
 
-    Returns the record and the model to use for the next group (the same object, unless the
-    method added modules and the base had to be reloaded).
+    With `checkpoints` (sequential mode) the states after those counts of edits are saved
+    too (module docstring). Returns the record and the model to use for the next group (the
+    same object, unless the method added modules and the base had to be reloaded).
     """
     where = f"method '{method.name}', group {group}"
     device = next(model.parameters()).device
@@ -128,12 +199,19 @@ def apply_group(
     model.eval()
     torch.manual_seed(problem.seed)
     restored = False
+    writer = None
+    if checkpoints:
+        writer = _CheckpointWriter(model, base, problem, gdir, checkpoints, where)
+        method.on_step = writer
     try:
         t0 = time.perf_counter()
-        result = method.apply(model, tokenizer, problem)
+        try:
+            result = method.apply(model, tokenizer, problem)
+        finally:
+            method.on_step = None
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        wall = time.perf_counter() - t0
+        wall = time.perf_counter() - t0 - (writer.seconds if writer else 0.0)
         peak = peak_memory_bytes(device)
         bad = _non_finite_losses(result.log)
         if bad:
@@ -174,6 +252,7 @@ def apply_group(
         requests=len(problem.requests),
         wall_seconds=round(wall, 4),
         peak_memory_bytes=peak,
+        checkpoints=None if writer is None else writer.saved,
         **record,
     )
     return rec, model
@@ -267,15 +346,24 @@ def run_update(
     *,
     record: Mapping[str, Any] | None = None,
     reload_model: Callable[[], torch.nn.Module] | None = None,
+    checkpoints: Sequence[int] = (),
 ) -> dict[str, Any]:
     """Apply `method` to each group's problem and write the update folder atomically.
 
-    `record` adds run facts to update.json (model, dataset_fingerprint, config, ...). Returns
-    the update.json content. `model` holds the base weights again afterwards.
+    `record` adds run facts to update.json (model, dataset_fingerprint, config, ...).
+    `checkpoints` (sequential mode only): counts of edits after which each group's state is
+    saved too (module docstring); update.json then lists them. Returns the update.json
+    content. `model` holds the base weights again afterwards.
     """
     if not problems:
         raise KsmithError("no groups to update")
+    checkpoints = check_checkpoints(checkpoints)
     first = next(iter(problems.values()))
+    if checkpoints and first.mode != "sequential":
+        raise KsmithError(
+            f"checkpoints {checkpoints} are states along a sequential stream of edits; "
+            "they need mode sequential (--mode sequential / params mode: sequential)"
+        )
     if first.kind != method.kind:
         raise KsmithError(
             f"method '{method.name}' is of kind {method.kind} but the requests are of kind "
@@ -301,6 +389,7 @@ def run_update(
                 g,
                 art.group_dir(tmp, g),
                 reload_model=reload_model,
+                checkpoints=checkpoints,
             )
             log.info(
                 "group %d: %d requests, %.2fs, %d parameters changed",
@@ -322,6 +411,7 @@ def run_update(
             "params": spec.params,
             "device": str(device),
             "groups": groups,
+            **({"checkpoints": checkpoints} if checkpoints else {}),
             "wall_seconds": round(sum(g["wall_seconds"] for g in groups), 4),
             "ksmith_version": ksmith.__version__,
             "torch_version": torch.__version__,

@@ -172,6 +172,7 @@ def _update(args: argparse.Namespace) -> int:
     template = UpdateRun(
         model=resolve_model(args.model), dataset=args.dataset, config="", method=args.method,
         out="", overrides=overrides, mode=params.mode, device=params.device, extra={"code": code},
+        checkpoints=tuple(params.checkpoints),
     )  # fmt: skip
     with atomic_output_dir(args.out, kind="pipeline-updates") as tmp:
         jobs = update_jobs(cells, template, tmp)

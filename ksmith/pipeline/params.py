@@ -6,7 +6,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from ksmith.errors import SpecError
 
@@ -115,6 +122,13 @@ class PipelineParams(_Frozen):
     scales: list[int] = Field(description="Scales k (requests applied together).")
     seeds: list[int] = Field(description="Seeds of the update methods (one cell per seed).")
     mode: Literal["batch", "sequential"] = Field("batch", description="How requests are applied.")
+    checkpoints: list[int] = Field(
+        default_factory=list,
+        description="Lifelong editing (mode: sequential): counts of edits made so far at which "
+        "each group is also evaluated along the stream, e.g. [1, 10, 100, 1000]; counts at or "
+        "above a cell's k are skipped (its final state is the ordinary result). Empty: only "
+        "the final state (docs/lifelong.md).",
+    )
     lmeval: LmEvalParams = Field(default_factory=LmEvalParams, description="General capability.")
 
     @field_validator("scales")
@@ -122,6 +136,18 @@ class PipelineParams(_Frozen):
     def _positive(cls, v: list[int]) -> list[int]:
         if not v or any(k <= 0 for k in v):
             raise ValueError("scales must be a non-empty list of positive integers")
+        return v
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _increasing(cls, v: list[int], info: ValidationInfo) -> list[int]:
+        if any(n <= 0 for n in v) or any(a >= b for a, b in zip(v, v[1:], strict=False)):
+            raise ValueError("checkpoints must be positive, strictly increasing counts of edits")
+        if v and info.data.get("mode") != "sequential":
+            raise ValueError(
+                "checkpoints are states along a sequential stream of edits: set mode: "
+                "sequential, or checkpoints: []"
+            )
         return v
 
 

@@ -1,0 +1,212 @@
+"""Lifelong editing evaluated along the stream: checkpoints of a sequential update, their
+artifacts, their evaluation, the report's section and the params field (docs/lifelong.md)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import replace
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+from conftest import make_model, make_tokenizer
+
+from ksmith.errors import KsmithError
+from ksmith.methods import Request, TextPair, UpdateProblem, get_method
+from ksmith.methods.artifacts import (
+    applied_update,
+    checkpoint_dir,
+    load_delta,
+    read_checkpoint,
+    read_prefixes,
+    read_update,
+)
+from ksmith.methods.runner import run_update
+
+SUBJECTS = ["bira", "tolan", "mesu"]
+NEW = ["meat", "fish", "seeds"]
+
+
+def stream(k: int = 3, mode: str = "sequential") -> UpdateProblem:
+    """k edits "<s> eats grass" -> a new food each, with a shared retain set."""
+    reqs = tuple(
+        Request(f"g0.r{i}", s, "eats", f"{s} eats", "grass", NEW[i])
+        for i, s in enumerate(SUBJECTS[:k])
+    )
+    plus = tuple(
+        TextPair(p, r.new_object, r.request_id)
+        for r in reqs
+        for p in (r.prompt, f"question : what does {r.subject} eat ? answer :")
+    )
+    minus = (TextPair("karo lives in the", "forest"), TextPair("vindel eats", "fish"))
+    return UpdateProblem(kind="edit", requests=reqs, plus=plus, minus=minus, mode=mode)
+
+
+def ft_m():
+    cls = get_method("ft_m")
+    return cls(cls.Params(steps=3, lr=0.05))
+
+
+def params_after(model, tok, method, problem):
+    """The weights after applying `problem` to a copy of `model`, seeded like the runner."""
+    model = copy.deepcopy(model)
+    torch.manual_seed(problem.seed)
+    method.apply(model, tok, problem)
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def test_checkpoint_equals_the_first_edits_applied_directly(tmp_path):
+    model, tok = make_model("llama", vocab_size=len(make_tokenizer())), make_tokenizer()
+    base = {n: p.detach().clone() for n, p in model.named_parameters()}
+    problem = stream()
+    info = run_update(model, tok, ft_m(), {0: problem}, tmp_path / "u", checkpoints=[1, 2, 3, 5])
+    # Counts >= k are skipped: the state after all 3 edits is the group's own artifact.
+    assert info["checkpoints"] == [1, 2, 3, 5]
+    assert info["groups"][0]["checkpoints"] == [1, 2]
+    assert not checkpoint_dir(tmp_path / "u", 0, 3).exists()
+    for n in (1, 2):
+        assert read_checkpoint(tmp_path / "u", 0, n)["requests"] == [f"g0.r{i}" for i in range(n)]
+        first_n = replace(problem, requests=problem.requests[:n])
+        direct = params_after(model, tok, ft_m(), first_n)
+        with applied_update(model, tmp_path / "u", 0, checkpoint=n) as (updated, prefixes):
+            assert prefixes == {}
+            got = dict(updated.named_parameters())
+            for name, want in direct.items():
+                torch.testing.assert_close(got[name].detach(), want, rtol=0, atol=1e-6)
+        assert all(torch.equal(p, base[n_]) for n_, p in model.named_parameters())
+    # The two checkpoints differ (the second edit did something) and the model is restored.
+    d1 = load_delta(checkpoint_dir(tmp_path / "u", 0, 1) / "delta.safetensors")
+    d2 = load_delta(checkpoint_dir(tmp_path / "u", 0, 2) / "delta.safetensors")
+    assert any(not torch.equal(d1[n], d2[n]) for n in d2)
+
+
+def test_declaring_checkpoints_leaves_the_final_state_unchanged(tmp_path):
+    model, tok = make_model("llama", vocab_size=len(make_tokenizer())), make_tokenizer()
+    plain = run_update(model, tok, ft_m(), {0: stream()}, tmp_path / "plain")
+    with_cp = run_update(model, tok, ft_m(), {0: stream()}, tmp_path / "cp", checkpoints=[1, 2])
+    a = (tmp_path / "plain" / "g0" / "delta.safetensors").read_bytes()
+    b = (tmp_path / "cp" / "g0" / "delta.safetensors").read_bytes()
+    assert a == b
+    # Without checkpoints the record has no trace of them (today's update.json).
+    assert "checkpoints" not in plain and "checkpoints" not in plain["groups"][0]
+    assert with_cp["groups"][0]["changed_parameters"] == plain["groups"][0]["changed_parameters"]
+
+
+def test_batch_mode_record_has_no_checkpoints_and_refuses_them(tmp_path):
+    model, tok = make_model("llama", vocab_size=len(make_tokenizer())), make_tokenizer()
+    info = run_update(model, tok, ft_m(), {0: stream(mode="batch")}, tmp_path / "b")
+    assert "checkpoints" not in info and "checkpoints" not in info["groups"][0]
+    assert not (tmp_path / "b" / "g0" / "checkpoints").exists()
+    with pytest.raises(KsmithError, match="need mode sequential"):
+        run_update(model, tok, ft_m(), {0: stream(mode="batch")}, tmp_path / "c", checkpoints=[1])
+    for bad in ([2, 1], [0, 1], [1, 1]):
+        with pytest.raises(KsmithError, match="checkpoints"):
+            run_update(model, tok, ft_m(), {0: stream()}, tmp_path / "d", checkpoints=bad)
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
+
+
+def test_ice_checkpoints_hold_the_prefixes_made_so_far(tmp_path):
+    model, tok = make_model("llama", vocab_size=len(make_tokenizer())), make_tokenizer()
+    run_update(model, tok, get_method("ice")(), {0: stream()}, tmp_path / "u", checkpoints=[1, 2])
+    final = read_prefixes(tmp_path / "u", 0)
+    assert sorted(final) == ["g0.r0", "g0.r1", "g0.r2"]
+    for n in (1, 2):
+        got = read_prefixes(tmp_path / "u", 0, checkpoint=n)
+        assert got == {f"g0.r{i}": final[f"g0.r{i}"] for i in range(n)}
+        with applied_update(model, tmp_path / "u", 0, checkpoint=n) as (_, prefixes):
+            assert prefixes == got
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    model, tok = make_model("llama", vocab_size=len(make_tokenizer())), make_tokenizer()
+    run_update(model, tok, get_method("ice")(), {0: stream()}, tmp_path / "u", checkpoints=[1])
+    with (
+        pytest.raises(KsmithError, match="group 0 has no checkpoint after 2 edits"),
+        applied_update(model, tmp_path / "u", 0, checkpoint=2),
+    ):
+        pass
+
+
+# --- evaluation along the stream ----------------------------------------------------------------
+
+
+def _requests_from_probes(dataset, config):
+    """requests.parquet for the world fixture's config: one request per direct cloze probe."""
+    import pyarrow as pa
+
+    from ksmith.data.schema import REQUEST_SCHEMA
+
+    probes = pq.read_table(dataset / "data" / config / "test.parquet").to_pylist()
+    rows = [
+        {"group": d["group"], "request_id": d["request_id"], "kind": "edit", "level": "leaf",
+         "subject": d["subject"], "relation": d["relation"], "object": d["answer_before"],
+         "new_object": d["answer_after"], "prompt": d["prompt"], "plus_prompts": [d["prompt"]],
+         "plus_answers": [d["answer_after"]], "minus_prompts": ["karo lives in the"],
+         "minus_answers": ["forest"]}
+        for d in probes
+        if d["type"] == "direct" and d["format"] == "cloze"
+    ]  # fmt: skip
+    pq.write_table(
+        pa.Table.from_pylist(rows, schema=REQUEST_SCHEMA),
+        dataset / "data" / config / "requests.parquet",
+    )
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from world_fixtures import write_world_dataset
+
+    root = tmp_path_factory.mktemp("lifelong")
+    config = "biology.edit.leaf.k3"
+    dataset = write_world_dataset(root / "dataset", configs=(config,), groups=2)
+    _requests_from_probes(dataset, config)
+    tok = make_tokenizer()
+    model_dir = root / "model"
+    make_model("llama", vocab_size=len(tok)).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    return root, dataset, model_dir, config
+
+
+def _update_and_evaluate(world, method, *extra):
+    from ksmith.cli import main
+
+    root, dataset, model_dir, config = world
+    upd, res = root / f"upd-{method}", root / f"res-{method}"
+    common = ["--model", str(model_dir), "--dataset", str(dataset), "--config", config]
+    assert main(["--threads", "1", "update", *common, "--method", method, "--mode", "sequential",
+                 "--checkpoints", "1,2", "--device", "cpu", *extra, "--out", str(upd)]) == 0  # fmt: skip
+    assert main(["--threads", "1", "evaluate", *common, "--update", str(upd), "--no-cache",
+                 "--device", "cpu", "--out", str(res)]) == 0  # fmt: skip
+    return upd, res
+
+
+@pytest.mark.parametrize("method,extra", [("ice", ()), ("ft_m", ("--set", "steps=3"))])
+def test_checkpoints_are_evaluated_on_the_requests_made_so_far(world, method, extra):
+    upd, res = _update_and_evaluate(world, method, *extra)
+    assert read_update(upd)["checkpoints"] == [1, 2]
+    along = json.loads((res / "checkpoints.json").read_text())
+    final = json.loads((res / "metrics.json").read_text())
+    points = along["checkpoints"]
+    assert [(p["edits"], p["final"]) for p in points] == [(1, False), (2, False), (3, True)]
+    probes = pq.read_table(world[1] / "data" / world[3] / "test.parquet").to_pylist()
+    for p in points:
+        m = p["metrics"]
+        # Efficacy counts one direct cloze probe per request made so far, in each of 2 groups.
+        assert m["efficacy@cloze"]["n"] == 2 * p["edits"]
+        assert m["generalization@cloze"]["n"] == 2 * p["edits"]
+        # Q- and drift as usual: every group's Q- probes at every checkpoint.
+        assert m["locality@cloze"]["n"] == sum(q["qset"] == "Q-" for q in probes)
+        assert m["drift_kl@next_token"]["n"] == final["metrics"]["drift_kl@next_token"]["n"]
+        assert not any(name.startswith(("fluency", "cost")) for name in m)
+    # The final point is the ordinary result.
+    for name, entry in points[-1]["metrics"].items():
+        assert entry == final["metrics"][name]
+    if method == "ice":
+        # In context, request r0's prefix is the same at every point of the stream, so its
+        # direct probe scores after 1 edit as it does at the end.
+        preds = pq.read_table(res / "predictions.parquet").to_pylist()
+        r0 = [r["correct"] for r in preds if r["stage"] == "after" and r["mode"] == "cloze"
+              and r["probe_id"].split(".")[1] == "r0" and ".direct." in r["probe_id"]]  # fmt: skip
+        assert len(r0) == 2
+        assert points[0]["metrics"]["efficacy@cloze"]["value"] == sum(r0) / 2
