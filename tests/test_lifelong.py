@@ -210,3 +210,90 @@ def test_checkpoints_are_evaluated_on_the_requests_made_so_far(world, method, ex
               and r["probe_id"].split(".")[1] == "r0" and ".direct." in r["probe_id"]]  # fmt: skip
         assert len(r0) == 2
         assert points[0]["metrics"]["efficacy@cloze"]["value"] == sum(r0) / 2
+
+
+# --- the report's section and plot data ---------------------------------------------------------
+
+
+def _m(value, mode="cloze"):
+    return {"value": value, "ci": [value, value], "n": 4, "mode": mode}
+
+
+def _cell(root, method, config, final, points=None):
+    """A results cell: metrics.json with `final` efficacy, and checkpoints.json when `points`
+    (edits -> efficacy) is given (the final point added at the config's k)."""
+    cell = root / method / f"{config}.s0"
+    cell.mkdir(parents=True)
+    metrics = {"efficacy@cloze": _m(final), "locality@cloze": _m(0.5),
+               "drift_kl@next_token": _m(0.1, "next_token")}  # fmt: skip
+    (cell / "metrics.json").write_text(json.dumps({"metrics": metrics}))
+    if points is not None:
+        k = int(config.rpartition(".k")[2])
+        along = [{"edits": n, "final": False, "metrics": {**metrics, "efficacy@cloze": _m(v)}}
+                 for n, v in points.items()]  # fmt: skip
+        along.append({"edits": k, "final": True, "metrics": metrics})
+        (cell / "checkpoints.json").write_text(json.dumps({"checkpoints": along}))
+
+
+def test_report_plots_the_metrics_against_the_edits_made_so_far(tmp_path):
+    import csv
+
+    from ksmith.pipeline.report import write_report
+
+    results = tmp_path / "results"
+    _cell(results, "ft_m", "biology.edit.leaf.k10", 0.2, {1: 1.0, 5: 0.6})
+    _cell(results, "ft_m", "biology.edit.root.k10", 0.4, {1: 0.8, 5: 0.4})
+    _cell(results, "ice", "biology.edit.leaf.k5", 0.9, {1: 1.0})  # its k=5 is its final point
+    _cell(results, "none", "biology.edit.leaf.k10", 0.0)  # the baseline: no stream
+    write_report(results, tmp_path / "report")
+    rows = list(csv.DictReader((tmp_path / "report" / "plots" / "lifelong_edit.csv").open()))
+    assert list(rows[0]) == ["method", "edits", "efficacy", "generalization", "locality",
+                             "drift_kl"]  # fmt: skip
+    got = {(r["method"], int(r["edits"])): r for r in rows}
+    assert sorted(got) == [("ft_m", 1), ("ft_m", 5), ("ft_m", 10), ("ice", 1), ("ice", 5)]
+    assert float(got["ft_m", 1]["efficacy"]) == pytest.approx(0.9)  # mean over its two cells
+    assert float(got["ft_m", 10]["efficacy"]) == pytest.approx(0.3)  # their final states
+    assert float(got["ice", 5]["efficacy"]) == pytest.approx(0.9)
+    assert got["ice", 5]["generalization"] == ""  # not measured: empty, not zero
+    text = (tmp_path / "report" / "README.md").read_text()
+    section = text[text.index("## Lifelong editing along the stream") :]
+    assert "| ft_m | 5 | 2 | 0.500 |" in section
+    assert "![lifelong_edit.png](plots/lifelong_edit.png)" in section
+    assert (tmp_path / "report" / "plots" / "lifelong_edit.png").exists()
+    assert not (tmp_path / "report" / "plots" / "lifelong_unlearn.csv").exists()
+
+
+def test_report_without_streams_has_no_lifelong_section(tmp_path):
+    from ksmith.pipeline.report import write_report
+
+    results = tmp_path / "results"
+    _cell(results, "ft_m", "biology.edit.leaf.k10", 0.2)
+    write_report(results, tmp_path / "report")
+    assert "Lifelong" not in (tmp_path / "report" / "README.md").read_text()
+    assert not list((tmp_path / "report" / "plots").glob("lifelong_*"))
+
+
+# --- params ---------------------------------------------------------------------------------------
+
+
+def _params(tmp_path, **extra):
+    from ksmith.pipeline.params import load_params
+
+    raw = {"suite": "s", "methods": ["ft_m"], "kinds": ["edit"], "levels": ["leaf"],
+           "scales": [10], "seeds": [0], **extra}  # fmt: skip
+    path = tmp_path / "params.yaml"
+    path.write_text(json.dumps(raw))
+    return load_params(path)
+
+
+def test_params_checkpoints_default_empty_and_validated(tmp_path):
+    from ksmith.errors import SpecError
+
+    assert _params(tmp_path).checkpoints == []
+    got = _params(tmp_path, mode="sequential", checkpoints=[1, 10, 100])
+    assert got.checkpoints == [1, 10, 100]
+    for bad in ([10, 1], [0, 1], [3, 3]):
+        with pytest.raises(SpecError, match="field 'checkpoints'.*increasing"):
+            _params(tmp_path, mode="sequential", checkpoints=bad)
+    with pytest.raises(SpecError, match="field 'checkpoints'.*mode: sequential"):
+        _params(tmp_path, checkpoints=[1])

@@ -265,12 +265,13 @@ def _checkpoints(
     options: EvalOptions,
     out: Path,
 ) -> None:
-    """checkpoints.json, when the update saved states along its stream of edits."""
+    """checkpoints.json, when the update declared checkpoints along its stream of edits (a
+    cell whose k is at or below every declared count holds its final point only)."""
     from ksmith.evaluate import checkpoints as cp
     from ksmith.evaluate.outputs import _finite
     from ksmith.io import write_json
 
-    if not cp.saved_checkpoints(update_info):
+    if not update_info.get("checkpoints"):
         return
     base, tokenizer = lazy.get()
     along = cp.evaluate_checkpoints(

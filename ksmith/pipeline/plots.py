@@ -7,10 +7,15 @@ dvc.yaml with the templates in `.dvc/plots/` (colour = method, dash or shape = e
 - ``scale_<kind>.csv``: per method and scale k, the score and the component, consistency and
   drift means over the cells at that k (every level and seed);
 - ``tradeoff_<kind>.csv``: per method, efficacy against locality (means over its cells, with
-  95% bootstrap intervals over cells) and the score: the editing-vs-preservation trade-off.
+  95% bootstrap intervals over cells) and the score: the editing-vs-preservation trade-off;
+- ``lifelong_<kind>.csv`` (only when some cell was evaluated along a sequential stream,
+  docs/lifelong.md): per method and number of edits made so far, efficacy on every edit made
+  so far (retention), generalization, locality and drift, means over the cells with a point at
+  that count (their checkpoints and final states).
 
-PNGs (`write_pngs`): the same scale curves per level (one panel per level and metric, one line
-per method) and the consistency-capacity view, embedded in report/README.md.
+PNGs, embedded in report/README.md: the same scale curves per level (one panel per level and
+metric, one line per method) and the consistency-capacity view (`write_pngs`), and the
+lifelong curves against the number of edits (`plot_lifelong_png`).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ CONSISTENCY = ("conflict_rate", "drift_kl")
 SCALE_COLUMNS = (
     "score", "efficacy", "generalization", "propagation", "locality", "conflict_rate", "drift_kl",
 )  # fmt: skip
+LIFELONG_COLUMNS = ("efficacy", "generalization", "locality", "drift_kl")
 TRADEOFF_COLUMNS = (
     "efficacy", "efficacy_lo", "efficacy_hi", "locality", "locality_lo", "locality_hi", "score",
     "cells",
@@ -78,12 +84,42 @@ def tradeoff_rows(cells: Sequence[Any], kind: str) -> list[list[Any]]:
     return rows
 
 
+def lifelong_points(cells: Sequence[Any], kind: str) -> dict[str, dict[int, list[Any]]]:
+    """method -> edits made so far -> the cells' states there (`CellResult.stream`)."""
+    out: dict[str, dict[int, list[Any]]] = defaultdict(lambda: defaultdict(list))
+    for c in cells:
+        if c.kind == kind:
+            for edits, state in c.stream():
+                out[c.method][edits].append(state)
+    return {m: dict(sorted(pts.items())) for m, pts in sorted(out.items())}
+
+
+def lifelong_rows(cells: Sequence[Any], kind: str) -> list[list[Any]]:
+    """One row per (method, edits): `LIFELONG_COLUMNS` means over the states at that count."""
+    rows = []
+    for method, points in lifelong_points(cells, kind).items():
+        for edits, states in points.items():
+            row: list[Any] = [method, edits]
+            for base in LIFELONG_COLUMNS:
+                vals = [v for s in states if (v := s.value(base)) is not None]
+                row.append(_num(sum(vals) / len(vals) if vals else None))
+            rows.append(row)
+    return rows
+
+
 def write_plot_data(cells: Sequence[Any], out: Path) -> list[str]:
     """The DVC plot CSVs under `out` (see the module docstring); their names."""
     names = []
     for kind in ("edit", "unlearn"):
         if not any(c.kind == kind for c in cells):
             continue
+        if lifelong_points(cells, kind):
+            _write_csv(
+                out / f"lifelong_{kind}.csv",
+                ["method", "edits", *LIFELONG_COLUMNS],
+                lifelong_rows(cells, kind),
+            )
+            names.append(f"lifelong_{kind}.csv")
         _write_csv(
             out / f"scale_{kind}.csv", ["method", "k", *SCALE_COLUMNS], scale_rows(cells, kind)
         )
@@ -130,6 +166,42 @@ def plot_png(cells: Sequence[Any], kind: str, bases: Sequence[str], path: Path) 
         fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 7), fontsize=8)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     # No timestamps in the PNG, so the same results give the same bytes.
+    fig.savefig(path, dpi=80, metadata={"Software": None})
+    plt.close(fig)
+    return True
+
+
+def plot_lifelong_png(cells: Sequence[Any], kind: str, path: Path) -> bool:
+    """One panel per `LIFELONG_COLUMNS` metric against the number of edits made so far, one
+    line per method (as the GRACE and WISE papers plot lifelong editing)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = lifelong_points(cells, kind)
+    if not points:
+        return False
+    fig, axes = plt.subplots(1, len(LIFELONG_COLUMNS), figsize=(4 * len(LIFELONG_COLUMNS), 3))
+    for ax, base in zip(axes, LIFELONG_COLUMNS, strict=True):
+        for method, by_edits in points.items():
+            xs, ys = [], []
+            for edits, states in by_edits.items():
+                vals = [v for s in states if (v := s.value(base)) is not None]
+                if vals:
+                    xs.append(edits)
+                    ys.append(sum(vals) / len(vals))
+            if xs:
+                ax.plot(xs, ys, marker="o", label=method)
+        ax.set_xscale("log")
+        ax.set_xlabel("edits made so far" if kind == "edit" else "requests made so far")
+        ax.set_ylabel("efficacy (retention)" if base == "efficacy" else base)
+        ax.set_title(f"{kind} · along the stream", fontsize=9)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 7), fontsize=8)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig(path, dpi=80, metadata={"Software": None})
     plt.close(fig)
     return True

@@ -7,7 +7,8 @@ Reads every cell's `metrics.json` (and `eval.json`'s knowledge warning) under th
   ``<method>.<metric>`` (`dvc_metrics`), and ``metrics/world_model.json``: the model's
   capability profile (``world_model.<ability>``); ``cells.json``: every cell's headline values;
 - ``plots/*.csv``: DVC plot data (`ksmith.pipeline.plots`; dvc.yaml's `plots:`), and
-  ``plots/*.png``: scale curves per level and the consistency-capacity view;
+  ``plots/*.png``: scale curves per level, the consistency-capacity view and, when cells were
+  evaluated along a sequential stream (their ``checkpoints.json``), the lifelong curves;
 - ``README.md``: the model's provenance and capability profile, flags on metrics degenerate for
   it (`ksmith.pipeline.summary`), per-method summaries with intervals, every cell's values with
   95% intervals and probe counts, and KnowledgeSmith's findings (arXiv 2510.02392) tested with
@@ -16,6 +17,7 @@ Reads every cell's `metrics.json` (and `eval.json`'s knowledge warning) under th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections import defaultdict
@@ -28,7 +30,14 @@ from ksmith.evaluate.metrics import HEADLINE_MODES, headline, metric_info, parse
 from ksmith.leaderboard.aggregate import COMPONENTS
 from ksmith.pipeline.findings import findings
 from ksmith.pipeline.matrix import parse_config
-from ksmith.pipeline.plots import LEVELS, write_plot_data, write_pngs
+from ksmith.pipeline.plots import (
+    LEVELS,
+    LIFELONG_COLUMNS,
+    lifelong_points,
+    plot_lifelong_png,
+    write_plot_data,
+    write_pngs,
+)
 from ksmith.pipeline.summary import (
     ABILITY_FLOOR,
     BASELINE_CEILING,
@@ -52,6 +61,8 @@ class CellResult:
     seed: int
     metrics: dict[str, dict[str, Any]]  # full metrics.json "metrics"
     knowledge_warning: str | None = None  # eval.json's: the model barely knew the facts
+    # checkpoints.json's points along a sequential stream (ksmith.evaluate.checkpoints)
+    checkpoints: tuple[dict[str, Any], ...] = ()
 
     @property
     def cell_id(self) -> str:
@@ -76,6 +87,14 @@ class CellResult:
         """The cell's headline metric names (no mode)."""
         return [parse_metric_name(n)[0] for n in headline(self.metrics)]
 
+    def stream(self) -> list[tuple[int, CellResult]]:
+        """(edits made so far, the cell as it stood then) for each point along its sequential
+        stream, the final state last; [] for a cell not evaluated along one."""
+        return [
+            (int(p["edits"]), dataclasses.replace(self, metrics=p["metrics"], checkpoints=()))
+            for p in self.checkpoints
+        ]
+
 
 def collect(root: str | Path) -> list[CellResult]:
     """Every `<root>/<method>/<config>.s<seed>/metrics.json`, in a stable order."""
@@ -88,8 +107,11 @@ def collect(root: str | Path) -> list[CellResult]:
         ev_path = path.parent / "eval.json"
         ev = json.loads(ev_path.read_text()) if ev_path.exists() else {}
         warning = (ev.get("knowledge") or {}).get("warning")
+        cp_path = path.parent / "checkpoints.json"
+        points = json.loads(cp_path.read_text())["checkpoints"] if cp_path.exists() else []
         cells.append(CellResult(
-            method, config, domain, kind, level, scale, int(seed), data["metrics"], warning
+            method, config, domain, kind, level, scale, int(seed), data["metrics"], warning,
+            tuple(points),
         ))  # fmt: skip
     return cells
 
@@ -227,6 +249,40 @@ def _level_scale_tables(cells: Sequence[CellResult]) -> list[str]:
     return out
 
 
+def _lifelong_section(cells: Sequence[CellResult], plots: Path) -> list[str]:
+    """Per kind with cells evaluated along a sequential stream: the metrics against the number
+    of edits made so far (docs/lifelong.md), a table and a plot."""
+    out = []
+    for kind in ("edit", "unlearn"):
+        points = lifelong_points(cells, kind)
+        if not points:
+            continue
+        what = "editing" if kind == "edit" else "unlearning"
+        head = ["method", "edits", "cells", "efficacy (retention)", *LIFELONG_COLUMNS[1:]]
+        out += [
+            f"## Lifelong {what} along the stream",
+            "",
+            "Requests applied one after another (`mode: sequential`), each cell evaluated at "
+            "the declared checkpoints (`checkpoints` in params.yaml) and at its end. At n edits: "
+            "efficacy and generalization over the probes of the n requests made so far "
+            "(efficacy = retention of every earlier edit), locality and drift over all of the "
+            "cell's Q- probes; each value is the mean over the cells with a point at n "
+            "(checkpoints, and the final state of cells with k = n).",
+            "",
+            "| " + " | ".join(head) + " |",
+            "|" + "---|" * len(head),
+        ]
+        for method, by_edits in points.items():
+            for edits, states in by_edits.items():
+                vals = [_fmt(_mean([s.value(b) for s in states])) for b in LIFELONG_COLUMNS]
+                out.append(f"| {method} | {edits} | {len(states)} | " + " | ".join(vals) + " |")
+        out.append("")
+        name = f"lifelong_{kind}.png"
+        if plot_lifelong_png(cells, kind, plots / name):
+            out += [f"![{name}](plots/{name})", ""]
+    return out
+
+
 def _provenance(meta: dict[str, Any], model_id: str | None) -> list[str]:
     """Where the evaluated model comes from, in one paragraph."""
     name = f"`{model_id}`" if model_id else "The evaluated model"
@@ -348,6 +404,7 @@ def write_report(
         ]
         for name in write_pngs(cells, plots, kind):
             lines += [f"![{name}](plots/{name})", ""]
+    lines += _lifelong_section(cells, plots)
     lines += findings(cells)
     lines += _level_scale_tables(cells)
     lines += ["## Metrics", "", "| metric | direction | meaning |", "|---|---|---|"]
