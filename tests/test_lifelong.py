@@ -17,7 +17,6 @@ from ksmith.methods import Request, TextPair, UpdateProblem, get_method
 from ksmith.methods.artifacts import (
     applied_update,
     checkpoint_dir,
-    load_delta,
     read_checkpoint,
     read_prefixes,
     read_update,
@@ -28,19 +27,19 @@ SUBJECTS = ["bira", "tolan", "mesu"]
 NEW = ["meat", "fish", "seeds"]
 
 
-def stream(k: int = 3, mode: str = "sequential") -> UpdateProblem:
-    """k edits "<s> eats grass" -> a new food each, with a shared retain set."""
+def stream(k: int = 3, mode: str = "sequential", kind: str = "edit") -> UpdateProblem:
+    """k requests on "<s> eats grass" (edit: -> a new food each), with a shared retain set."""
     reqs = tuple(
-        Request(f"g0.r{i}", s, "eats", f"{s} eats", "grass", NEW[i])
+        Request(f"g0.r{i}", s, "eats", f"{s} eats", "grass", NEW[i] if kind == "edit" else None)
         for i, s in enumerate(SUBJECTS[:k])
     )
     plus = tuple(
-        TextPair(p, r.new_object, r.request_id)
+        TextPair(p, r.new_object or r.old_object, r.request_id)
         for r in reqs
         for p in (r.prompt, f"question : what does {r.subject} eat ? answer :")
     )
     minus = (TextPair("karo lives in the", "forest"), TextPair("vindel eats", "fish"))
-    return UpdateProblem(kind="edit", requests=reqs, plus=plus, minus=minus, mode=mode)
+    return UpdateProblem(kind=kind, requests=reqs, plus=plus, minus=minus, mode=mode)
 
 
 def ft_m():
@@ -48,37 +47,72 @@ def ft_m():
     return cls(cls.Params(steps=3, lr=0.05))
 
 
-def params_after(model, tok, method, problem):
-    """The weights after applying `problem` to a copy of `model`, seeded like the runner."""
+def _method(name: str):
+    """A fresh instance of a method with small budgets."""
+    cls = get_method(name)
+    small = {
+        "ft_m": {"steps": 3, "lr": 0.05},
+        "rome": {"layer": 0, "mom2_adjustment": False, "v_num_grad_steps": 5},
+        "ga": {"steps": 3},
+        "grace": {"n_iter": 5},
+    }[name]
+    return cls(cls.Params(**small))
+
+
+PROMPTS = ["bira eats", "tolan eats", "mesu eats", "karo lives in the"]
+
+
+def _logits(model, tok):
+    batch = tok(PROMPTS, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+def state_after(model, tok, method, problem):
+    """(weights, logits) after applying `problem` to a copy of `model`, seeded like the
+    runner; attached memories (GRACE) act in the logits and are then removed."""
+    from ksmith.methods import attach
+
     model = copy.deepcopy(model)
     torch.manual_seed(problem.seed)
     method.apply(model, tok, problem)
-    return {n: p.detach().clone() for n, p in model.named_parameters()}
+    weights = {n: p.detach().clone() for n, p in model.named_parameters()}
+    logits = _logits(model, tok)
+    attach.detach_all(model)
+    return weights, logits
 
 
-def test_checkpoint_equals_the_first_edits_applied_directly(tmp_path):
+@pytest.mark.parametrize("name", ["ft_m", "rome", "ga", "grace"])
+def test_checkpoint_equals_the_first_edits_applied_directly(tmp_path, monkeypatch, name):
+    monkeypatch.setenv("KSMITH_CACHE", str(tmp_path / "cache"))
     model, tok = make_model("llama", vocab_size=len(make_tokenizer())), make_tokenizer()
     base = {n: p.detach().clone() for n, p in model.named_parameters()}
-    problem = stream()
-    info = run_update(model, tok, ft_m(), {0: problem}, tmp_path / "u", checkpoints=[1, 2, 3, 5])
+    base_logits = _logits(model, tok)
+    problem = stream(kind=get_method(name).kind)
+    out = tmp_path / "u"
+    info = run_update(model, tok, _method(name), {0: problem}, out, checkpoints=[1, 2, 3, 5])
     # Counts >= k are skipped: the state after all 3 edits is the group's own artifact.
     assert info["checkpoints"] == [1, 2, 3, 5]
     assert info["groups"][0]["checkpoints"] == [1, 2]
-    assert not checkpoint_dir(tmp_path / "u", 0, 3).exists()
+    assert not checkpoint_dir(out, 0, 3).exists()
+    seen = []
     for n in (1, 2):
-        assert read_checkpoint(tmp_path / "u", 0, n)["requests"] == [f"g0.r{i}" for i in range(n)]
+        assert read_checkpoint(out, 0, n)["requests"] == [f"g0.r{i}" for i in range(n)]
         first_n = replace(problem, requests=problem.requests[:n])
-        direct = params_after(model, tok, ft_m(), first_n)
-        with applied_update(model, tmp_path / "u", 0, checkpoint=n) as (updated, prefixes):
+        weights, logits = state_after(model, tok, _method(name), first_n)
+        with applied_update(model, out, 0, checkpoint=n) as (updated, prefixes):
             assert prefixes == {}
             got = dict(updated.named_parameters())
-            for name, want in direct.items():
-                torch.testing.assert_close(got[name].detach(), want, rtol=0, atol=1e-6)
-        assert all(torch.equal(p, base[n_]) for n_, p in model.named_parameters())
-    # The two checkpoints differ (the second edit did something) and the model is restored.
-    d1 = load_delta(checkpoint_dir(tmp_path / "u", 0, 1) / "delta.safetensors")
-    d2 = load_delta(checkpoint_dir(tmp_path / "u", 0, 2) / "delta.safetensors")
-    assert any(not torch.equal(d1[n], d2[n]) for n in d2)
+            for param, want in weights.items():
+                torch.testing.assert_close(got[param].detach(), want, rtol=0, atol=1e-6)
+            got_logits = _logits(updated, tok)
+            torch.testing.assert_close(got_logits, logits, rtol=1e-5, atol=1e-5)
+        seen.append(got_logits)
+        # On exit the base model is back, bit for bit, without any attachment.
+        assert all(torch.equal(p, base[p_]) for p_, p in model.named_parameters())
+        assert torch.equal(_logits(model, tok), base_logits)
+    # The second edit did something the first had not.
+    assert not torch.allclose(seen[0], seen[1])
 
 
 def test_declaring_checkpoints_leaves_the_final_state_unchanged(tmp_path):
@@ -131,7 +165,7 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
 # --- evaluation along the stream ----------------------------------------------------------------
 
 
-def _requests_from_probes(dataset, config):
+def _requests_from_probes(dataset, config, kind):
     """requests.parquet for the world fixture's config: one request per direct cloze probe."""
     import pyarrow as pa
 
@@ -139,11 +173,11 @@ def _requests_from_probes(dataset, config):
 
     probes = pq.read_table(dataset / "data" / config / "test.parquet").to_pylist()
     rows = [
-        {"group": d["group"], "request_id": d["request_id"], "kind": "edit", "level": "leaf",
+        {"group": d["group"], "request_id": d["request_id"], "kind": kind, "level": "leaf",
          "subject": d["subject"], "relation": d["relation"], "object": d["answer_before"],
-         "new_object": d["answer_after"], "prompt": d["prompt"], "plus_prompts": [d["prompt"]],
-         "plus_answers": [d["answer_after"]], "minus_prompts": ["karo lives in the"],
-         "minus_answers": ["forest"]}
+         "new_object": d["answer_after"] if kind == "edit" else "", "prompt": d["prompt"],
+         "plus_prompts": [d["prompt"]], "plus_answers": [d["answer_after"]],
+         "minus_prompts": ["karo lives in the"], "minus_answers": ["forest"]}
         for d in probes
         if d["type"] == "direct" and d["format"] == "cloze"
     ]  # fmt: skip
@@ -153,25 +187,28 @@ def _requests_from_probes(dataset, config):
     )
 
 
+CONFIGS = {"edit": "biology.edit.leaf.k3", "unlearn": "biology.unlearn.leaf.k3"}
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     from world_fixtures import write_world_dataset
 
     root = tmp_path_factory.mktemp("lifelong")
-    config = "biology.edit.leaf.k3"
-    dataset = write_world_dataset(root / "dataset", configs=(config,), groups=2)
-    _requests_from_probes(dataset, config)
+    dataset = write_world_dataset(root / "dataset", configs=tuple(CONFIGS.values()), groups=2)
+    for kind, config in CONFIGS.items():
+        _requests_from_probes(dataset, config, kind)
     tok = make_tokenizer()
     model_dir = root / "model"
     make_model("llama", vocab_size=len(tok)).save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
-    return root, dataset, model_dir, config
+    return root, dataset, model_dir
 
 
-def _update_and_evaluate(world, method, *extra):
+def _update_and_evaluate(world, method, config, *extra):
     from ksmith.cli import main
 
-    root, dataset, model_dir, config = world
+    root, dataset, model_dir = world
     upd, res = root / f"upd-{method}", root / f"res-{method}"
     common = ["--model", str(model_dir), "--dataset", str(dataset), "--config", config]
     assert main(["--threads", "1", "update", *common, "--method", method, "--mode", "sequential",
@@ -181,15 +218,21 @@ def _update_and_evaluate(world, method, *extra):
     return upd, res
 
 
-@pytest.mark.parametrize("method,extra", [("ice", ()), ("ft_m", ("--set", "steps=3"))])
+@pytest.mark.parametrize(
+    "method,extra",
+    [("ice", ()), ("ft_m", ("--set", "steps=3")), ("ga", ("--set", "steps=3"))],
+)
 def test_checkpoints_are_evaluated_on_the_requests_made_so_far(world, method, extra):
-    upd, res = _update_and_evaluate(world, method, *extra)
+    from ksmith.methods import get_method
+
+    config = CONFIGS[get_method(method).kind]
+    upd, res = _update_and_evaluate(world, method, config, *extra)
     assert read_update(upd)["checkpoints"] == [1, 2]
     along = json.loads((res / "checkpoints.json").read_text())
     final = json.loads((res / "metrics.json").read_text())
     points = along["checkpoints"]
     assert [(p["edits"], p["final"]) for p in points] == [(1, False), (2, False), (3, True)]
-    probes = pq.read_table(world[1] / "data" / world[3] / "test.parquet").to_pylist()
+    probes = pq.read_table(world[1] / "data" / config / "test.parquet").to_pylist()
     for p in points:
         m = p["metrics"]
         # Efficacy counts one direct cloze probe per request made so far, in each of 2 groups.
@@ -297,3 +340,17 @@ def test_params_checkpoints_default_empty_and_validated(tmp_path):
             _params(tmp_path, mode="sequential", checkpoints=bad)
     with pytest.raises(SpecError, match="field 'checkpoints'.*mode: sequential"):
         _params(tmp_path, checkpoints=[1])
+
+
+def test_cli_checkpoints_are_checked_before_anything_is_loaded(tmp_path):
+    from ksmith.methods.commands import UpdateRun, parse_checkpoints, update_from_dataset
+
+    assert parse_checkpoints("1, 10,100") == (1, 10, 100) and parse_checkpoints(None) == ()
+    with pytest.raises(KsmithError, match="--checkpoints expects comma-separated integers"):
+        parse_checkpoints("1,ten")
+    run = UpdateRun(model="nowhere", dataset=str(tmp_path / "nowhere"), config="c",
+                    method="ft_m", out=str(tmp_path / "u"), checkpoints=(1,))  # fmt: skip
+    with pytest.raises(KsmithError, match="--checkpoints: .*need --mode sequential"):
+        update_from_dataset(run)
+    with pytest.raises(KsmithError, match="--checkpoints: .*strictly increasing"):
+        update_from_dataset(replace(run, mode="sequential", checkpoints=(2, 2)))
