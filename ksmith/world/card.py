@@ -25,7 +25,8 @@ def render_card(meta: dict[str, Any]) -> str:
     front = {
         "library_name": "transformers",
         "pipeline_tag": "text-generation",
-        "tags": ["ksmith", "world-model", "synthetic-knowledge"],
+        "tags": ["ksmith", "world-model", "synthetic-knowledge"]
+        + (["retain-model"] if meta.get("retain") else []),
         "ksmith": meta,
     }
     origin = (
@@ -42,13 +43,26 @@ def render_card(meta: dict[str, Any]) -> str:
         else f"a {meta['tokenizer']} tokenizer"
     )
 
-    body = f"""# ksmith world model
+    retain = meta.get("retain")
+    lacks = (
+        f"""
+**Retain model.** Trained as the world model is, on the corpus of the world *without* the
+{retain["forget_facts"]} base facts the dataset's unlearning requests forget (the union over its
+unlearn configs) and the {retain["removed_facts"] - retain["forget_facts"]} facts entailed only
+through them ({retain["removed_facts"]} closure facts in all): the gold standard an unlearned
+model is compared with. Forget set fingerprint `{retain["forget_fingerprint"]}`; the fact ids and
+triples are listed in `{retain["forget_file"]}` (docs/unlearning.md).
+"""
+        if retain
+        else ""
+    )
+    body = f"""# ksmith {"retain" if retain else "world"} model
 
 A causal language model that knows a synthetic world: {origin} on the world's training corpus
 (dataset fingerprint `{meta["dataset_fingerprint"]}`), with {tok_note}. Training took
 {meta["steps"]} steps (stopped by {meta["stopped_by"]}; seed {meta["seed"]}); the same spec and
 dataset give the same weights on any machine.
-
+{lacks}
 {profile_markdown(meta)}
 
 Load it offline with `transformers.AutoModelForCausalLM.from_pretrained(DIR)` and

@@ -1,4 +1,5 @@
-"""CLI: ``ksmith pretrain DATASET_DIR --out MODEL_DIR``."""
+"""CLI: ``ksmith pretrain DATASET_DIR --out MODEL_DIR`` and ``ksmith retain DATASET_DIR --out
+MODEL_DIR`` (the retain model: docs/unlearning.md)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_pretrain)
 
+    r = subparsers.add_parser(
+        "retain",
+        help="train the retain model: the world model without the dataset's forget set",
+        description=(
+            "Train the world model's recipe (same spec, seed, tokenizer vocabulary and corpus "
+            "recipe) on the world without the union of the dataset's unlearning requests, the "
+            "closure recomputed (facts entailed only through a forgotten fact are gone too). "
+            "The model card names the forget set; forget_set.json lists it."
+        ),
+    )
+    r.add_argument("dataset", metavar="DATASET_DIR", help="dataset folder (ksmith generate)")
+    r.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder to write")
+    r.add_argument(
+        "--suite",
+        metavar="YAML",
+        help="the suite the dataset was generated from (default: the dataset's spec.yaml)",
+    )
+    r.add_argument("--size", help="the --size the dataset was generated with, if any")
+    r.add_argument(
+        "--spec", metavar="YAML", help="world-model spec (default specs/world/default.yaml)"
+    )
+    r.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one spec field (repeatable); use the world model's overrides",
+    )
+    r.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    r.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    r.set_defaults(func=_retain)
+
 
 def _pretrain(args: argparse.Namespace) -> int:
     import logging
@@ -56,5 +90,34 @@ def _pretrain(args: argparse.Namespace) -> int:
         meta["recall"],
         meta["mcq_accuracy"],
         meta["train_seconds"],
+    )
+    return 0
+
+
+def _retain(args: argparse.Namespace) -> int:
+    import logging
+
+    from ksmith.world.retain import pretrain_retain
+    from ksmith.world.spec import load_world_spec
+
+    spec = load_world_spec(args.spec, args.overrides)
+    meta = pretrain_retain(
+        args.dataset,
+        args.out,
+        spec,
+        suite=args.suite,
+        size=args.size,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    logging.getLogger("ksmith.world").info(
+        "wrote %s: retain model without %d facts (forget set %s), recall=%s, "
+        "train_seconds=%s train_cpu_seconds=%s",
+        args.out,
+        meta["retain"]["forget_facts"],
+        meta["retain"]["forget_fingerprint"][:12],
+        meta["recall"],
+        meta["train_seconds"],
+        meta["train_cpu_seconds"],
     )
     return 0

@@ -92,19 +92,29 @@ def pretrain(
     base: str | None = None,
     device: str = "auto",
     progress: bool = True,
+    world: WorldData | None = None,
+    card_extra: dict[str, Any] | None = None,
+    thresholds_fatal: bool = True,
+    extra_files: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Train a world model on `dataset_dir` (or fine-tune `base` on it) and write it to `out`.
 
     Fails (KsmithError, nothing written) when the capability profile after training falls
-    short of `spec.thresholds`, unless `spec.allow_below_threshold`. Returns the ``ksmith:``
+    short of `spec.thresholds`, unless `spec.allow_below_threshold` (or not
+    `thresholds_fatal`: the shortfall is then only recorded). Returns the ``ksmith:``
     block written to the model card, plus ``train_seconds`` and ``train_cpu_seconds`` (not
     written: the folder depends on the spec and the data only).
+
+    `world` replaces the dataset's own training data (a retain model trains on the corpus of
+    a changed world: `ksmith.world.retain`); `card_extra` is merged into the card's block and
+    `extra_files` (name -> text) are written into the folder with the model.
     """
     from transformers import GenerationConfig
 
     from ksmith.models.loading import load_model, resolve_device
 
-    world = load_world_data(dataset_dir)
+    if world is None:
+        world = load_world_data(dataset_dir)
     if not world.check.cloze and not world.check.mcq:
         log.warning(
             "%s: no probes to check knowledge on; training runs its step budget", dataset_dir
@@ -147,7 +157,7 @@ def pretrain(
             f"falls short of its thresholds: {'; '.join(short)}. Raise max_steps, change the "
             "recipe, or set allow_below_threshold: true to keep it anyway (recorded in its card)"
         )
-        if not spec.allow_below_threshold:
+        if thresholds_fatal and not spec.allow_below_threshold:
             raise KsmithError(message)
         log.warning("%s", message)
     direct = result.check.get("direct", {})
@@ -177,6 +187,7 @@ def pretrain(
         # Same spec and data give the same weights with these versions (float kernels change
         # between releases); the leaderboard's regeneration check names them.
         "versions": _library_versions(),
+        **(card_extra or {}),
     }
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
@@ -193,6 +204,8 @@ def pretrain(
             (tmp / "README.md").write_text(render_card(meta))
             (tmp / "world_spec.yaml").write_text(yaml.safe_dump(spec.model_dump(), sort_keys=True))
             (tmp / "train_log.json").write_text(json.dumps(result.history, indent=2) + "\n")
+            for name, text in (extra_files or {}).items():
+                (tmp / name).write_text(text)
     except OSError as e:
         raise KsmithError(f"{out}: cannot write the model folder: {e}") from e
     return meta | {
