@@ -293,7 +293,10 @@ def test_report_plots_the_metrics_against_the_edits_made_so_far(tmp_path):
     assert list(rows[0]) == ["method", "edits", "efficacy", "generalization", "locality",
                              "drift_kl"]  # fmt: skip
     got = {(r["method"], int(r["edits"])): r for r in rows}
-    assert sorted(got) == [("ft_m", 1), ("ft_m", 5), ("ft_m", 10), ("ice", 1), ("ice", 5)]
+    assert sorted(got) == [
+        ("ft_m", 1), ("ft_m", 5), ("ft_m", 10), ("ice", 1), ("ice", 5), ("none", 10),
+    ]  # fmt: skip
+    assert float(got["none", 10]["efficacy"]) == 0.0  # the baseline's reference point, at its k
     assert float(got["ft_m", 1]["efficacy"]) == pytest.approx(0.9)  # mean over its two cells
     assert float(got["ft_m", 10]["efficacy"]) == pytest.approx(0.3)  # their final states
     assert float(got["ice", 5]["efficacy"]) == pytest.approx(0.9)
@@ -313,7 +316,12 @@ def test_report_without_streams_has_no_lifelong_section(tmp_path):
     _cell(results, "ft_m", "biology.edit.leaf.k10", 0.2)
     write_report(results, tmp_path / "report")
     assert "Lifelong" not in (tmp_path / "report" / "README.md").read_text()
-    assert not list((tmp_path / "report" / "plots").glob("lifelong_*"))
+    plots = tmp_path / "report" / "plots"
+    assert not (plots / "lifelong_edit.png").exists()
+    # The CSV is there for dvc.yaml's plot definitions, with no method in it.
+    assert (plots / "lifelong_edit.csv").read_text() == (
+        "method,edits,efficacy,generalization,locality,drift_kl\n"
+    )
 
 
 # --- params ---------------------------------------------------------------------------------------

@@ -8,10 +8,11 @@ dvc.yaml with the templates in `.dvc/plots/` (colour = method, dash or shape = e
   drift means over the cells at that k (every level and seed);
 - ``tradeoff_<kind>.csv``: per method, efficacy against locality (means over its cells, with
   95% bootstrap intervals over cells) and the score: the editing-vs-preservation trade-off;
-- ``lifelong_<kind>.csv`` (only when some cell was evaluated along a sequential stream,
-  docs/lifelong.md): per method and number of edits made so far, efficacy on every edit made
-  so far (retention), generalization, locality and drift, means over the cells with a point at
-  that count (their checkpoints and final states).
+- ``lifelong_<kind>.csv``: per method evaluated along a sequential stream (docs/lifelong.md)
+  and number of edits made so far, efficacy on every edit made so far (retention),
+  generalization, locality and drift, means over the cells with a point at that count (their
+  checkpoints and final states); the no-update baseline's cells are its reference points (at
+  n = k). Written for every kind present, so dvc.yaml's plots always find it.
 
 PNGs, embedded in report/README.md: the same scale curves per level (one panel per level and
 metric, one line per method) and the consistency-capacity view (`write_pngs`), and the
@@ -84,13 +85,20 @@ def tradeoff_rows(cells: Sequence[Any], kind: str) -> list[list[Any]]:
     return rows
 
 
+def has_stream(cells: Sequence[Any], kind: str) -> bool:
+    """Whether some cell of `kind` was evaluated along a sequential stream."""
+    return any(c.kind == kind and c.checkpoints for c in cells)
+
+
 def lifelong_points(cells: Sequence[Any], kind: str) -> dict[str, dict[int, list[Any]]]:
-    """method -> edits made so far -> the cells' states there (`CellResult.stream`)."""
+    """method -> edits made so far -> the cells' states there (`CellResult.stream`); the
+    baseline ("none", no update) contributes its cells as they are, at n = k."""
     out: dict[str, dict[int, list[Any]]] = defaultdict(lambda: defaultdict(list))
     for c in cells:
-        if c.kind == kind:
-            for edits, state in c.stream():
-                out[c.method][edits].append(state)
+        if c.kind != kind:
+            continue
+        for edits, state in c.stream() or ([(c.scale, c)] if c.method == "none" else []):
+            out[c.method][edits].append(state)
     return {m: dict(sorted(pts.items())) for m, pts in sorted(out.items())}
 
 
@@ -113,13 +121,12 @@ def write_plot_data(cells: Sequence[Any], out: Path) -> list[str]:
     for kind in ("edit", "unlearn"):
         if not any(c.kind == kind for c in cells):
             continue
-        if lifelong_points(cells, kind):
-            _write_csv(
-                out / f"lifelong_{kind}.csv",
-                ["method", "edits", *LIFELONG_COLUMNS],
-                lifelong_rows(cells, kind),
-            )
-            names.append(f"lifelong_{kind}.csv")
+        _write_csv(
+            out / f"lifelong_{kind}.csv",
+            ["method", "edits", *LIFELONG_COLUMNS],
+            lifelong_rows(cells, kind),
+        )
+        names.append(f"lifelong_{kind}.csv")
         _write_csv(
             out / f"scale_{kind}.csv", ["method", "k", *SCALE_COLUMNS], scale_rows(cells, kind)
         )
@@ -179,9 +186,9 @@ def plot_lifelong_png(cells: Sequence[Any], kind: str, path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = lifelong_points(cells, kind)
-    if not points:
+    if not has_stream(cells, kind):
         return False
+    points = lifelong_points(cells, kind)
     fig, axes = plt.subplots(1, len(LIFELONG_COLUMNS), figsize=(4 * len(LIFELONG_COLUMNS), 3))
     for ax, base in zip(axes, LIFELONG_COLUMNS, strict=True):
         for method, by_edits in points.items():

@@ -33,6 +33,7 @@ from ksmith.pipeline.matrix import parse_config
 from ksmith.pipeline.plots import (
     LEVELS,
     LIFELONG_COLUMNS,
+    has_stream,
     lifelong_points,
     plot_lifelong_png,
     write_plot_data,
@@ -254,9 +255,9 @@ def _lifelong_section(cells: Sequence[CellResult], plots: Path) -> list[str]:
     of edits made so far (docs/lifelong.md), a table and a plot."""
     out = []
     for kind in ("edit", "unlearn"):
-        points = lifelong_points(cells, kind)
-        if not points:
+        if not has_stream(cells, kind):
             continue
+        points = lifelong_points(cells, kind)
         what = "editing" if kind == "edit" else "unlearning"
         head = ["method", "edits", "cells", "efficacy (retention)", *LIFELONG_COLUMNS[1:]]
         out += [
@@ -267,7 +268,8 @@ def _lifelong_section(cells: Sequence[CellResult], plots: Path) -> list[str]:
             "efficacy and generalization over the probes of the n requests made so far "
             "(efficacy = retention of every earlier edit), locality and drift over all of the "
             "cell's Q- probes; each value is the mean over the cells with a point at n "
-            "(checkpoints, and the final state of cells with k = n).",
+            "(checkpoints, and the final state of cells with k = n; for the no-update "
+            "baseline, its cells with k = n).",
             "",
             "| " + " | ".join(head) + " |",
             "|" + "---|" * len(head),
