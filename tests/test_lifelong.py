@@ -362,3 +362,38 @@ def test_cli_checkpoints_are_checked_before_anything_is_loaded(tmp_path):
         update_from_dataset(run)
     with pytest.raises(KsmithError, match="--checkpoints: .*strictly increasing"):
         update_from_dataset(replace(run, mode="sequential", checkpoints=(2, 2)))
+
+
+def test_pipeline_stages_carry_checkpoints_from_params_to_the_report(world, tmp_path, monkeypatch):
+    """`ksmith pipeline update|evaluate|report` with `mode: sequential, checkpoints: [1, 2]`."""
+    import csv
+
+    from ksmith.cli import main
+
+    monkeypatch.setenv("KSMITH_CACHE", str(tmp_path / "cache"))  # the before-stage cache
+
+    _, dataset, model_dir = world
+    params = tmp_path / "params.yaml"
+    params.write_text(json.dumps({
+        "suite": "fixture", "methods": ["ice"], "overrides": {"ice": {}}, "kinds": ["edit"],
+        "levels": ["leaf"], "scales": [3], "seeds": [0], "mode": "sequential",
+        "checkpoints": [1, 2], "device": "cpu",
+    }))  # fmt: skip
+    common = ["--threads", "1", "pipeline"]
+    where = ["--params", str(params), "--dataset", str(dataset), "--model", str(model_dir)]
+    upd, res = tmp_path / "updates" / "ice", tmp_path / "results"
+    assert main([*common, "update", *where, "--method", "ice", "--out", str(upd)]) == 0
+    assert main([*common, "evaluate", *where, "--method", "ice", "--updates", str(upd),
+                 "--out", str(res / "ice")]) == 0  # fmt: skip
+    assert main([*common, "evaluate", *where, "--method", "none", "--out", str(res / "none")]) == 0
+    assert main([*common, "report", "--params", str(params), "--results", str(res),
+                 "--out", str(tmp_path / "report")]) == 0  # fmt: skip
+    cell = "biology.edit.leaf.k3.s0"
+    assert read_update(upd / cell)["groups"][0]["checkpoints"] == [1, 2]
+    assert (res / "ice" / cell / "checkpoints.json").is_file()
+    assert not (res / "none" / cell / "checkpoints.json").exists()
+    rows = csv.DictReader((tmp_path / "report" / "plots" / "lifelong_edit.csv").open())
+    assert [(r["method"], r["edits"]) for r in rows] == [
+        ("ice", "1"), ("ice", "2"), ("ice", "3"), ("none", "3"),
+    ]  # fmt: skip
+    assert "## Lifelong editing along the stream" in (tmp_path / "report" / "README.md").read_text()
