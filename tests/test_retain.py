@@ -38,6 +38,16 @@ TINY = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def suite_and_dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("retain")
@@ -74,7 +84,9 @@ def test_forget_set_is_the_union_of_unlearn_requests(suite_and_dataset, worlds):
     assert len(forget.removed["biology"]) > len(wanted)
     for s, r, o in forget.removed["biology"]:
         assert not retain.holds(s, r, o)
-    kept = [f for f in world.facts if (f.subject, f.relation, f.object) not in forget.removed["biology"]]
+    kept = [
+        f for f in world.facts if (f.subject, f.relation, f.object) not in forget.removed["biology"]
+    ]
     assert all(retain.holds(f.subject, f.relation, f.object) for f in kept[:500])
     # entailed-only facts: a removed derived fact rests on a forgotten base fact
     ids = set(forget.ids["biology"])

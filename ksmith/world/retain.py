@@ -127,17 +127,18 @@ def dataset_graphs(
     path = Path(dataset_dir) / "spec.yaml"
     if not path.is_file():
         raise KsmithError(f"{path}: not found (a dataset folder written by ksmith generate)")
-    i = 0
+    at = "suite.seed"
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
         seed = int(doc["suite"]["seed"])
         out = []
         for i, g in enumerate(doc["graphs"]):
+            at = f"graphs.{i}"
             spec = GraphSpec.model_validate(g["spec"])
             out.append(DatasetGraph(spec.domain, spec, str(g["size"]),
                                     derive_seed(seed, spec.seed, "corpus")))  # fmt: skip
     except (yaml.YAMLError, KeyError, TypeError, ValueError) as e:
-        raise KsmithError(f"{path}: not a resolved suite spec (field graphs[{i}]): {e}") from e
+        raise KsmithError(f"{path}: not a resolved suite spec (field {at}): {e}") from e
     return out
 
 
@@ -292,7 +293,9 @@ def retain_world_data(dataset_dir: str | Path, worlds, forget: ForgetSet):
     data = load_world_data(dataset_dir)
     rows = retain_corpus(dataset_dir, worlds)
     probes, requests, _ = data.profile
-    kept = [p for p in probes if not _asks_removed(p, forget.removed, p["request_id"].split(".")[0])]
+    kept = [
+        p for p in probes if not _asks_removed(p, forget.removed, p["request_id"].split(".")[0])
+    ]
     if kept:
         check = collect_probes(kept, types=None) + collect_probes(
             [p for p in kept if p["type"] in IN_CONTEXT_TYPES and p["qset"] == "Q+"],
