@@ -397,3 +397,21 @@ def test_pipeline_stages_carry_checkpoints_from_params_to_the_report(world, tmp_
         ("ice", "1"), ("ice", "2"), ("ice", "3"), ("none", "3"),
     ]  # fmt: skip
     assert "## Lifelong editing along the stream" in (tmp_path / "report" / "README.md").read_text()
+
+
+def test_a_method_that_skips_the_sequential_loop_cannot_claim_checkpoints(tmp_path):
+    from ksmith.methods import UpdateMethod, UpdateResult
+
+    class _AllAtOnce(UpdateMethod):
+        name, kind, paper = "all_at_once", "edit", "test"
+
+        def apply(self, model, tokenizer, problem):  # never calls on_step
+            return UpdateResult()
+
+        def apply_batch(self, model, tokenizer, problem):
+            return UpdateResult()
+
+    model, tok = make_model("llama", vocab_size=len(make_tokenizer())), make_tokenizer()
+    with pytest.raises(KsmithError, match=r"checkpoints after \[1, 2\] edits .* only \[\]"):
+        run_update(model, tok, _AllAtOnce(), {0: stream()}, tmp_path / "u", checkpoints=[1, 2])
+    assert not (tmp_path / "u").exists()

@@ -212,6 +212,12 @@ def apply_group(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         wall = time.perf_counter() - t0 - (writer.seconds if writer else 0.0)
+        if writer is not None and writer.saved != sorted(writer.counts):
+            raise KsmithError(
+                f"{where}: checkpoints after {sorted(writer.counts)} edits were declared but "
+                f"only {writer.saved} were reached: the method's `apply` does not run the "
+                "sequential loop of UpdateMethod.apply (which calls `on_step` after each request)"
+            )
         peak = peak_memory_bytes(device)
         bad = _non_finite_losses(result.log)
         if bad:
