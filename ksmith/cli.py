@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ksmith.data.commands",
     "ksmith.world.commands",
     "ksmith.methods.commands",
+    "ksmith.methods.trained.commands",
     "ksmith.models.export",
     "ksmith.evaluate.commands",
     "ksmith.leaderboard.commands",

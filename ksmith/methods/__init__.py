@@ -33,6 +33,7 @@ _BUILTIN: tuple[str, ...] = (
     "ksmith.methods.alphaedit",
     "ksmith.methods.grace",
     "ksmith.methods.wise",
+    "ksmith.methods.serac",
     "ksmith.methods.unlearn",
 )
 

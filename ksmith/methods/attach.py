@@ -53,9 +53,10 @@ class Attachment(ABC):
             raise KsmithError(f"{self.kind}: the model this attachment was on is gone")
         return model
 
-    def hook(self, module: torch.nn.Module, fn) -> None:
-        """Register `fn` as a forward hook of `module`, removed by `detach`."""
-        self._handles.append(module.register_forward_hook(fn))
+    def hook(self, module: torch.nn.Module, fn, *, with_kwargs: bool = False) -> None:
+        """Register `fn` as a forward hook of `module` (``fn(module, args, kwargs, output)``
+        with `with_kwargs`), removed by `detach`."""
+        self._handles.append(module.register_forward_hook(fn, with_kwargs=with_kwargs))
         live = _LIVE.setdefault(self.model, [])
         if self not in live:
             live.append(self)
