@@ -97,7 +97,9 @@ def test_checkpoint_equals_the_first_edits_applied_directly(tmp_path, monkeypatc
     assert not checkpoint_dir(out, 0, 3).exists()
     seen = []
     for n in (1, 2):
-        assert read_checkpoint(out, 0, n)["requests"] == [f"g0.r{i}" for i in range(n)]
+        record = read_checkpoint(out, 0, n)
+        assert record["requests"] == [f"g0.r{i}" for i in range(n)]
+        assert record["artifact"] == info["groups"][0]["artifact"]  # the group's own form
         first_n = replace(problem, requests=problem.requests[:n])
         weights, logits = state_after(model, tok, _method(name), first_n)
         with applied_update(model, out, 0, checkpoint=n) as (updated, prefixes):
@@ -146,6 +148,7 @@ def test_ice_checkpoints_hold_the_prefixes_made_so_far(tmp_path):
     final = read_prefixes(tmp_path / "u", 0)
     assert sorted(final) == ["g0.r0", "g0.r1", "g0.r2"]
     for n in (1, 2):
+        assert read_checkpoint(tmp_path / "u", 0, n)["artifact"] == "prefix"
         got = read_prefixes(tmp_path / "u", 0, checkpoint=n)
         assert got == {f"g0.r{i}": final[f"g0.r{i}"] for i in range(n)}
         with applied_update(model, tmp_path / "u", 0, checkpoint=n) as (_, prefixes):

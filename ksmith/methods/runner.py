@@ -119,14 +119,17 @@ class _CheckpointWriter:
         cdir = self.gdir / art.CHECKPOINTS_DIR / str(edits)
         cdir.mkdir(parents=True)
         where = f"{self.where}, checkpoint after {edits} edits"
+        changed = 0
         if merged.added_modules:
             self.model.save_pretrained(str(cdir / art.MODEL_DIR))
             artifact = "model"
         else:
-            _save_delta(self.model, self.base, cdir, where, {})
+            changed = _save_delta(self.model, self.base, cdir, where, {})["changed_parameters"]
             artifact = "delta"
         if attach.save_all(self.model, cdir):
             artifact = "attachment"
+        elif merged.prompt_prefix and artifact == "delta" and changed == 0:
+            artifact = "prefix"  # as the runner labels a group's in-context update
         if merged.prompt_prefix:
             art.save_prefixes(cdir / art.PREFIX_FILE, merged.prompt_prefix)
         write_json(
