@@ -125,6 +125,17 @@ def test_probe_overlap_counts_q_minus_probes_asking_removed_facts(suite_and_data
         assert 0 <= counts["retain_pairs_removed"] <= counts["retain_pairs"]
 
 
+def test_a_glob_chooses_the_configs_of_the_forget_set(suite_and_dataset, worlds):
+    suite, ds = suite_and_dataset
+    graphs, _, union = worlds
+    _, leaf = retain_worlds(ds, graphs, "*.unlearn.leaf.*")
+    _, root = retain_worlds(ds, graphs, "*.unlearn.root.*")
+    assert set(leaf.ids["biology"]) | set(root.ids["biology"]) == set(union.ids["biology"])
+    assert 0 < leaf.size < union.size and leaf.removed["biology"] <= union.removed["biology"]
+    _, none = retain_worlds(ds, graphs, "*.edit.*")
+    assert none.size == 0
+
+
 def test_wrong_suite_is_refused(suite_and_dataset, tmp_path):
     _, ds = suite_and_dataset
     other = write_suite(tmp_path / "specs", seed=8)
@@ -154,6 +165,7 @@ def test_retain_model_folder_card_and_determinism(suite_and_dataset, worlds, tmp
     block = card["retain"]
     assert block == meta["retain"]
     assert block["forget_facts"] == forget.size
+    assert block["configs"] == [c for c in list_configs(ds) if ".unlearn." in c]
     assert block["forget_fingerprint"] == forget.fingerprint
     assert block["forget_ids"] == {"biology": list(forget.ids["biology"])}
     listed = json.loads((a / FORGET_FILE).read_text())

@@ -54,6 +54,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     r.add_argument("--size", help="the --size the dataset was generated with, if any")
     r.add_argument(
+        "--configs",
+        default="*",
+        metavar="GLOB",
+        help="unlearn configs whose requests form the forget set (default: all; e.g. "
+        "'*.unlearn.leaf.*' for one level)",
+    )
+    r.add_argument(
         "--spec", metavar="YAML", help="world-model spec (default specs/world/default.yaml)"
     )
     r.add_argument(
@@ -107,6 +114,7 @@ def _retain(args: argparse.Namespace) -> int:
         spec,
         suite=args.suite,
         size=args.size,
+        configs=args.configs,
         device=args.device,
         progress=not args.no_progress,
     )

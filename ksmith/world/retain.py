@@ -142,15 +142,26 @@ def dataset_graphs(
     return out
 
 
-def unlearn_requests(dataset_dir: str | Path) -> dict[str, list[dict]]:
-    """Every unlearn request row of the dataset, per domain (config order, then row order)."""
+def unlearn_configs(dataset_dir: str | Path, pattern: str = "*") -> list[str]:
+    """The dataset's unlearn configs whose name matches the glob `pattern` (default: all;
+    e.g. ``*.unlearn.leaf.*`` for one level's retain model)."""
+    from fnmatch import fnmatchcase
+
     from ksmith.data import list_configs
 
-    out: dict[str, list[dict]] = {}
+    out = []
     for config in list_configs(dataset_dir):
         parts = config.split(".")
-        if len(parts) == 4 and parts[1] == "unlearn":
-            out.setdefault(parts[0], []).extend(_rows(dataset_dir, config, "requests"))
+        if len(parts) == 4 and parts[1] == "unlearn" and fnmatchcase(config, pattern):
+            out.append(config)
+    return out
+
+
+def unlearn_requests(dataset_dir: str | Path, pattern: str = "*") -> dict[str, list[dict]]:
+    """The request rows of `unlearn_configs`, per domain (config order, then row order)."""
+    out: dict[str, list[dict]] = {}
+    for config in unlearn_configs(dataset_dir, pattern):
+        out.setdefault(config.split(".")[0], []).extend(_rows(dataset_dir, config, "requests"))
     return out
 
 
@@ -170,13 +181,14 @@ def _triples(world) -> set[Triple]:
 
 
 def retain_worlds(
-    dataset_dir: str | Path, graphs: list[DatasetGraph] | None = None
+    dataset_dir: str | Path, graphs: list[DatasetGraph] | None = None, pattern: str = "*"
 ) -> tuple[list[tuple[DatasetGraph, Any, Any]], ForgetSet]:
-    """Per graph (itself, full world, retain world), and the forget set (the union of every
-    unlearn config's requests, mapped to base fact ids and closed: `ForgetSet.removed`)."""
+    """Per graph (itself, full world, retain world), and the forget set (the union of the
+    requests of every unlearn config matching `pattern`, mapped to base fact ids and closed:
+    `ForgetSet.removed`)."""
     from ksmith.graph import build_world
 
-    requests = unlearn_requests(dataset_dir)
+    requests = unlearn_requests(dataset_dir, pattern)
     graphs = dataset_graphs(dataset_dir) if graphs is None else graphs
     known = {g.domain for g in graphs}
     if set(requests) - known:
@@ -333,6 +345,7 @@ def pretrain_retain(
     *,
     suite: str | Path | None = None,
     size: str | None = None,
+    configs: str = "*",
     device: str = "auto",
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -341,16 +354,21 @@ def pretrain_retain(
     forget set (count, fingerprint, `forget_set.json`) and ``overlap`` counts the probes and
     retain pairs of each config asking a removed fact. A capability shortfall is recorded in
     the card, not fatal: the retain model lacks facts by design. `suite`/`size`: the suite
-    the dataset was generated from (`dataset_graphs`)."""
+    the dataset was generated from (`dataset_graphs`); `configs`: a glob over the unlearn
+    configs whose requests form the forget set (default all: one retain model per dataset)."""
     from ksmith.world.pretrain import pretrain
 
     graphs = dataset_graphs(dataset_dir, suite, size)
-    worlds, forget = retain_worlds(dataset_dir, graphs)
+    worlds, forget = retain_worlds(dataset_dir, graphs, configs)
     if forget.size == 0:
-        raise KsmithError(f"{dataset_dir}: no unlearn requests; a retain model would lack nothing")
+        raise KsmithError(
+            f"{dataset_dir}: no unlearn requests (configs matching '{configs}'); a retain model "
+            "would lack nothing"
+        )
     data = retain_world_data(dataset_dir, worlds, forget)
     overlap = probe_overlap(dataset_dir, forget, graphs)
     block = {
+        "configs": unlearn_configs(dataset_dir, configs),
         "forget_facts": forget.size,
         "removed_facts": forget.removed_count,
         "added_facts": sum(len(v) for v in forget.added.values()),
