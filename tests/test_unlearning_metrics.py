@@ -261,3 +261,37 @@ def test_bad_items_are_refused():
         ItemScores((), ())
     with pytest.raises(KsmithError, match="no paraphrased"):
         truth_ratios([[]], [[ItemScores((-1.0,), (True,))]])
+
+
+def test_fact_items_of_an_unlearn_config(tmp_path):
+    """Forget items are the requests' own facts with same-relation distractors; Q- items skip
+    the facts the retain model lacks."""
+    from test_data_helpers import write_suite
+
+    from ksmith.data import load_probes, load_requests
+    from ksmith.data.generate import generate_dataset
+    from ksmith.evaluate.unlearning import fact_items
+
+    suite = write_suite(tmp_path / "specs", profile_per_level=0)
+    generate_dataset(suite, tmp_path / "ds", progress=False, workers=1)
+    probes = load_probes(tmp_path / "ds", "biology.unlearn.leaf.k5")
+    requests = load_requests(tmp_path / "ds", "biology.unlearn.leaf.k5")
+    items = fact_items(probes, "Q+")
+    assert {(i.group, i.request_id) for i in items} == {
+        (r["group"], r["request_id"]) for r in requests
+    }
+    for it in items:
+        req = next(r for r in requests if r["request_id"] == it.request_id)
+        assert (
+            it.fact == (req["subject"], req["relation"], req["object"])
+            and it.answer == req["object"]
+        )
+        assert it.wrong and it.answer not in it.wrong and it.direct == req["prompt"]
+        assert it.direct not in it.prompts  # paraphrases (held-out phrasings) when there are
+        assert len(it.perturbed_requests()) == len(it.prompts) * len(it.wrong)
+    minus = fact_items(probes, "Q-")
+    assert minus
+    gone = {minus[0].fact}
+    assert all(i.fact not in gone for i in fact_items(probes, "Q-", gone))
+    with pytest.raises(KsmithError, match="qset"):
+        fact_items(probes, "Q")
