@@ -249,3 +249,25 @@ def test_cli_help_lists_commands(capsys):
     out = capsys.readouterr().out
     assert "validate" in out and "schema" in out
     assert os.environ.get("KSMITH_NONEXISTENT") is None
+
+
+def test_declaration_order_of_relations_is_part_of_the_fingerprint(tmp_path):
+    """The world draws relations and value types in declaration order, so reordering them
+    changes the world; the canonical text keeps that order (and so the fingerprint changes),
+    and the canonical text of a spec rebuilds exactly its world."""
+    from ksmith.graph import build_world
+
+    data = tiny_spec_data(seed=5)
+    swapped = dict(data)
+    swapped["relations"] = dict(reversed(list(data["relations"].items())))
+    swapped["value_types"] = dict(reversed(list(data["value_types"].items())))
+    a, b = GraphSpec.model_validate(data), GraphSpec.model_validate(swapped)
+    assert spec_fingerprint(a, {}) != spec_fingerprint(b, {})
+    wa, wb = build_world(a), build_world(b)
+    assert {f.triple for f in wa.facts} != {f.triple for f in wb.facts}  # the worlds differ
+    for spec, world in ((a, wa), (b, wb)):
+        again = GraphSpec.model_validate(yaml.safe_load(canonical_yaml(spec)))
+        assert spec_fingerprint(again, {}) == spec_fingerprint(spec, {})
+        assert [f.triple for f in build_world(again).facts] == [f.triple for f in world.facts]
+    # inside a plain mapping (a dataset's resolved suite) the graph spec keeps its order too
+    assert canonical_yaml({"graphs": [{"spec": b}]}) != canonical_yaml({"graphs": [{"spec": a}]})

@@ -104,12 +104,11 @@ def build_suite_plan(suite_path: str | Path, size: str | None = None) -> SuitePl
         domains[gspec.domain] = i
         sizes.append(chosen)
     resolved = {
-        "suite": suite.model_dump(mode="json"),
+        "suite": suite,
         "graphs": [
-            {"size": sz, "spec": g.model_dump(mode="json")}
-            for (g, _, _), sz in zip(loaded.graphs, sizes, strict=True)
+            {"size": sz, "spec": g} for (g, _, _), sz in zip(loaded.graphs, sizes, strict=True)
         ],
-        "interventions": loaded.interventions.model_dump(mode="json"),
+        "interventions": loaded.interventions,
         "format_version": FORMAT_VERSION,
     }
     text = canonical_yaml(resolved)

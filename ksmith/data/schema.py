@@ -14,7 +14,10 @@ import pyarrow as pa
 # 3: the corpus recipe of ksmith.render.corpus (descriptions, reverse, comparison, in-context
 #    lines; a `kind` column); paraphrases held out per fact, paraphrase_unseen probes; profile
 #    configs.
-FORMAT_VERSION = "3"
+# 4: cloze and qa probes only where (subject, relation) has one value in each world (every
+#    probe's answer decidable; ksmith.intervene.probes); spec fingerprints keep the declared
+#    order of relations and value types (ksmith.spec.canonical).
+FORMAT_VERSION = "4"
 
 _S = pa.string()
 _I = pa.int32()

@@ -18,7 +18,11 @@ Unlearn Q+ probes keep answer_after = the old answer with expect_after = "avoid"
 arXiv 2510.02392: unlearning must stop producing the fact, with no new target). Conflict pairs
 (same `pair_id`): direct vs reverse (mcq), statement vs negation (per format).
 
-Reverse probes ask for a unique answer in both worlds: through the relation's declared inverse
+Every probe's answer is decidable: the worlds before and after hold exactly the recorded answers
+(tests/decidable.py recomputes them). Cloze and qa probes asking for an object are emitted only
+when (subject, relation) has one value in each world (`ProbeBuilder.decidable_open`); mcq probes
+always, as their options exclude every other true value. Reverse probes ask for a unique answer in
+both worlds: through the relation's declared inverse
 when s has one value before and after, else as multiple choice whose options hold exactly one
 subject with the asked value after and one before (skipped when there is none); the full rule
 is in `ksmith.intervene.reverse`.
@@ -152,13 +156,30 @@ class ProbeBuilder:
         self.rng.shuffle(opts)
         return opts
 
+    def decidable_open(self, subject: str, relation: str, before: str, after: str, avoid: bool):
+        """Whether an open-answer probe (cloze, qa) of (subject, relation) has one true answer:
+        the world holds exactly `before`, and after the update exactly `after` (`avoid`,
+        unlearning's Q+: the old answer must only no longer come, any other is fine)."""
+        key = (subject, relation)
+        if self.ix.values(key) != [before]:
+            return False
+        return avoid or values_after(self.ix, self.diff, key) == [after]
+
     def _fact_formats(self, type_, qset, fact, prompts, before, after, support, hops=0, pair=""):
-        """cloze / qa / mcq probes asking for an object: prompts = {format: prompt}."""
+        """cloze / qa / mcq probes asking for an object: prompts = {format: prompt}.
+
+        Where (subject, relation) has several true values in either world, only the mcq form
+        is emitted: its options exclude every other true value, so its answer is decidable,
+        while a cloze or qa answer could be true and still differ from the recorded one."""
         s, r, _ = fact
         sup = sorted(support)
+        avoid = qset == "Q+" and self._req.kind == "unlearn"
+        open_ok = self.decidable_open(s, r, before, after, avoid)
         for fmt in self.formats:
             if fmt == "mcq":
                 opts = self.options([before, after], self.ix.range_of(r, s), self.held(s, r))
+            elif not open_ok:
+                continue
             else:
                 opts = []
             p = pair if fmt == "mcq" else ""

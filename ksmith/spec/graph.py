@@ -10,7 +10,7 @@ is built.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -185,6 +185,10 @@ class SizeSpec(SpecModel):
 
 class GraphSpec(SpecModel):
     """A knowledge-graph schema (docs/specs.md, "Graph specs")."""
+
+    # The world draws value types and relations in declaration order: their order is part of
+    # the spec's canonical form and fingerprint (ksmith.spec.canonical).
+    ORDERED_FIELDS: ClassVar[frozenset[str]] = frozenset({"relations", "value_types"})
 
     kind: Literal["graph"] = Field(default="graph", description="spec kind")
     version: int = Field(ge=1, description="spec version; bump when the world changes")
