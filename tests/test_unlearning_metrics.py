@@ -276,18 +276,17 @@ def test_fact_items_of_an_unlearn_config(tmp_path):
     generate_dataset(suite, tmp_path / "ds", progress=False, workers=1)
     probes = load_probes(tmp_path / "ds", "biology.unlearn.leaf.k5")
     requests = load_requests(tmp_path / "ds", "biology.unlearn.leaf.k5")
-    items = fact_items(probes, "Q+")
-    assert {(i.group, i.request_id) for i in items} == {
-        (r["group"], r["request_id"]) for r in requests
-    }
+    items = fact_items(probes, "Q+", requests=requests)
+    # every request whose probes offer distractors (formats are drawn per probe)
+    with_mcq = {(p["group"], p["request_id"]) for p in probes if p["qset"] == "Q+"
+                and p["format"] == "mcq" and p["type"] in ("direct", "paraphrase")}  # fmt: skip
+    assert with_mcq and {(i.group, i.request_id) for i in items} >= with_mcq
     for it in items:
         req = next(r for r in requests if r["request_id"] == it.request_id)
-        assert (
-            it.fact == (req["subject"], req["relation"], req["object"])
-            and it.answer == req["object"]
-        )
-        assert it.wrong and it.answer not in it.wrong and it.direct == req["prompt"]
-        assert it.direct not in it.prompts  # paraphrases (held-out phrasings) when there are
+        assert it.fact == (req["subject"], req["relation"], req["object"])
+        assert it.answer == req["object"] and it.direct == req["prompt"]
+        assert it.wrong and it.answer not in it.wrong
+        assert all(not p.endswith("?") for p in it.prompts)  # cloze prompts, never mcq text
         assert len(it.perturbed_requests()) == len(it.prompts) * len(it.wrong)
     minus = fact_items(probes, "Q-")
     assert minus

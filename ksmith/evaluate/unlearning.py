@@ -129,16 +129,26 @@ class FactItems:
 
 
 def fact_items(
-    probes: Sequence[Mapping[str, Any]], qset: str, removed: frozenset | set = frozenset()
+    probes: Sequence[Mapping[str, Any]],
+    qset: str,
+    removed: frozenset | set = frozenset(),
+    requests: Sequence[Mapping[str, Any]] = (),
 ) -> list[FactItems]:
     """The facts asked by `probes` (contract §3 rows of one config) in `qset`, one `FactItems`
     per (group, request, asked fact), in probe order. Q+: the facts an unlearn request
-    forgets (direct and paraphrase probes asking the request's own fact); Q-: the contextual
-    facts that must stay, without those in `removed` ((s, r, o) triples the retain model lacks:
-    `forget_set.json`). A fact without distractors (no mcq probe) is left out."""
-    types = {"Q+": ("direct", "paraphrase"), "Q-": ("contextual",)}.get(qset)
+    forgets (its direct and paraphrase probes); their direct cloze prompt is the request's
+    `prompt` (from `requests`, contract §2) when a probe does not give it, and the prompts are
+    the paraphrase cloze prompts, else the direct one. Q-: the contextual facts that must stay,
+    without those in `removed` ((s, r, o) triples the retain model lacks: `forget_set.json`).
+    Distractors come from the fact's mcq probes; the format of each probe is drawn, so a fact
+    with no mcq probe (no distractors) or no prompt is left out."""
+    types = {
+        "Q+": ("direct", "paraphrase", "paraphrase_unseen"),
+        "Q-": ("contextual",),
+    }.get(qset)
     if types is None:
         raise KsmithError(f"fact_items: qset '{qset}': expected Q+ or Q-")
+    direct_of = {(r["group"], r["request_id"]): r["prompt"] for r in requests}
     by: dict[tuple, dict[str, Any]] = {}
     for p in probes:
         if p["qset"] != qset or p["type"] not in types:
@@ -146,12 +156,13 @@ def fact_items(
         fact = (p["subject"], p["relation"], p["object"])
         if fact in removed or (qset == "Q+" and p.get("expect_after") != "avoid"):
             continue
-        got = by.setdefault((p["group"], p["request_id"], fact),
-                            {"para": [], "direct": "", "wrong": [], "answer": p["answer_before"]})  # fmt: skip
+        key = (p["group"], p["request_id"], fact)
+        got = by.setdefault(key, {"para": [], "direct": direct_of.get(key[:2], ""), "wrong": [],
+                                  "answer": p["answer_before"]})  # fmt: skip
         if p["format"] == "cloze":
-            if p["type"] == "direct":
+            if p["type"] in ("direct", "contextual"):
                 got["direct"] = got["direct"] or p["prompt"]
-            else:
+            elif p["type"] == "paraphrase":
                 got["para"].append(p["prompt"])
         elif p["format"] == "mcq" and not got["wrong"]:
             got["wrong"] = [o for o in p["options"] if o != p["answer_before"]]
