@@ -224,9 +224,7 @@ def test_interrupted_generate_exits_cleanly(tmp_path, sig, workers):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signum
     lines = [x for x in err.strip().splitlines() if not x.startswith(("INFO ", "WARNING "))]
-    assert lines == [
-        f"ksmith generate: interrupted ({sig}); {out} left as it was, nothing written"
-    ]
+    assert lines == [f"ksmith generate: interrupted ({sig}); {out} left as it was, nothing written"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["specs"]  # no .ds.tmp-*, no ds
 
 
@@ -257,3 +255,69 @@ def test_dataset_card_front_matter_is_read_safely(tmp_path):
     (tmp_path / "README.md").write_bytes(b"---\nksmith: {suite: caf\xe9}\n---\n")
     with pytest.raises(KsmithError, match=r"README.md: not UTF-8 text"):
         read_card(tmp_path)
+
+
+def _laughs(key: str = "x") -> str:
+    lines = [f'{key}0: &{key}0 ["a", "a", "a", "a", "a", "a", "a", "a", "a", "a"]']
+    lines += [f"{key}{i}: &{key}{i} [" + ", ".join([f"*{key}{i - 1}"] * 10) + "]"
+              for i in range(1, 9)]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def test_every_yaml_the_project_reads_is_bounded(tmp_path):
+    """params.yaml, world-model and method specs, both leaderboard registries, a model card's
+    front matter and --set values: each refuses a billion-laughs document, a binary file and
+    non-UTF-8 text quickly, with the file named (no traceback, no hang)."""
+    from ksmith.leaderboard.datasets import read_registry
+    from ksmith.leaderboard.models import read_model_registry
+    from ksmith.methods import get_method
+    from ksmith.methods.params import parse_override, resolve_params
+    from ksmith.pipeline.params import load_params
+    from ksmith.world.card import read_model_card
+    from ksmith.world.spec import load_world_spec
+
+    readers = {
+        "params.yaml": load_params,
+        "world.yaml": load_world_spec,
+        "datasets.yaml": read_registry,
+        "models.yaml": read_model_registry,
+        "methods/rome.yaml": lambda p: resolve_params(
+            get_method("rome"), model_type="llama", specs_dir=tmp_path
+        ),
+        "model/README.md": lambda p: read_model_card(p.parent),
+    }
+    bad = {
+        "laughs": (_laughs().encode(), "YAML refused"),
+        "binary": (b"a: 1\n\x00\x01", "binary file"),
+        "latin1": (b"a: caf\xe9\n", "not UTF-8"),
+    }
+    for name, read in readers.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for what, (data, message) in bad.items():
+            path.write_bytes(b"---\n" + data + b"\n---\n" if name.endswith(".md") else data)
+            t0 = time.perf_counter()
+            with pytest.raises(SpecError, match=message) as e:
+                read(path)
+            assert time.perf_counter() - t0 < 5, (name, what)
+            assert str(path) in str(e.value), (name, what)
+    with pytest.raises(SpecError, match="YAML refused"):
+        parse_override("k={" + ", ".join(_laughs().splitlines()) + "}")
+    with pytest.raises(SpecError, match="YAML refused"):
+        load_world_spec(None, ["lr=[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+                               + "[" * 200 + "]" * 264])  # fmt: skip
+
+
+def test_no_unbounded_yaml_reader_left():
+    """Every YAML read goes through ksmith.spec.yamlio (the submission reader refuses aliases
+    outright): no bare yaml.safe_load / yaml.load elsewhere."""
+    import re
+
+    found = []
+    for path in sorted((ROOT / "ksmith").rglob("*.py")):
+        if path.name == "yamlio.py":
+            continue
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(r"yaml\.(safe_load|load|full_load|unsafe_load)\(", line):
+                found.append(f"{path.relative_to(ROOT)}:{i}")
+    assert not [f for f in found if not f.startswith("ksmith/leaderboard/schema.py:")], found

@@ -19,10 +19,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ksmith.errors import KsmithError, SpecError
 from ksmith.leaderboard.schema import FINGERPRINT_PATTERN
+from ksmith.spec.yamlio import read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +40,7 @@ def read_registry(path: str | Path) -> dict[str, dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         return {}
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise SpecError(f"not valid YAML: {e}", file=path) from e
+    raw = read_yaml(path) or {}
     if not isinstance(raw, dict):
         raise SpecError("expected a mapping fingerprint -> suite spec path", file=path)
     root = path.resolve().parent.parent

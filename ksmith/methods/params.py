@@ -28,11 +28,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from ksmith.errors import SpecError
 from ksmith.methods.base import MethodParams, UpdateMethod
+from ksmith.spec.yamlio import load_yaml, read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -98,17 +98,14 @@ def parse_override(item: str) -> tuple[str, Any]:
     if not sep or not key:
         raise SpecError(f"expected key=value, got {item!r}", file="--set")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as e:
-        raise SpecError(f"value {raw!r} is not valid YAML: {e}", file="--set", field=key) from e
+        value = load_yaml(raw, "--set") if raw.strip() else ""
+    except SpecError as e:
+        raise SpecError(f"value {raw!r} is not valid YAML: {e}", file="--set", field=key) from None
     return key, value
 
 
 def _load_spec_file(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise SpecError(f"not valid YAML: {e}", file=path) from e
+    data = read_yaml(path) or {}
     if not isinstance(data, dict):
         raise SpecError("expected a mapping at the top level", file=path)
     unknown = sorted(set(data) - _TOP_KEYS)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -16,6 +15,7 @@ from pydantic import (
 )
 
 from ksmith.errors import SpecError
+from ksmith.spec.yamlio import read_yaml
 
 Level = Literal["root", "intermediate", "leaf"]
 Kind = Literal["edit", "unlearn"]
@@ -154,12 +154,9 @@ class PipelineParams(_Frozen):
 def load_params(path: str | Path = "params.yaml") -> PipelineParams:
     """Read and validate params.yaml; errors name the file and the field."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise SpecError("file not found", file=path) from None
-    except yaml.YAMLError as e:
-        raise SpecError(f"not valid YAML: {e}", file=path) from None
+    if not path.is_file():
+        raise SpecError("file not found", file=path)
+    raw = read_yaml(path)
     try:
         return PipelineParams.model_validate(raw)
     except ValidationError as e:

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from ksmith.errors import KsmithError
+from ksmith.spec.yamlio import load_yaml, read_text
 
 
 def tokenizer_kind(tokenizer: Any) -> str:
@@ -135,12 +135,9 @@ def read_model_card(model_dir: str | Path) -> dict[str, Any]:
     path = Path(model_dir) / "README.md"
     if not path.exists():
         return {}
-    text = path.read_text()
+    text = read_text(path)
     if not text.startswith("---\n"):
         return {}
     front = text[4:].split("\n---", 1)[0]
-    try:
-        meta = yaml.safe_load(front) or {}
-    except yaml.YAMLError as e:
-        raise KsmithError(f"{path}: front matter is not valid YAML: {e}") from e
+    meta = load_yaml(front, path) or {}
     return dict(meta.get("ksmith") or {}) if isinstance(meta, dict) else {}

@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 
 from ksmith.errors import KsmithError
+from ksmith.spec.yamlio import read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ def dataset_graphs(
         raise KsmithError(f"{path}: not found (a dataset folder written by ksmith generate)")
     at = "suite.seed"
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = read_yaml(path)
         seed = int(doc["suite"]["seed"])
         out = []
         for i, g in enumerate(doc["graphs"]):
@@ -308,7 +309,7 @@ def retain_world_data(dataset_dir: str | Path, worlds, forget: ForgetSet):
     kept = [
         p for p in probes if not _asks_removed(p, forget.removed, p["request_id"].split(".")[0])
     ]
-    if kept:
+    if probes:
         check = collect_probes(kept, types=None) + collect_probes(
             [p for p in kept if p["type"] in IN_CONTEXT_TYPES and p["qset"] == "Q+"],
             types=None,

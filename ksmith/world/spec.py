@@ -10,10 +10,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ksmith.errors import SpecError
+from ksmith.spec.yamlio import load_yaml, read_yaml
 
 DEFAULT_SPEC = Path(__file__).resolve().parents[2] / "specs" / "world" / "default.yaml"
 
@@ -122,9 +122,9 @@ def _override(data: dict[str, Any], item: str, source: str) -> None:
         known = ", ".join(WorldModelSpec.model_fields)
         raise SpecError(f"unknown field; known fields: {known}", file=source, field=key)
     try:
-        data[key] = yaml.safe_load(raw) if raw.strip() else raw
-    except yaml.YAMLError as e:
-        raise SpecError(f"cannot parse value {raw!r}: {e}", file=source, field=key) from e
+        data[key] = load_yaml(raw, source) if raw.strip() else raw
+    except SpecError as e:
+        raise SpecError(f"cannot parse value {raw!r}: {e}", file=source, field=key) from None
 
 
 def build_spec(data: Mapping[str, Any], source: str) -> WorldModelSpec:
@@ -152,12 +152,7 @@ def load_world_spec(
     file = Path(path) if path is not None else DEFAULT_SPEC
     data: dict[str, Any] = {}
     if path is not None or file.exists():
-        try:
-            loaded = yaml.safe_load(file.read_text())
-        except OSError as e:
-            raise SpecError(f"cannot read the spec: {e}", file=file) from e
-        except yaml.YAMLError as e:
-            raise SpecError(f"not valid YAML: {e}", file=file) from e
+        loaded = read_yaml(file)
         if loaded is not None and not isinstance(loaded, dict):
             raise SpecError("expected a mapping of fields", file=file)
         data = dict(loaded or {})
