@@ -10,12 +10,11 @@ world model: these properties hold for any weights.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from conftest import make_model
-from test_data_helpers import write_suite
+from trained_fixtures import edit_configs, make_world
 
 from ksmith.errors import KsmithError
 from ksmith.methods.base import Request
@@ -26,22 +25,7 @@ from ksmith.methods.trained.split import build_split, evaluated_subjects
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """(dataset dir, model dir, model, tokenizer): a tiny generated world and a random llama."""
-    from ksmith.data import load_corpus
-    from ksmith.data.generate import generate_dataset
-    from ksmith.world.tokenizer import train_tokenizer
-
-    root = tmp_path_factory.mktemp("serac")
-    dataset = root / "dataset"
-    suite = write_suite(root / "specs", kinds=["edit"], levels=["leaf"], scales=[1], groups={1: 2})
-    generate_dataset(suite, dataset, progress=False, workers=1)
-    tok = train_tokenizer(load_corpus(dataset))
-    model = make_model("llama", vocab_size=len(tok), hidden=32)
-    model.config.bos_token_id, model.config.eos_token_id = tok.bos_token_id, tok.eos_token_id
-    model.config.pad_token_id = tok.pad_token_id
-    folder = root / "model"
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return dataset, folder, model, tok
+    return make_world(tmp_path_factory.mktemp("serac"))
 
 
 def test_split_is_disjoint_from_evaluated_subjects_and_seeded(world):
@@ -195,7 +179,7 @@ def test_train_editor_card_and_update(world, tmp_path):
     assert all(torch.equal(one[k], two[k]) for k in one) and len(curve) == 1
     assert card["split"]["fingerprint"] == saved["split"]["fingerprint"]
 
-    config = next(c for c in json.loads(json.dumps(_configs(dataset))))
+    config = edit_configs(dataset)[0]
     update = tmp_path / "update"
     run = UpdateRun(model=str(folder), dataset=str(dataset), config=config, method="serac",
                     out=str(update), device="cpu", overrides=(f"editor_path={editor}",))  # fmt: skip
@@ -224,9 +208,3 @@ def test_train_editor_card_and_update(world, tmp_path):
                 overrides=(f"editor_path={editor}",),
             )  # fmt: skip
         )
-
-
-def _configs(dataset: Path) -> list[str]:
-    from ksmith.data import list_configs
-
-    return [c for c in list_configs(dataset) if ".edit." in c]

@@ -34,6 +34,7 @@ _BUILTIN: tuple[str, ...] = (
     "ksmith.methods.grace",
     "ksmith.methods.wise",
     "ksmith.methods.serac",
+    "ksmith.methods.mend",
     "ksmith.methods.unlearn",
 )
 

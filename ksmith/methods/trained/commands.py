@@ -12,7 +12,7 @@ from ksmith.errors import KsmithError
 
 log = logging.getLogger(__name__)
 
-TRAINED_METHODS = ("serac",)
+TRAINED_METHODS = ("serac", "mend")
 
 
 def _training_settings(
@@ -24,6 +24,8 @@ def _training_settings(
 
     if method == "serac":
         from ksmith.methods.serac import SERACTraining as Settings
+    elif method == "mend":
+        from ksmith.methods.mend import MENDTraining as Settings
     else:
         raise KsmithError(f"--method must be one of {', '.join(TRAINED_METHODS)}, not {method!r}")
     values: dict[str, Any] = dict(parse_override(item) for item in overrides)
@@ -75,6 +77,13 @@ def train_editor(
         from ksmith.methods.trained.serac_train import train_serac
 
         tensors, curve, heldout = train_serac(model, tokenizer, split, settings, progress=progress)
+        extra: dict[str, Any] = {}
+    else:
+        from ksmith.methods.trained.mend_train import train_mend
+
+        editor, curve, heldout = train_mend(model, tokenizer, split, settings, progress=progress)
+        tensors = {k: v.detach().clone() for k, v in editor.state_dict().items()}
+        extra = {"editor": editor.config()}
     seconds = time.perf_counter() - start
     card = {
         "method": method,
@@ -99,6 +108,7 @@ def train_editor(
         "curve": curve,
         "heldout": heldout,
         "train_seconds": round(seconds, 1),
+        **extra,
     }
     write_editor(out, card, tensors, split.to_json(), inputs=(dataset, model_path))
     return card
@@ -126,7 +136,7 @@ def _cmd_train_editor(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "train-editor",
-        help="train a learned editor (SERAC) on the world's training split",
+        help="train a learned editor (SERAC, MEND) on the world's training split",
         description="Train METHOD's editor for MODEL on edits drawn from DATASET's world on "
         "subjects no evaluated config uses, and write the editor folder (weights, card with "
         "fingerprints, training curve and held-out accuracy). Pass it to `ksmith update` with "
