@@ -136,6 +136,15 @@ def test_a_glob_chooses_the_configs_of_the_forget_set(suite_and_dataset, worlds)
     assert none.size == 0
 
 
+def test_the_datasets_own_spec_rebuilds_the_same_worlds(suite_and_dataset, worlds):
+    """Without --suite, spec.yaml (declared order of relations kept) gives the same forget set
+    and a corpus that regenerates the dataset's."""
+    _, ds = suite_and_dataset
+    pairs, forget = retain_worlds(ds)
+    assert forget == worlds[2]
+    assert retain_corpus(ds, pairs) == retain_corpus(ds, worlds[1])
+
+
 def test_wrong_suite_is_refused(suite_and_dataset, tmp_path):
     _, ds = suite_and_dataset
     other = write_suite(tmp_path / "specs", seed=8)
