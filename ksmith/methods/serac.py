@@ -46,6 +46,7 @@ copied in, so an update folder stands alone.
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -224,7 +225,12 @@ class SERACMemory(Attachment):
         original = model.generate
 
         def generate(*args, **kwargs):
-            kwargs["use_cache"] = False
+            config = kwargs.get("generation_config")
+            if config is None:
+                kwargs["use_cache"] = False
+            else:
+                kwargs["generation_config"] = config = copy.deepcopy(config)
+                config.use_cache = False
             return original(*args, **kwargs)
 
         model.generate = generate
