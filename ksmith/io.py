@@ -231,6 +231,11 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def canonical_json(obj: Any) -> str:
+    """JSON text with sorted keys: equal for equal data, whatever the dicts' key order."""
+    return json.dumps(obj, sort_keys=True)
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     """Canonical JSON (sorted keys, 2-space indent, trailing newline), written atomically."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")

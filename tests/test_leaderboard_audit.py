@@ -26,9 +26,9 @@ from ksmith.leaderboard.audit import (
     audit_sample,
     audit_size,
     audit_submission,
-    matching_record,
 )
 from ksmith.leaderboard.models import ModelResolver, one_thread
+from ksmith.leaderboard.records import matching_record
 from ksmith.methods import get_method
 from ksmith.methods.commands import UpdateRun, update_from_dataset
 from ksmith.methods.params import resolve_params

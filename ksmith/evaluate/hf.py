@@ -142,6 +142,29 @@ class HFBackend(Backend):
 
     # -- scoring ----------------------------------------------------------------------------
 
+    def token_logprobs(self, prompt: str, continuation: str) -> list[tuple[float, float, float]]:
+        """Per token of `continuation`, teacher-forced after `prompt` and tokenized as every
+        scoring call tokenizes (context and continuation separately): (log p of the token, the
+        best log p at that position, the best log p of any other token). The margins tell
+        near-ties from decisions (the leaderboard's re-execution audit)."""
+        import torch
+
+        ctx = self._encode_contexts([prompt])[0]
+        cont = self._encode([continuation], special=False)[0]
+        if not cont:
+            return []
+        ids = torch.tensor([ctx + cont], device=self.device)
+        with torch.inference_mode():
+            logp = torch.log_softmax(self.model(input_ids=ids).logits[0].float(), dim=-1)
+        out = []
+        for t, tok in enumerate(cont):
+            row = logp[len(ctx) - 1 + t]  # predicts continuation token t
+            top2 = torch.topk(row, 2)
+            target = float(row[tok])
+            other = float(top2.values[1] if int(top2.indices[0]) == tok else top2.values[0])
+            out.append((target, float(top2.values[0]), other))
+        return out
+
     def score(self, requests: Sequence[tuple[str, str]]) -> list[ContinuationScore]:
         """Log-likelihood, token accuracy and greedy tokens of each continuation, in order.
 

@@ -36,7 +36,6 @@ far outside any tolerance.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -46,21 +45,21 @@ import stat
 import tempfile
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ksmith.errors import KsmithError
+from ksmith.io import canonical_json
 from ksmith.leaderboard.checks import NO_UPDATE
 from ksmith.leaderboard.models import ModelResolver, one_thread
 from ksmith.leaderboard.predictions import read_predictions
+from ksmith.leaderboard.records import AuditRecord, file_sha256
 from ksmith.leaderboard.schema import PREDICTIONS_FILE, SUBMISSION_FILE, Submission
 from ksmith.leaderboard.submit import UPDATES_DIR
 from ksmith.leaderboard.verify import SubmissionError, Verified
 
 log = logging.getLogger(__name__)
-
-AUDITS_DIR = "audits"
 
 MISS_RATE = 0.01
 CONFIDENCE = 0.999
@@ -87,33 +86,8 @@ class AuditOptions:
     batch_size: int = 64
 
 
-@dataclass(frozen=True)
-class AuditRecord:
-    """What an audit checked; bound to the submission's exact files by their digests."""
-
-    submission: str
-    submission_sha256: str
-    predictions_digest: str
-    model_fingerprint: str
-    dataset_fingerprint: str
-    source: str  # "artifacts", "re-run" or "no-update"
-    seed: int
-    rows: int
-    audited: int
-    ties: int
-    miss_rate: float
-    confidence: float
-
-    def as_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 class NotReexecutable(KsmithError):
     """This submission cannot be re-executed here (the reason is the message)."""
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # -- what can be re-executed ------------------------------------------------------------------
@@ -186,25 +160,14 @@ def audit_sample(
 def _token_logprobs(
     backend: Any, prompt: str, continuation: str
 ) -> list[tuple[float, float, float]]:
-    """Per continuation token: (log p of the token, best log p, best log p of another token),
-    teacher-forced after `prompt`, tokenized as the evaluator tokenizes (separately)."""
-    import torch
-
-    ctx = backend._encode_contexts([prompt])[0]  # noqa: SLF001 - the evaluator's own encoding
-    cont = backend._encode([continuation], special=False)[0]  # noqa: SLF001
-    if not cont:
-        return []
-    ids = torch.tensor([ctx + cont], device=backend.device)
-    with torch.inference_mode():
-        logp = torch.log_softmax(backend.model(input_ids=ids).logits[0].float(), dim=-1)
-    out = []
-    for t, tok in enumerate(cont):
-        row = logp[len(ctx) - 1 + t]  # [vocab]: predicts continuation token t
-        top2 = torch.topk(row, 2)
-        target = float(row[tok])
-        other = float(top2.values[1] if int(top2.indices[0]) == tok else top2.values[0])
-        out.append((target, float(top2.values[0]), other))
-    return out
+    """The backend's per-token log-probabilities and margins (`HFBackend.token_logprobs`)."""
+    get = getattr(backend, "token_logprobs", None)
+    if get is None:
+        raise KsmithError(
+            f"the audit needs per-token log-probabilities, which backend "
+            f"{type(backend).__name__} does not give; audit with the hf backend"
+        )
+    return get(prompt, continuation)
 
 
 def _greedy_up_to_ties(backend: Any, prompt: str, text: str, tol: float) -> bool:
@@ -237,8 +200,7 @@ def _mismatch(
     """Why the submitted row is not what the model gives, or None if it is (up to ties)."""
     stage, mode = row["stage"], row["mode"]
     pred, again = str(row["prediction"]), str(fresh["prediction"])
-    score = float(row["score"])
-    fresh_score = float(fresh["score_before" if stage == "before" else "score_after"])
+    score, fresh_score = float(row["score"]), _fresh_score(row, fresh)
     answer = probe["answer_before" if stage == "before" else "answer_after"]
     if mode == "mcq":
         if pred != again:
@@ -256,11 +218,15 @@ def _mismatch(
     return None
 
 
+def _fresh_score(row: Mapping[str, Any], fresh: Mapping[str, Any]) -> float:
+    """The re-executed score of the submitted row's stage."""
+    return float(fresh["score_before" if row["stage"] == "before" else "score_after"])
+
+
 def _is_tie(row: Mapping[str, Any], fresh: Mapping[str, Any]) -> bool:
-    stage = row["stage"]
-    fresh_score = float(fresh["score_before" if stage == "before" else "score_after"])
+    """An accepted row that differs from the re-execution (so it was decided by a near-tie)."""
     return str(row["prediction"]) != str(fresh["prediction"]) or (
-        row["mode"] == "cloze" and float(row["score"]) != fresh_score
+        row["mode"] == "cloze" and float(row["score"]) != _fresh_score(row, fresh)
     )
 
 
@@ -311,7 +277,7 @@ def _claimed_params(sub: Submission, config: str) -> dict[str, Any]:
 
 
 def _same(a: Any, b: Any) -> bool:
-    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    return canonical_json(a) == canonical_json(b)
 
 
 def _check_artifact(sub: Submission, folder: Path, udir: Path, config: str) -> None:
@@ -462,51 +428,3 @@ def audit_submission(
         miss_rate=options.miss_rate,
         confidence=options.confidence,
     )
-
-
-# -- audit records on the board ---------------------------------------------------------------
-
-
-def record_path(root: Path, sid: str) -> Path:
-    return root / AUDITS_DIR / f"{sid}.json"
-
-
-def write_record(root: Path, record: AuditRecord) -> Path:
-    """Write `audits/<id>.json` atomically (a temporary file renamed into place)."""
-    path = record_path(root, record.submission)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(record.as_json(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def matching_record(root: Path, verified: Verified) -> AuditRecord | None:
-    """The board's audit record of this submission if it audits these exact files, else None
-    (a stale or unreadable record only means the submission is not shown as re-executed)."""
-    path = record_path(root, verified.submission.id)
-    if path.is_symlink() or not path.is_file():
-        return None
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        record = AuditRecord(**raw)
-    except (ValueError, TypeError) as e:
-        log.warning("%s: unreadable audit record (%s); not counted", path, e)
-        return None
-    sub = verified.submission
-    current = (
-        file_sha256(verified.folder / SUBMISSION_FILE),
-        verified.digest,
-        str(sub.model.fingerprint),
-        sub.dataset.fingerprint,
-    )
-    recorded = (
-        record.submission_sha256,
-        record.predictions_digest,
-        record.model_fingerprint,
-        record.dataset_fingerprint,
-    )
-    if record.submission != sub.id or recorded != current:
-        log.warning("%s: the audit record is for other files; not counted", path)
-        return None
-    return record

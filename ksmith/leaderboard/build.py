@@ -150,7 +150,7 @@ def build_board(
         )
         for v in verified
     }
-    from ksmith.leaderboard.audit import matching_record
+    from ksmith.leaderboard.records import matching_record
 
     # Which submissions the board's audit re-executed: records written by `leaderboard audit`
     # for these exact files (ksmith.leaderboard.audit); the others are marked on every table.

@@ -106,7 +106,7 @@ def _print_audits(results: list) -> None:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from ksmith.leaderboard.audit import write_record
+    from ksmith.leaderboard.records import write_record
     from ksmith.leaderboard.verify import submission_folders
 
     root = _board_root(args)

@@ -149,9 +149,9 @@ class ModelResolver(FolderResolver):
             pretrain(dataset, out, spec, device="cpu")
 
     def _mismatch(self, fingerprint: str, entry: dict[str, Any], got: str) -> SpecError:
-        from ksmith.world.pretrain import _library_versions
+        from ksmith.world.pretrain import library_versions
 
-        have = ", ".join(f"{k} {v}" for k, v in _library_versions().items())
+        have = ", ".join(f"{k} {v}" for k, v in library_versions().items())
         listed = ", ".join(f"{k} {v}" for k, v in (entry.get("versions") or {}).items())
         return SpecError(
             f"world-model spec {entry['spec']} regenerates fingerprint {got}, not the one "

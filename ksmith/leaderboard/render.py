@@ -175,7 +175,7 @@ REEXEC_NOTE = (
 
 
 def checked_label(record: Any) -> str:
-    """How the board checked a submission: its audit (`ksmith.leaderboard.audit.AuditRecord`)
+    """How the board checked a submission: its audit (`ksmith.leaderboard.records.AuditRecord`)
     or, without one, predictions only."""
     if record is None:
         return f"predictions checked, not re-executed {NOT_REEXECUTED}"

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from ksmith import __version__
 from ksmith.errors import KsmithError, SpecError
-from ksmith.io import atomic_output_dir
+from ksmith.io import atomic_output_dir, canonical_json
 from ksmith.leaderboard.predictions import read_predictions, write_predictions
 from ksmith.leaderboard.schema import (
     ID_PATTERN,
@@ -108,7 +108,7 @@ def _read_result(folder: Path) -> _Result:
 
 
 def _same(results: list[_Result], what: str, values: list[Any]) -> Any:
-    distinct = {json.dumps(v, sort_keys=True) for v in values}
+    distinct = {canonical_json(v) for v in values}
     if len(distinct) > 1:
         listing = ", ".join(f"{r.folder}: {v!r}" for r, v in zip(results, values, strict=True))
         raise KsmithError(f"results folders disagree on {what}: {listing}")

@@ -77,7 +77,7 @@ def load_world_data(dataset_dir: str | Path) -> WorldData:
     )
 
 
-def _library_versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
     import torch
     import transformers
 
@@ -186,7 +186,7 @@ def pretrain(
         "ksmith_version": __version__,
         # Same spec and data give the same weights with these versions (float kernels change
         # between releases); the leaderboard's regeneration check names them.
-        "versions": _library_versions(),
+        "versions": library_versions(),
         **(card_extra or {}),
     }
     model.generation_config = GenerationConfig(
