@@ -82,7 +82,17 @@ def profile_markdown(meta: dict[str, Any], heading: str = "##") -> str:
     profile = meta.get("profile") or {}
     short = meta.get("below_threshold") or []
     note = (
-        ["", "**Below threshold** (kept with allow_below_threshold): " + "; ".join(short)]
+        [
+            "",
+            "**Below threshold** ("
+            + (
+                "a retain model: recorded, not fatal"
+                if meta.get("retain")
+                else "kept with allow_below_threshold"
+            )
+            + "): "
+            + "; ".join(short),
+        ]
         if short
         else []
     )
