@@ -73,6 +73,20 @@ def test_update_is_a_sum_of_rank_one_products(tiny_tokenizer):
         assert 0 < torch.linalg.matrix_rank(d) <= tokens < min(d.shape), name
 
 
+def test_every_editor_parameter_learns_from_the_first_step(tiny_tokenizer):
+    """At the identity init every pre-activation is 0: the nonlinearity must pass gradient
+    there (the reference clamps instead of relu), or U, b, s, o would never move."""
+    model = make_model("llama")
+    paths = edited_paths(model, [-1], ["mlp_in", "mlp_out"])
+    editor = _editor(model, paths)
+    batch = encode_pairs(tiny_tokenizer, ["bira eats"], ["meat"])
+    deltas = editor.deltas(model, batch)
+    sum(d.square().sum() for d in deltas.values()).backward()
+    for name, p in editor.named_parameters():
+        if name.split(".")[-1] in ("U1", "U2", "b1", "b2", "alpha"):
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
 def test_training_lowers_heldout_edit_loss_and_update_reuses_it(world, tmp_path):
     from ksmith.methods.commands import UpdateRun, update_from_dataset
     from ksmith.methods.trained.commands import train_editor

@@ -14,7 +14,7 @@ normalisation), to pseudo-activations and pseudo-deltas (u~, delta~) = g_l(z_l),
 paper's low-rank residual MLP and per-layer scale s and shift o (Eq. 3):
 
     h_l    = z_l + relu(s^1_l * (U_1 V_1 z_l + b) + o^1_l)
-    g(z_l) = h_l + relu(s^2_l * (U_2 V_2 h_l) + o^2_l)
+    g(z_l) = h_l + relu(s^2_l * (U_2 V_2 h_l + b_2) + o^2_l)
 
 U_1, U_2 start at zero, so g starts as the identity and MEND as a plain gradient step. One
 network serves all edited layers of one shape; s, o are per layer. The edit (Eq. 5) is
@@ -84,6 +84,9 @@ class MENDTraining(MethodParams):
     batch_edits: int = Field(4, ge=1, description="edits per step (one batched edit)")
     n_train: int = Field(400, ge=2, description="training edits drawn from the split")
     n_heldout: int = Field(50, ge=1, description="held-out edits (on held-out subjects)")
+    locality: int = Field(
+        4, ge=0, description="locality prompts per split edit (half on its subject)"
+    )
     log_every: int = Field(25, ge=1, description="a training-curve point every this many steps")
     seed: int = Field(0, description="seed of the split draw, the init and the batches")
 
@@ -100,6 +103,7 @@ class EditorMLP(torch.nn.Module):
         self.b1 = torch.nn.Parameter(torch.zeros(d))
         self.U2 = torch.nn.Parameter(torch.zeros(d, rank))
         self.V2 = torch.nn.Parameter(torch.randn(rank, d) / d**0.5)
+        self.b2 = torch.nn.Parameter(torch.zeros(d))
         self.s1 = torch.nn.Parameter(torch.ones(n_layers, d))
         self.o1 = torch.nn.Parameter(torch.zeros(n_layers, d))
         self.s2 = torch.nn.Parameter(torch.ones(n_layers, d))
@@ -124,8 +128,14 @@ class EditorMLP(torch.nn.Module):
         var = self.m2 / (self.count - 1).clamp(min=1)
         std = var.clamp(min=1e-12).sqrt()
         z = (z - self.mean) / std  # (N, d)
-        h = z + torch.relu(self.s1[layer] * (z @ self.V1.T @ self.U1.T + self.b1) + self.o1[layer])
-        g = h + torch.relu(self.s2[layer] * (h @ self.V2.T @ self.U2.T) + self.o2[layer])
+        # clamp, not relu: at initialisation every pre-activation is exactly 0, where relu's
+        # gradient is 0 and nothing would learn; clamp's is 1 (as the reference's LRLinear)
+        h = z + torch.clamp(
+            self.s1[layer] * (z @ self.V1.T @ self.U1.T + self.b1) + self.o1[layer], min=0
+        )
+        g = h + torch.clamp(
+            self.s2[layer] * (h @ self.V2.T @ self.U2.T + self.b2) + self.o2[layer], min=0
+        )
         return g[:, : self.d_in], g[:, self.d_in :]  # u~ (N, d_in), delta~ (N, d_out)
 
 

@@ -102,6 +102,9 @@ class SERACTraining(MethodParams):
     lr: float = Field(1e-3, gt=0, description="Adam learning rate")
     n_train: int = Field(400, ge=2, description="training edits drawn from the split")
     n_heldout: int = Field(100, ge=1, description="held-out edits (on held-out subjects)")
+    locality: int = Field(
+        4, ge=0, description="locality prompts per split edit (half on its subject)"
+    )
     log_every: int = Field(25, ge=1, description="a training-curve point every this many steps")
     seed: int = Field(0, description="seed of the split draw, the init and the batches")
 

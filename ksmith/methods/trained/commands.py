@@ -67,7 +67,11 @@ def train_editor(
     settings = _training_settings(method, overrides, steps, seed)
     cls = get_method(method)
     split = build_split(
-        dataset, n_train=settings.n_train, n_heldout=settings.n_heldout, seed=settings.seed
+        dataset,
+        n_train=settings.n_train,
+        n_heldout=settings.n_heldout,
+        seed=settings.seed,
+        locality=settings.locality,
     )
     model, tokenizer = load_model(str(model_path), device=resolve_device(device))
     model.eval()

@@ -12,8 +12,9 @@ Each split edit carries what an editor trains on, in the dataset's own request f
 (docs/contracts.md section 2): the training cloze prompt, the fact's training-template prompts
 (its in-corpus paraphrases: the in-scope inputs), the held-out paraphrase of the fact (a wording
 the corpus never states it in; ``paraphrase_unseen``'s template is NOT used, so that template
-stays unseen by editors too), and locality prompts with the world's answers: facts of the same
-subject under other relations first (hard out-of-scope inputs), then facts of other subjects.
+stays unseen by editors too), and locality prompts with the world's answers (hard out-of-scope
+inputs): half the same subject under other relations, half the same relation asked of other
+subjects.
 Draws are seeded; the split's fingerprint hashes every drawn text.
 """
 
@@ -207,7 +208,9 @@ def _edit(world, renderer, f, new: str, by_subject, pool, locality: int, rng) ->
     near = [h for h in by_subject[f.subject] if h.relation != f.relation]
     rng.shuffle(near)
     minus = near[: locality // 2]  # hard negatives: the same subject, another relation
-    others = [h for h in pool if h.subject != f.subject]
+    # and the same relation asked of other subjects (what contextual probes ask), else any fact
+    alike = [h for h in pool if h.subject != f.subject and h.relation == f.relation]
+    others = alike or [h for h in pool if h.subject != f.subject]
     while len(minus) < locality and others:
         minus.append(others[rng.randrange(len(others))])
     return SplitEdit(
