@@ -100,6 +100,9 @@ class SERACTraining(MethodParams):
     steps: int = Field(400, ge=1, description="optimizer steps")
     batch_edits: int = Field(16, ge=2, description="edits per batch (their prompts the inputs)")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate")
+    balance: bool = Field(
+        False, description="weight positives as much as all negatives (else plain BCE)"
+    )
     n_train: int = Field(400, ge=2, description="training edits drawn from the split")
     n_heldout: int = Field(100, ge=1, description="held-out edits (on held-out subjects)")
     locality: int = Field(

@@ -87,10 +87,12 @@ def heldout_accuracy(
     }
 
 
-def _pair_loss(g: ScopeClassifier, keys, inputs, label) -> torch.Tensor:
+def _pair_loss(g: ScopeClassifier, keys, inputs, label, balance: bool) -> torch.Tensor:
     logits = g(inputs, keys)  # (N, E)
-    pos = label.sum().clamp(min=1.0)
-    weight = ((label.numel() - pos) / pos).clamp(min=1.0)
+    weight = None
+    if balance:
+        pos = label.sum().clamp(min=1.0)
+        weight = ((label.numel() - pos) / pos).clamp(min=1.0)
     return torch.nn.functional.binary_cross_entropy_with_logits(logits, label, pos_weight=weight)
 
 
@@ -125,7 +127,7 @@ def train_serac(
         pick = torch.randperm(n, generator=gen)[: min(t.batch_edits, n)].tolist()
         ex = _examples(tuple(split.train[i] for i in pick), feats)
         g.train()
-        loss = _pair_loss(g, ex.keys, ex.inputs, ex.label)
+        loss = _pair_loss(g, ex.keys, ex.inputs, ex.label, t.balance)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -133,7 +135,7 @@ def train_serac(
         if step % t.log_every == 0 or step == t.steps:
             g.eval()
             with torch.no_grad():
-                held_loss = float(_pair_loss(g, held.keys, held.inputs, held.label))
+                held_loss = float(_pair_loss(g, held.keys, held.inputs, held.label, t.balance))
             point = {
                 "step": step,
                 "train_loss": round(sum(running) / len(running), 6),
