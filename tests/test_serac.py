@@ -208,3 +208,46 @@ def test_train_editor_card_and_update(world, tmp_path):
                 overrides=(f"editor_path={editor}",),
             )  # fmt: skip
         )
+
+
+def test_evaluation_of_an_out_of_scope_memory_changes_nothing(world, tmp_path):
+    """Through `ksmith evaluate` (packed scoring, generation, drift): a memory whose classifier
+    never fires (threshold 1) leaves every prediction as it was before the update."""
+    import pandas as pd
+
+    from ksmith.data import load_probes
+    from ksmith.evaluate.runner import EvalOptions, evaluate
+    from ksmith.methods.commands import UpdateRun, update_from_dataset
+    from ksmith.methods.trained.commands import train_editor
+
+    dataset, folder, _model, _tok = world
+    editor = tmp_path / "editor"
+    train_editor("serac", dataset, folder, editor, steps=5,
+                 overrides=("n_train=20", "n_heldout=4", "log_every=5"), progress=False)  # fmt: skip
+    config = edit_configs(dataset)[0]
+    update = tmp_path / "update"
+    update_from_dataset(
+        UpdateRun(
+            model=str(folder),
+            dataset=str(dataset),
+            config=config,
+            method="serac",
+            out=str(update),
+            device="cpu",
+            overrides=(f"editor_path={editor}", "threshold=1.0"),
+        )  # fmt: skip
+    )
+    options = EvalOptions(device="cpu", cache_dir=tmp_path / "before", fluency_prompts=0,
+                          drift_prompts=4, n_boot=10)  # fmt: skip
+    evaluate(str(folder), dataset, config, out=tmp_path / "eval", update=update, options=options)
+    rows = pd.read_parquet(tmp_path / "eval" / "predictions.parquet")
+    keys = ["probe_id", "group", "mode"]
+    before = rows[rows.stage == "before"].set_index(keys).sort_index()
+    after = rows[rows.stage == "after"].set_index(keys).sort_index()
+    assert len(after) == len(before) > 0 and not after.changed.any()
+    # where the expected answer stays, the score (log-likelihood, token accuracy) must too
+    same = {
+        p["id"] for p in load_probes(dataset, config) if p["answer_before"] == p["answer_after"]
+    }
+    kept = [i for i in after.index if i[0] in same]
+    assert kept and after.loc[kept].score.tolist() == before.loc[kept].score.tolist()
