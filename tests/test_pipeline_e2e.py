@@ -39,8 +39,8 @@ def test_dvc_repro_tiny(tmp_path):
         (shutil.copytree if src.is_dir() else shutil.copy)(src, proj / name)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params.update(
-        methods=["ft_m", "ga"],
-        overrides={"ft_m": {}, "ga": {}},
+        methods=["ft_m", "ga", "serac"],
+        overrides={"ft_m": {}, "ga": {}, "serac": {}},
         levels=["leaf", "root"],
         scales=[1],
         batch_size=16,
@@ -62,11 +62,17 @@ def test_dvc_repro_tiny(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = proj / "report"
     cells = json.loads((report / "cells.json").read_text())
-    assert set(cells) == {"ft_m", "ga", "none"}
+    assert set(cells) == {"ft_m", "ga", "serac", "none"}
+    # the trained editor is its own stage's artifact; the update cells use it
+    editors = proj / "out" / "editors"
+    assert (editors / "serac" / "card.json").is_file()
+    assert (editors / "ft_m" / "NOT_TRAINED.txt").is_file()
+    serac = json.loads(next((proj / "out" / "updates" / "serac").glob("*/update.json")).read_text())
+    assert serac["params"]["editor_path"] == "out/editors/serac"
     assert {"biology.edit.leaf.k1.s0", "biology.edit.root.k1.s0"} <= set(cells["ft_m"])
     assert "biology.unlearn.leaf.k1.s0" in cells["ga"]
     summary = {p.stem: json.loads(p.read_text()) for p in (report / "metrics").glob("*.json")}
-    assert set(summary) == {"ft_m", "ga", "none", "world_model"}
+    assert set(summary) == {"ft_m", "ga", "serac", "none", "world_model"}
     assert "ft_m.efficacy" in summary["ft_m"] and "ga.score" in summary["ga"]
     assert "none.edit.score" in summary["none"] and "none.unlearn.score" in summary["none"]
     assert "world_model.direct" in summary["world_model"]

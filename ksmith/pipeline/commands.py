@@ -45,11 +45,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--out", required=True, help="folder for <method>.json files")
     s.set_defaults(func=_code)
 
+    s = stage(
+        "editors",
+        "train the editor of each trained method in params' methods (MEND, SERAC) on the "
+        "world's training split; every other method gets a placeholder folder",
+    )
+    s.add_argument("--dataset", required=True, help="dataset folder (the generate stage's out)")
+    s.add_argument("--model", required=True, help="model folder (the pretrain stage's out)")
+    s.add_argument("--out", required=True, help="folder for <method>/ editor folders")
+    s.set_defaults(func=_editors)
+
     s = stage("update", "apply one method to every cell of the matrix")
     s.add_argument("--method", required=True, help="method name (one of params' methods)")
     s.add_argument("--dataset", required=True, help="dataset folder (the generate stage's out)")
     s.add_argument("--model", required=True, help="model folder (the pretrain stage's out)")
     s.add_argument("--out", required=True, help="folder for the method's update folders")
+    s.add_argument(
+        "--editors",
+        help="the editors stage's folder: a trained method without an editor_path override "
+        "uses <editors>/<method>",
+    )
     s.set_defaults(func=_update)
 
     s = stage("evaluate", "evaluate one method's cells (or the no-update baseline: --method none)")
@@ -155,18 +170,42 @@ def _code(args: argparse.Namespace) -> int:
     return 0
 
 
+NOT_TRAINED = "NOT_TRAINED.txt"
+
+
+def _editors(args: argparse.Namespace) -> int:
+    """out/<method>/: the trained editor of MEND and SERAC (`ksmith train-editor`), a constant
+    placeholder for every other method, so each update stage can depend on its own folder."""
+    from ksmith.io import atomic_output_dir
+    from ksmith.methods.trained.commands import TRAINED_METHODS, train_editor
+    from ksmith.pipeline.params import load_params
+
+    params = load_params(args.params)
+    model = resolve_model(args.model)
+    with atomic_output_dir(args.out, kind="pipeline-editors") as tmp:
+        for name in params.methods:
+            if name in TRAINED_METHODS:
+                train_editor(name, args.dataset, model, tmp / name, device=params.device)
+            else:
+                (tmp / name).mkdir()
+                (tmp / name / NOT_TRAINED).write_text(f"{name} has no trained editor.\n")
+    return 0
+
+
 def _update(args: argparse.Namespace) -> int:
     from ksmith.io import atomic_output_dir
     from ksmith.methods import get_method
     from ksmith.methods.commands import UpdateRun
     from ksmith.methods.source import method_code
+    from ksmith.methods.trained.commands import TRAINED_METHODS
     from ksmith.pipeline.cells import update_jobs
     from ksmith.pipeline.workers import run_stage
 
     params, cells = _method_cells(args, args.method)
-    overrides = tuple(
-        f"{k}={json.dumps(v)}" for k, v in sorted(params.overrides.get(args.method, {}).items())
-    )
+    chosen = dict(params.overrides.get(args.method, {}))
+    if args.method in TRAINED_METHODS and "editor_path" not in chosen and args.editors:
+        chosen["editor_path"] = str(Path(args.editors) / args.method)
+    overrides = tuple(f"{k}={json.dumps(v)}" for k, v in sorted(chosen.items()))
     code = method_code(get_method(args.method))
     code = {"module": code["module"], "sha256": code["sha256"]}  # recorded in each update.json
     template = UpdateRun(
