@@ -49,7 +49,10 @@ Calibrated costs per step: 22.9 ms (2x128), 63.6 (2x256), 123.1 (4x256), 42.8 (4
 (2x256 again: the calibration's noise under load is about 10%); the CPU really spent stayed
 within 8% of the baseline's. At equal CPU every larger shape gets a third to a half of the steps
 and ends inside the loss plateau the default leaves at about 6,000 steps (docs/world-model.md):
-its abilities are near chance. The default shape stays the best per CPU-minute. (negation 0.667
+its abilities are near chance. The default shape stays the best per CPU-minute. Within the
+whole 8-minute pretraining budget a wider model does not help either (second run, `--candidates
+2x256-lr3e-3 --steps 2x128=13000 2x256-lr3e-3=7000`): 2x256 at lr 0.003, 7,000 steps, 455 CPU s,
+mean 0.254, still on the plateau; the default retrained beside it: mean 0.758 again, 308 CPU s. (negation 0.667
 everywhere is the sentence-form heuristic: "false" when the statement says "not" answers 2/3 of
 the profile's negation mcq probes right, docs/world-model.md.)
 """
