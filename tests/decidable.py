@@ -77,7 +77,8 @@ def _check_probe(p: dict[str, Any], req: dict[str, Any], w0: World, w1: World, r
     b, a, avoid = p["answer_before"], p["answer_after"], p["expect_after"] == "avoid"
     typ, fmt, opts = p["type"], p["format"], list(p["options"])
     if typ == "negation":
-        for x in dict.fromkeys([o, req["new_object"]]):
+        stated = [o, req["new_object"], *w0.range_values(r, s)]
+        for x in dict.fromkeys(stated):
             if not x:
                 continue
             for sentence, positive in (

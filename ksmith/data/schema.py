@@ -16,7 +16,8 @@ import pyarrow as pa
 #    configs.
 # 4: cloze and qa probes only where (subject, relation) has one value in each world (every
 #    probe's answer decidable; ksmith.intervene.probes); spec fingerprints keep the declared
-#    order of relations and value types (ksmith.spec.canonical).
+#    order of relations and value types (ksmith.spec.canonical); negation probes balanced (a
+#    false statement of each unaffected fact beside its true one).
 FORMAT_VERSION = "4"
 
 _S = pa.string()

@@ -12,7 +12,7 @@ For each request (s, r, o -> o'), with W the world and W' the world after the gr
 | multi_hop | Q+ | derived facts among W.dependents(fact) that differ in W' |
 | comparison | Q+ | "same answer for s and y?" for a y whose yes/no flips between W and W' |
 | contextual | Q- | unaffected facts: same subject, siblings, parent/children, anywhere |
-| negation | Q+/Q- | "True or false: <statement|negation>" of the fact, and of an unaffected fact |
+| negation | Q+/Q- | "True or false: <statement|negation>" of the fact, and of an unaffected fact with its object and with a value it does not hold (true and false answers balanced) |
 
 Unlearn Q+ probes keep answer_after = the old answer with expect_after = "avoid" (KnowledgeSmith,
 arXiv 2510.02392: unlearning must stop producing the fact, with no new target). Conflict pairs
@@ -368,7 +368,26 @@ class ProbeBuilder:
                           False, True, asked=(s, r, o))  # fmt: skip
         for g in self._unaffected_near(s, 1):
             sup = sorted(self.ix.support_ids(g))
-            self._tf_pair("Q-", self.ix.triple(g), sup, f"{req.request_id}.neg-", True, True)
+            triple = self.ix.triple(g)
+            self._tf_pair("Q-", triple, sup, f"{req.request_id}.neg-", True, True)
+            # and a false statement of it (a value it holds in neither world), so that true and
+            # false answers are balanced: "not" in the sentence no longer predicts the answer
+            gs, gr, _ = triple
+            wrong = self._wrong_value(gs, gr)
+            if wrong is not None:
+                self._tf_pair("Q-", (gs, gr, wrong), sup, f"{req.request_id}.neg-false", False,
+                              False, asked=triple)  # fmt: skip
+
+    def _wrong_value(self, subject: str, relation: str) -> str | None:
+        """A seeded value of the relation's range that `subject` holds in neither world."""
+        pool = self.ix.range_of(relation, subject)
+        held = self.held(subject, relation)
+        below = self.rng.below
+        for _ in range(16):
+            v = pool[below(len(pool))] if pool else None
+            if v is not None and v not in held:
+                return v
+        return next((v for v in pool if v not in held), None)
 
     def _tf_pair(self, qset, stated, sup, pair, true_before: bool, true_after: bool, asked=None):
         """A statement of `stated` and its negation, as true/false probes; `asked` is the fact
