@@ -104,7 +104,7 @@ class SERACTraining(MethodParams):
         False, description="weight positives as much as all negatives (else plain BCE)"
     )
     n_train: int = Field(400, ge=2, description="training edits drawn from the split")
-    n_heldout: int = Field(100, ge=1, description="held-out edits (on held-out subjects)")
+    n_heldout: int = Field(50, ge=1, description="held-out edits (on held-out subjects)")
     locality: int = Field(
         4, ge=0, description="locality prompts per split edit (half on its subject)"
     )
