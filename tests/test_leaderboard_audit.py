@@ -309,3 +309,5 @@ def test_a_cloze_match_is_backed_across_punctuation():
     assert _cloze_backed("slime.Prompt", "slime") and _cloze_backed("fur.", "fur")
     assert _cloze_backed("St. Louis is", "St. Louis")
     assert not _cloze_backed("furry", "fur") and not _cloze_backed("the fur", "fur coat")
+    assert _cloze_backed("greenPrompt", "green") and _cloze_backed("Kelanida", "Kelanida")
+    assert not _cloze_backed("greenish", "green")

@@ -87,10 +87,17 @@ _SEPARATE_PUNCT = str.maketrans({c: " " for c in string.punctuation})
 def _cloze_backed(prediction: str, answer: str) -> bool:
     """The prediction's leading words are the answer's. Punctuation separates words here: a
     model may run a sentence on without a space (a word-level tokenizer decodes "slime" "."
-    "Prompt" as "slime.Prompt"), and the cloze prediction keeps whitespace-separated words."""
+    "Prompt" as "slime.Prompt"), and the cloze prediction keeps whitespace-separated words.
+    A token without a word-start marker is glued to the answer's last word too ("green"
+    "Prompt" decodes as "greenPrompt"): the continuation then starts with the answer's text
+    followed by anything but a lower-case letter ("furry" does not back "fur")."""
     want = _words(answer)
     got = _words(prediction.translate(_SEPARATE_PUNCT))
-    return bool(want) and got[: len(want)] == want
+    if bool(want) and got[: len(want)] == want:
+        return True
+    text, ans = prediction.lstrip(), answer.strip()
+    rest = text[len(ans) : len(ans) + 1]
+    return bool(ans) and text.startswith(ans) and (not rest or not rest.islower())
 
 
 class _Ctx:
