@@ -13,9 +13,8 @@ import json
 import pytest
 import torch
 from conftest import make_model
-from trained_fixtures import edit_configs, make_world
+from trained_fixtures import assert_refuses_another_model, edit_configs, make_world
 
-from ksmith.errors import KsmithError
 from ksmith.methods.mend import MENDEditor, edit_loss, edited_paths, weight_shape
 from ksmith.methods.train_utils import encode_pairs
 
@@ -109,18 +108,4 @@ def test_training_lowers_heldout_edit_loss_and_update_reuses_it(world, tmp_path)
                     out=str(update), device="cpu", overrides=(f"editor_path={editor}",))  # fmt: skip
     info = update_from_dataset(run)
     assert all(g["changed_parameters"] > 0 for g in info["groups"])
-    other = tmp_path / "other-model"
-    make_model("llama", vocab_size=len(tok), hidden=32, seed=1).save_pretrained(other)
-    tok.save_pretrained(other)
-    with pytest.raises(KsmithError, match="another world model"):
-        update_from_dataset(
-            UpdateRun(
-                model=str(other),
-                dataset=str(dataset),
-                config=config,
-                method="mend",
-                out=str(tmp_path / "u2"),
-                device="cpu",
-                overrides=(f"editor_path={editor}",),
-            )  # fmt: skip
-        )
+    assert_refuses_another_model(tmp_path, dataset, config, "mend", editor, tok)

@@ -13,8 +13,7 @@ import json
 
 import pytest
 import torch
-from conftest import make_model
-from trained_fixtures import edit_configs, make_world
+from trained_fixtures import assert_refuses_another_model, edit_configs, make_world
 
 from ksmith.errors import KsmithError
 from ksmith.methods.base import Request
@@ -193,21 +192,7 @@ def test_train_editor_card_and_update(world, tmp_path):
     with pytest.raises(KsmithError, match="editor_path is not set"):
         update_from_dataset(UpdateRun(model=str(folder), dataset=str(dataset), config=config,
                                       method="serac", out=str(tmp_path / "u2"), device="cpu"))  # fmt: skip
-    other = tmp_path / "other-model"
-    make_model("llama", vocab_size=len(tok), hidden=32, seed=1).save_pretrained(other)
-    tok.save_pretrained(other)
-    with pytest.raises(KsmithError, match="another world model"):
-        update_from_dataset(
-            UpdateRun(
-                model=str(other),
-                dataset=str(dataset),
-                config=config,
-                method="serac",
-                out=str(tmp_path / "u3"),
-                device="cpu",
-                overrides=(f"editor_path={editor}",),
-            )  # fmt: skip
-        )
+    assert_refuses_another_model(tmp_path, dataset, config, "serac", editor, tok)
 
 
 def test_evaluation_of_an_out_of_scope_memory_changes_nothing(world, tmp_path):

@@ -33,3 +33,22 @@ def edit_configs(dataset: Path) -> list[str]:
     from ksmith.data import list_configs
 
     return [c for c in list_configs(dataset) if ".edit." in c]
+
+
+def assert_refuses_another_model(tmp_path: Path, dataset: Path, config: str, method: str,
+                                 editor: Path, tokenizer) -> None:  # fmt: skip
+    """An update with `editor` on a different world model (same vocabulary, other weights) is
+    refused: the editor was trained on another model."""
+    import pytest
+
+    from ksmith.errors import KsmithError
+    from ksmith.methods.commands import UpdateRun, update_from_dataset
+
+    other = tmp_path / "other-model"
+    make_model("llama", vocab_size=len(tokenizer), hidden=32, seed=1).save_pretrained(other)
+    tokenizer.save_pretrained(other)
+    run = UpdateRun(model=str(other), dataset=str(dataset), config=config, method=method,
+                    out=str(tmp_path / f"{method}-other"), device="cpu",
+                    overrides=(f"editor_path={editor}",))  # fmt: skip
+    with pytest.raises(KsmithError, match="another world model"):
+        update_from_dataset(run)
