@@ -143,7 +143,13 @@ def test_method_reaches_efficacy_on_k10(world, method, config, record_property):
         "%s on %s: efficacy@cloze %.3f (n=%d), locality@cloze %.3f (n=%d), accuracy before %.3f",
         method, config, efficacy["value"], efficacy["n"], locality["value"], locality["n"], before,
     )  # fmt: skip
-    assert efficacy["n"] == K  # one direct cloze probe per request
+    # one direct cloze probe per request whose fact has one value in each world (a request on
+    # a many-valued fact is asked in mcq only: docs/specs.md, decidable answers)
+    from ksmith.data import load_probes
+
+    direct = [p for p in load_probes(dataset, config)
+              if p["type"] == "direct" and p["format"] == "cloze"]  # fmt: skip
+    assert efficacy["n"] == len(direct) and K // 2 <= len(direct) <= K
     assert efficacy["value"] >= THRESHOLD
     assert locality["value"] is not None and 0.0 <= locality["value"] <= 1.0
     assert locality["n"] > 0

@@ -21,11 +21,13 @@ CONFIGS = [
 
 def test_repo_params_are_valid_and_cover_every_method():
     params = load_params(ROOT / "params.yaml")
-    assert set(params.overrides) == set(params.methods)
+    # every default method has an entry; the extra entries are registered methods run as an
+    # experiment (README, "Methods")
+    assert set(params.methods) <= set(params.overrides)
     from ksmith.methods import METHODS, load_builtin_methods
 
     load_builtin_methods()
-    assert set(params.methods) <= set(METHODS.names())
+    assert set(params.overrides) <= set(METHODS.names())
     kinds = {METHODS.get(m).kind for m in params.methods}
     assert kinds == {"edit", "unlearn"}
 

@@ -73,7 +73,8 @@ def test_direct_probes_are_in_training(generated):
             target = f"{p['prompt']} {p['answer_before']}"
             if p["type"] == "direct":
                 assert target in text, target
-            if p["type"] == "negation" and p["format"] == "qa" and "neg+new" not in p["pair_id"]:
+            trained = "neg+new" not in p["pair_id"] and "neg-false" not in p["pair_id"]
+            if p["type"] == "negation" and p["format"] == "qa" and trained:
                 assert target in lines, target  # true facts' statements and negations
 
 
