@@ -24,12 +24,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ksmith.data.readers import list_configs, list_profile_configs, load_probes, load_requests
 from ksmith.graph.world import World, build_world
 from ksmith.render.text import FALSE, NO, TRUE, YES, Renderer
-from ksmith.spec.graph import GraphSpec
+from ksmith.world.retain import dataset_graphs
 
 
 def _after_world(world: World, requests: list[dict[str, Any]]) -> World:
@@ -118,10 +116,8 @@ def _check_probe(p: dict[str, Any], req: dict[str, Any], w0: World, w1: World, r
 
 
 def _graphs(dataset: Path) -> Iterator[tuple[World, Renderer]]:
-    resolved = yaml.safe_load((dataset / "spec.yaml").read_text())
-    for g in resolved["graphs"]:
-        spec = GraphSpec.model_validate(g["spec"])
-        yield build_world(spec, g["size"]), Renderer(spec)
+    for g in dataset_graphs(dataset):  # the worlds the dataset's spec.yaml rebuilds
+        yield build_world(g.spec, g.size), Renderer(g.spec)
 
 
 def undecidable_probes(dataset: str | Path, *, profile: bool = True) -> list[str]:
