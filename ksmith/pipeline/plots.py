@@ -12,7 +12,11 @@ dvc.yaml with the templates in `.dvc/plots/` (colour = method, dash or shape = e
   and number of edits made so far, efficacy on every edit made so far (retention),
   generalization, locality and drift, means over the cells with a point at that count (their
   checkpoints and final states); the no-update baseline's cells are its reference points (at
-  n = k). Written for every kind present, so dvc.yaml's plots always find it.
+  n = k). Written for every kind present, so dvc.yaml's plots always find it;
+- ``retain_unlearn.csv``: per method and scale k, the means over its unlearn cells evaluated
+  against the retain model (`ksmith.pipeline.unlearning_report`) of forget quality, retain
+  agreement (cloze), over- and under-forgetting and the relearning gap (k > 1 only). Written
+  whenever there are unlearn cells (header only when none has these metrics).
 
 PNGs, embedded in report/README.md: the same scale curves per level (one panel per level and
 metric, one line per method) and the consistency-capacity view (`write_pngs`), and the
@@ -36,6 +40,14 @@ SCALE_COLUMNS = (
     "score", "efficacy", "generalization", "propagation", "locality", "conflict_rate", "drift_kl",
 )  # fmt: skip
 LIFELONG_COLUMNS = ("efficacy", "generalization", "locality", "drift_kl")
+# column -> metric name (retain_metrics' names, with their mode)
+RETAIN_COLUMNS = {
+    "forget_quality": "forget_quality@teacher_forced",
+    "retain_agreement": "retain_agreement@cloze",
+    "over_forgetting": "over_forgetting@cloze",
+    "under_forgetting": "under_forgetting@cloze",
+    "relearn_gap": "relearn.gap@teacher_forced",
+}
 TRADEOFF_COLUMNS = (
     "efficacy", "efficacy_lo", "efficacy_hi", "locality", "locality_lo", "locality_hi", "score",
     "cells",
@@ -82,6 +94,25 @@ def tradeoff_rows(cells: Sequence[Any], kind: str) -> list[list[Any]]:
             lo, hi = est.ci if est is not None and est.ci else (None, None)
             row += [_num(est.mean if est else None), _num(lo), _num(hi)]
         rows.append([*row, _num(s.score), s.cells])
+    return rows
+
+
+def retain_rows(cells: Sequence[Any]) -> list[list[Any]]:
+    """One row per (method, k) with some metric against the retain model: `RETAIN_COLUMNS`
+    means over the method's unlearn cells at that k (every level and seed)."""
+    rows = []
+    sel = [c for c in cells if c.kind == "unlearn"]
+    for method in sorted({c.method for c in sel}):
+        for k in sorted({c.scale for c in sel if c.method == method}):
+            at_k = [c for c in sel if c.method == method and c.scale == k]
+            means = []
+            for name in RETAIN_COLUMNS.values():
+                vals = [
+                    v for c in at_k if (v := (c.metrics.get(name) or {}).get("value")) is not None
+                ]
+                means.append(sum(vals) / len(vals) if vals else None)
+            if any(m is not None for m in means):
+                rows.append([method, k, *(_num(m) for m in means)])
     return rows
 
 
@@ -134,6 +165,9 @@ def write_plot_data(cells: Sequence[Any], out: Path) -> list[str]:
             out / f"tradeoff_{kind}.csv", ["method", *TRADEOFF_COLUMNS], tradeoff_rows(cells, kind)
         )
         names += [f"scale_{kind}.csv", f"tradeoff_{kind}.csv"]
+    if any(c.kind == "unlearn" for c in cells):
+        _write_csv(out / "retain_unlearn.csv", ["method", "k", *RETAIN_COLUMNS], retain_rows(cells))
+        names.append("retain_unlearn.csv")
     return names
 
 

@@ -11,8 +11,9 @@ Reads every cell's `metrics.json` (and `eval.json`'s knowledge warning) under th
   evaluated along a sequential stream (their ``checkpoints.json``), the lifelong curves;
 - ``README.md``: the model's provenance and capability profile, flags on metrics degenerate for
   it (`ksmith.pipeline.summary`), per-method summaries with intervals, every cell's values with
-  95% intervals and probe counts, and KnowledgeSmith's findings (arXiv 2510.02392) tested with
-  intervals (`ksmith.pipeline.findings`).
+  95% intervals and probe counts, the unlearn cells against the retain model
+  (`ksmith.pipeline.unlearning_report`), and KnowledgeSmith's findings (arXiv 2510.02392)
+  tested with intervals (`ksmith.pipeline.findings`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from ksmith.pipeline.summary import (
     degenerate,
     summaries,
 )
+from ksmith.pipeline.unlearning_report import retain_dvc_metrics, unlearning_section
 
 FLAG = "⚠"
 
@@ -149,15 +151,22 @@ def dvc_metrics(cells: Sequence[CellResult]) -> dict[str, dict[str, Any]]:
     component means over the method's cells, under keys ``<method>.<name>`` (``<method>.<kind>.
     <name>`` for a method with cells of both kinds, the baseline). The keys are unique across
     files, so DVC names columns by them, short enough for a terminal, and
-    ``dvc exp show --keep '<method>\\.'`` selects one method."""
+    ``dvc exp show --keep '<method>\\.'`` selects one method. Unlearning methods evaluated
+    against the retain model add their mean forget quality and retain agreement
+    (`ksmith.pipeline.unlearning_report.retain_dvc_metrics`)."""
     out: dict[str, dict[str, Any]] = {}
     rows = summaries(cells)
+    unlearn_prefix = {}
     for s in rows:
         both = sum(r.method == s.method for r in rows) > 1
         prefix = f"{s.method}.{s.kind}" if both else s.method
+        if s.kind == "unlearn":
+            unlearn_prefix[s.method] = prefix
         flat = s.flat()
         flat.pop("cells")
         out.setdefault(s.method, {}).update({f"{prefix}.{k}": v for k, v in flat.items()})
+    for method, row in retain_dvc_metrics(cells, unlearn_prefix).items():
+        out.setdefault(method, {}).update(row)  # after the score: DVC keeps key order
     return out
 
 
@@ -406,6 +415,7 @@ def write_report(
         ]
         for name in write_pngs(cells, plots, kind):
             lines += [f"![{name}](plots/{name})", ""]
+    lines += unlearning_section(cells)
     lines += _lifelong_section(cells, plots)
     lines += findings(cells)
     lines += _level_scale_tables(cells)
