@@ -58,23 +58,20 @@ RELEARN = (
 )
 
 READING = (
-    "The *retain model* is the world model trained from scratch, with the same spec, seed and "
-    "tokenizer, on the corpus of the world without the forget set (closure recomputed): what a "
-    "perfect unlearner would be (docs/unlearning.md). Each unlearn cell is compared with it on "
-    "the same items. **Forget quality** is the p-value of a Kolmogorov-Smirnov test between the "
-    "two models' truth ratios on the forget facts (TOFU): near 1, the unlearned model is "
-    f"indistinguishable from the retain model; in bold, p >= {SIGNIFICANCE} (indistinguishable "
-    f"from the retain model at that level); {NO_POWER}, too few forget facts for the test ever "
-    f"to reach p < {SIGNIFICANCE} (k = 1), so not evidence either way. Every other metric "
-    "stands beside the retain model's own value (unlearned / retain): the closer the two, the "
-    "better; PrivLeak is already relative to it (near 0 ideal, negative: the forget facts still "
-    "look trained on, positive: over-unlearned). Retain agreement is the share of probes the "
-    "unlearned model answers as the retain model does; the Q- probes that ask a fact the retain "
-    "model lacks (removed with the forget set's closure) are excluded from it and from model "
-    "utility, since they are not retain data for that model. Over-forgetting: of the Q+ probes "
-    "the retain model still answers with the original object (it follows from other facts), "
-    "the share the unlearned model no longer does; under-forgetting: of those it does not, the "
-    "share the unlearned model still does."
+    "The *retain model* is the world model trained from scratch (same spec, seed and "
+    "tokenizer) on the world without the forget set, its closure recomputed: what a perfect "
+    "unlearner would become (docs/unlearning.md). **Forget quality** is the KS p-value between "
+    "the two models' truth ratios on the forget facts (TOFU): near 1, the unlearned model is "
+    f"indistinguishable from the retain model; in bold, p >= {SIGNIFICANCE}; {NO_POWER}, too "
+    f"few forget facts (k = 1) for the test ever to reach p < {SIGNIFICANCE}, so no evidence "
+    "either way. The other metrics read unlearned / retain model, the closer the better; "
+    "PrivLeak is already relative to the retain model (0 ideal, negative: the forget facts "
+    "still look trained on, positive: over-unlearned). Retain agreement is the share of probes "
+    "answered as the retain model answers them; the Q- probes that ask a fact the retain model "
+    "lacks (removed with the forget set's closure) are excluded from it and from model "
+    "utility. Over-forgetting: of the Q+ probes the retain model still answers with the "
+    "original object (other facts imply it), the share the unlearned model lost; "
+    "under-forgetting: of the others, the share it still answers so."
 )
 
 
@@ -201,7 +198,8 @@ def _summary(cells: Sequence[Any]) -> list[str]:
         same = sum(float(e["value"]) >= SIGNIFICANCE for e in powered)
         m = method_means(cells, method)
         rows.append([
-            method, str(len(sel)), _num(m["forget_quality"]),
+            method, str(len(sel)),
+            "–" if m["forget_quality"] is None else _p(m["forget_quality"]),
             f"{same}/{len(powered)}" if powered else "–", _num(m["retain_agreement"]),
             _num(m["over_forgetting"]), _num(m["under_forgetting"]), _num(m["relearn_gap"]),
         ])  # fmt: skip
