@@ -71,6 +71,23 @@ def test_dvc_repro_tiny(tmp_path):
     assert serac["params"]["editor_path"] == "out/editors/serac"
     assert {"biology.edit.leaf.k1.s0", "biology.edit.root.k1.s0"} <= set(cells["ft_m"])
     assert "biology.unlearn.leaf.k1.s0" in cells["ga"]
+    # the retain model, trained beside the world model, is the one `ksmith retain` trains, and
+    # every unlearn cell (the baseline's too) is measured against its evaluation
+    out = proj / "out"
+    assert (out / "retain" / "forget_set.json").is_file()
+    sets = [x for k, v in params["model"]["world_overrides"].items()
+            for x in ("--set", f"{k}={json.dumps(v)}")]  # fmt: skip
+    alone = _ksmith(proj, "--threads", "1", "retain", "out/dataset", "--out", "retain-alone",
+                    "--no-progress", *sets)  # fmt: skip
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    for name in ("model.safetensors", "forget_set.json"):
+        assert (out / "retain" / name).read_bytes() == (proj / "retain-alone" / name).read_bytes()
+    assert (out / "retain-results" / "biology.unlearn.leaf.k1.s0" / "retain.json").is_file()
+    for method in ("ga", "none"):
+        m = json.loads((out / "results" / method / "biology.unlearn.root.k1.s0" /
+                        "metrics.json").read_text())["metrics"]  # fmt: skip
+        assert 0 <= m["forget_quality@teacher_forced"]["value"] <= 1
+        assert "retain_agreement@cloze" in m
     summary = {p.stem: json.loads(p.read_text()) for p in (report / "metrics").glob("*.json")}
     assert set(summary) == {"ft_m", "ga", "serac", "none", "world_model"}
     assert "ft_m.efficacy" in summary["ft_m"] and "ga.score" in summary["ga"]

@@ -42,6 +42,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="extra lm-eval task folder (e.g. from export-lmeval)",
     )
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument(
+        "--retain",
+        type=Path,
+        default=None,
+        help="an unlearn config: the retain model's evaluation of the same config (ksmith "
+        "evaluate --model RETAIN_MODEL); adds the metrics against it (docs/unlearning.md)",
+    )
     p.set_defaults(func=_evaluate)
 
     e = sub.add_parser(
@@ -87,7 +94,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     result = evaluate(
-        args.model, args.dataset, args.config, out=args.out, update=args.update, options=options
+        args.model, args.dataset, args.config, out=args.out, update=args.update, options=options,
+        retain=args.retain,
     )
     for name, m in headline(result["metrics"]).items():
         lo, hi = m["ci"]

@@ -78,6 +78,7 @@ class Hooks:
     load_probes: Callable[[Path, str], list[dict[str, Any]]]
     read_card: Callable[[Path], dict[str, Any]]
     run_lmeval: Callable[..., dict[str, Any]]
+    load_requests: Callable[[Path, str], list[dict[str, Any]]] | None = None
 
 
 def make_backend(model: Any, tokenizer: Any, options: EvalOptions) -> Backend:
@@ -94,7 +95,7 @@ def make_backend(model: Any, tokenizer: Any, options: EvalOptions) -> Backend:
 
 
 def default_hooks() -> Hooks:
-    from ksmith.data import load_probes, read_card
+    from ksmith.data import load_probes, load_requests, read_card
     from ksmith.evaluate.lmeval import run_lmeval
     from ksmith.methods.artifacts import applied_update, read_update
     from ksmith.models import load_model, model_fingerprint
@@ -108,6 +109,7 @@ def default_hooks() -> Hooks:
         load_probes=load_probes,
         read_card=read_card,
         run_lmeval=run_lmeval,
+        load_requests=load_requests,
     )
 
 
@@ -197,10 +199,14 @@ def evaluate(
     update: str | Path | None = None,
     options: EvalOptions | None = None,
     hooks: Hooks | None = None,
+    retain: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate `model` (updated by `update`, if given) on `config` of `dataset`; write `out`.
 
-    Returns the metrics.json content. Nothing is written to `out` unless everything succeeds.
+    An unlearn config also gets items.parquet (`ksmith.evaluate.unlearn_items`), and with
+    `retain` (the retain model's evaluation folder of the same config) the metrics against
+    the retain model (`ksmith.evaluate.retain_metrics`). Returns the metrics.json content.
+    Nothing is written to `out` unless everything succeeds.
     """
     options = options or EvalOptions()
     hooks = hooks or default_hooks()
@@ -221,6 +227,8 @@ def evaluate(
 
     lazy = _LazyModel(hooks, model, options.device)
     inputs = [dataset, update_dir, model if Path(model).exists() else None]
+    if retain is not None:
+        inputs.append(Path(retain))
     with atomic_output_dir(out, kind="evaluation", inputs=inputs) as tmp:
         before, cache_info = _before_stage(
             lazy, hooks, probes, options, model_fp, dataset_fp, config
@@ -228,6 +236,13 @@ def evaluate(
         knowledge = prior_knowledge(probes, before.judgements, config=config)  # warns if low
         after = _after_stage(lazy, hooks, probes, before, update_dir, options)
         metrics = model_metrics(before, after, options)
+        if described["kind"] == "unlearn":
+            from ksmith.evaluate.retain_eval import unlearn_cell
+
+            metrics.update(unlearn_cell(
+                lazy, hooks, dataset, config, probes, before, after, update_dir, options, tmp,
+                model=model, retain=None if retain is None else Path(retain),
+            ))  # fmt: skip
         from ksmith.evaluate.cost import cost_metrics
 
         groups = sorted({int(p["group"]) for p in probes})

@@ -122,8 +122,12 @@ def evaluate_jobs(
     updates: str | None,
     options: EvalOptions,
     out: Path,
+    retain: str | None = None,
+    retain_seed: int = 0,
 ) -> list[Job]:
-    """One job per cell: evaluate the model (with the cell's update, if any) on its config."""
+    """One job per cell: evaluate the model (with the cell's update, if any) on its config.
+    With `retain` (the retain stage's folder), an unlearn cell is also compared with the retain
+    model's evaluation of its config, `<retain>/<config>.s<retain_seed>`."""
     common = {
         "stage": "evaluate",
         "paths": [model, dataset, updates],
@@ -134,11 +138,15 @@ def evaluate_jobs(
     jobs = []
     for cell in cells:
         update = None if updates is None else str(Path(updates) / cell.cell_id)
+        ref = None
+        if retain is not None and cell.kind == "unlearn":
+            ref = str(Path(retain) / f"{cell.config}.s{retain_seed}")
         key = digest(
             {**common, "config": cell.config, "cell": cell.cell_id,
-             "update": None if update is None else folder_digest(update)}
+             "update": None if update is None else folder_digest(update),
+             "retain": None if ref is None else folder_digest(ref)}
         )  # fmt: skip
-        kwargs = {"update": update, "options": options}
+        kwargs = {"update": update, "options": options, "retain": ref}
         jobs.append(
             Job(cell.cell_id, evaluate_cell, (model, dataset, cell.config), cost=cell.scale,
                 kwargs=kwargs, out=str(out / cell.cell_id), key=key)
@@ -165,6 +173,7 @@ def evaluate_cell(
     out: str,
     update: str | None,
     options: EvalOptions,
+    retain: str | None = None,
 ) -> None:
     """Evaluate one cell (ksmith evaluate) with this process's cached inputs."""
     from ksmith.evaluate.runner import default_hooks, evaluate
@@ -173,10 +182,12 @@ def evaluate_cell(
         default_hooks(),
         load_model=lambda path, device: _CACHE.model(path, device),
         load_probes=lambda path, config: _CACHE.rows("probes", path, config),
+        load_requests=lambda path, config: _CACHE.rows("requests", path, config),
         read_card=_CACHE.card,
     )
     with _CACHE.dropped_on_error():
-        evaluate(model, dataset, config, out=out, update=update, options=options, hooks=hooks)
+        evaluate(model, dataset, config, out=out, update=update, options=options, hooks=hooks,
+                 retain=retain)  # fmt: skip
 
 
 def _stat(path: Path) -> tuple[Any, ...]:

@@ -35,6 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s = stage("pretrain", "train the world model, or fine-tune / point at params' model.base")
     s.add_argument("--dataset", required=True, help="dataset folder (the generate stage's out)")
     s.add_argument("--out", required=True, help="model folder to write")
+    s.add_argument(
+        "--retain",
+        help="also train the retain model (the world without the dataset's forget set: ksmith "
+        "retain) into this folder, side by side in a second process with the same threads",
+    )
     s.set_defaults(func=_pretrain)
 
     s = stage(
@@ -73,6 +78,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--model", required=True, help="model folder (the pretrain stage's out)")
     s.add_argument("--updates", help="the method's update folder (not for --method none)")
     s.add_argument("--out", required=True, help="folder for the method's result folders")
+    s.add_argument(
+        "--retain",
+        help="the retain stage's folder: each unlearn cell is also measured against the retain "
+        "model's evaluation of its config (docs/unlearning.md)",
+    )
+    s.add_argument(
+        "--kind", choices=("edit", "unlearn"), help="only the cells of this kind (default: all)"
+    )
     s.set_defaults(func=_evaluate)
 
     s = stage(
@@ -123,6 +136,14 @@ def _pretrain(args: argparse.Namespace) -> int:
 
     params = load_params(args.params)
     m = params.model
+    if m.base is not None and args.retain:
+        # A retain model is the same recipe without the forget set; for a given base model that
+        # would mean its own pretraining, which ksmith does not have.
+        with atomic_output_dir(args.retain, kind="model-pointer") as tmp:
+            (tmp / NO_RETAIN).write_text(
+                f"No retain model: model.base is {m.base}, and a retain model needs the world "
+                "model's own recipe (docs/unlearning.md).\n"
+            )
     if m.base is not None and not m.finetune:
         # A given model used as it is: the stage's output only names it.
         with atomic_output_dir(args.out, kind="model-pointer") as tmp:
@@ -130,7 +151,19 @@ def _pretrain(args: argparse.Namespace) -> int:
         return 0
     overrides = [f"{k}={json.dumps(v)}" for k, v in sorted(m.world_overrides.items())]
     spec = load_world_spec(m.world_spec, overrides)
-    meta = pretrain(args.dataset, args.out, spec, base=m.base, device=params.device)
+    beside = None
+    if m.base is None and args.retain:
+        beside = _start_retain(args.dataset, args.retain, spec, params.device)
+    try:
+        meta = pretrain(args.dataset, args.out, spec, base=m.base, device=params.device)
+    finally:
+        if beside is not None:
+            beside.join()
+    if beside is not None and beside.exitcode != 0:
+        raise KsmithError(
+            f"the retain model's training (into {args.retain}) failed with exit code "
+            f"{beside.exitcode}; its error is printed above"
+        )
     log.info(
         "world model: recall=%s mcq_accuracy=%s train_seconds=%s",
         meta["recall"],
@@ -140,19 +173,56 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+NO_RETAIN = "NO_RETAIN_MODEL.txt"
+
+
+def _start_retain(dataset: str, out: str, spec, device: str):
+    """The retain model's training in a second process (spawned: no state shared with this
+    one), with this process's torch threads; the caller joins it."""
+    import multiprocessing
+
+    import torch
+
+    proc = multiprocessing.get_context("spawn").Process(
+        target=_train_retain,
+        args=(dataset, out, spec, device, torch.get_num_threads()),
+        name="ksmith-retain",
+    )
+    proc.start()
+    log.info("retain model: training into %s in process %s, side by side", out, proc.pid)
+    return proc
+
+
+def _train_retain(dataset: str, out: str, spec, device: str, threads: int) -> None:
+    import sys
+
+    from ksmith.cli import set_threads
+    from ksmith.world.retain import pretrain_retain
+
+    set_threads(threads)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        pretrain_retain(dataset, out, spec, device=device, progress=False)
+    except KsmithError as e:
+        print(f"error (retain model): {e}", file=sys.stderr)
+        sys.exit(1)
+
+
 def _method_cells(args: argparse.Namespace, method: str | None):
     from ksmith.data import list_configs
     from ksmith.pipeline.matrix import cells_for
     from ksmith.pipeline.params import load_params
 
     params = load_params(args.params)
-    kind = None
+    kind = getattr(args, "kind", None)
     if method is not None:
         from ksmith.methods import get_method
 
         if method not in params.methods:
             raise KsmithError(f"{args.params}: method '{method}' is not in field 'methods'")
         kind = get_method(method).kind
+        if getattr(args, "kind", None) not in (None, kind):
+            raise KsmithError(f"--kind {args.kind}: method '{method}' is an {kind} method")
     return params, cells_for(params, method, kind, list_configs(args.dataset))
 
 
@@ -229,6 +299,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     if method is not None and not args.updates:
         raise KsmithError("--updates is required unless --method none")
     params, cells = _method_cells(args, method)
+    if (Path(args.model) / NO_RETAIN).is_file():
+        # the pretrain stage trained no retain model (model.base): nothing to evaluate
+        with atomic_output_dir(args.out, kind="pipeline-results") as tmp:
+            (tmp / NO_RETAIN).write_text((Path(args.model) / NO_RETAIN).read_text())
+        return 0
+    retain = args.retain
+    if retain is not None and (Path(retain) / NO_RETAIN).is_file():
+        log.info("%s: no retain model, so no metrics against it", retain)
+        retain = None
     options = EvalOptions(
         backend=params.backend,
         device=params.device,
@@ -240,6 +319,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         jobs = evaluate_jobs(
             cells, model=resolve_model(args.model), dataset=args.dataset,
             updates=None if method is None else args.updates, options=options, out=tmp,
+            retain=retain, retain_seed=params.seeds[0],
         )  # fmt: skip
         run_stage(jobs, params, out=args.out, desc=f"evaluate {args.method}")
     return 0
