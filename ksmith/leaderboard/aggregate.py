@@ -39,6 +39,14 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Unlearning against the retain model (issue 12; ksmith.evaluate.retain_metrics): shown beside
+# the composite for unlearn rows, never part of it (older submissions do not have them). Both
+# are higher-is-better: forget quality is TOFU's KS p-value (the unlearned model's truth ratios
+# indistinguishable from the retain model's), retain agreement the share of probes answered as
+# the retain model answers them.
+RETAIN_COLUMNS: dict[str, str] = {"forget_quality": "higher", "retain_agreement": "higher"}
+RETAIN_MODE = "teacher_forced"  # the mode of numbers computed from per-item token scores
+
 # Fallback order of scoring modes when a component is reported in several (the metric module's
 # HEADLINE_MODES, cloze first, is used when importable).
 DEFAULT_MODES = ("any", "cloze", "mcq", "gen_exact", "gen_contains", "mixed")
@@ -141,6 +149,17 @@ def component(cell: Cell, base: str) -> tuple[str | None, float | None]:
     return None, None
 
 
+def retain_value(cell: Cell, base: str) -> tuple[str | None, float | None]:
+    """A cell's headline value of a `RETAIN_COLUMNS` metric (whole set, no slice): teacher
+    forced, else the first scoring mode of `mode_order()` with a value; (None, None) for an
+    edit cell or a cell evaluated without the retain model."""
+    for mode in (RETAIN_MODE, *mode_order()):
+        m = cell.metrics.get(f"{base}@{mode}")
+        if m is not None and m.value is not None:
+            return f"{base}@{mode}", m.value
+    return None, None
+
+
 def cell_composite(cell: Cell, registry: Mapping[str, MetricInfo]) -> float | None:
     """Harmonic mean of the cell's oriented component metrics."""
     return harmonic_mean(
@@ -162,6 +181,9 @@ class Row:
     modes: dict[str, tuple[str, ...]]  # component -> full metric names averaged (their modes)
     wall_seconds: float | None  # mean over cells of the mean update seconds per group
     required: int = 0  # cells of the dataset's suite for this kind (coverage: cells/required)
+    # unlearn rows: RETAIN_COLUMNS name -> mean over the cells that have it (None: no cell has)
+    retain: dict[str, float | None] = field(default_factory=dict)
+    retain_modes: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -195,6 +217,9 @@ def _row(
     kind = cells[0].kind
     picked = {base: [component(c, base) for c in cells] for base in COMPONENTS[kind]}
     walls = [c.metrics[COST_METRIC].value if COST_METRIC in c.metrics else None for c in cells]
+    against: dict[str, list[tuple[str | None, float | None]]] = {}
+    if kind == "unlearn":
+        against = {b: [retain_value(c, b) for c in cells] for b in RETAIN_COLUMNS}
     return Row(
         submission=sub.id,
         method=sub.method.name,
@@ -208,6 +233,11 @@ def _row(
         },
         wall_seconds=None if any(w is None for w in walls) else _mean(walls),
         required=required or len(cells),
+        retain={base: _mean(v for _, v in pairs) for base, pairs in against.items()},
+        retain_modes={
+            base: tuple(sorted({n for n, _ in pairs if n is not None}))
+            for base, pairs in against.items()
+        },
     )
 
 
@@ -317,6 +347,7 @@ def cell_records(
         "level",
         "scale",
         "composite",
+        *RETAIN_COLUMNS,
     ]
     records = []
     for sub in sorted(subs, key=lambda s: s.id):
@@ -333,6 +364,7 @@ def cell_records(
                 "level": cell.level,
                 "scale": cell.scale,
                 "composite": cell_composite(cell, registry),
+                **{b: retain_value(cell, b)[1] for b in RETAIN_COLUMNS},
             }
             for name in metric_names:
                 rec[name] = cell.metrics[name].value if name in cell.metrics else None

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ksmith.leaderboard.schema import PREDICTIONS_FILE, SUBMISSION_FILE, Submission
+from ksmith.leaderboard.unlearning import FILES as _UNLEARNING_FILES
 
 # Bidirectional formatting characters (Unicode TR 9): they reorder how a line is displayed.
 _BIDI = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
@@ -98,7 +99,9 @@ def regular_files(folder: Path) -> tuple[str, str] | None:
         mode = os.lstat(entry).st_mode
         if stat.S_ISLNK(mode):
             return entry.name, "is a symbolic link; submissions hold their own files"
-        if entry.name in (SUBMISSION_FILE, PREDICTIONS_FILE) and not stat.S_ISREG(mode):
+        if entry.name in (SUBMISSION_FILE, PREDICTIONS_FILE, *_UNLEARNING_FILES) and not (
+            stat.S_ISREG(mode)
+        ):
             return entry.name, "is not a regular file"
     return None
 

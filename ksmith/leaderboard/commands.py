@@ -152,6 +152,7 @@ def _submit(args: argparse.Namespace) -> int:
         model_id=args.model_id,
         model_revision=args.model_revision,
         with_updates=args.with_updates,
+        retain=args.retain,
     )
     sub = write_submission(args.results, args.out, options)
     print(f"{args.out}: submission '{sub.id}' with {len(sub.cells)} cell(s)")
@@ -221,6 +222,13 @@ def register(subparsers) -> None:
         action="store_true",
         help="copy each cell's update artifacts (weight deltas or prefixes) into the submission "
         "so the board can re-execute it without running the method",
+    )
+    p.add_argument(
+        "--retain",
+        default=None,
+        help="the retain model's evaluation folders (the pipeline's out/retain-results): "
+        "unlearn cells measured against the retain model carry its per-item rows, so verify "
+        "recomputes forget quality, retain agreement and the rest",
     )
     p.set_defaults(func=_submit)
 

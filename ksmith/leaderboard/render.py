@@ -15,7 +15,9 @@ from typing import Any
 from ksmith.leaderboard.aggregate import (
     COMPONENTS,
     KIND_TITLES,
+    RETAIN_COLUMNS,
     MetricInfo,
+    Row,
     Table,
     build_tables,
     cell_records,
@@ -103,6 +105,17 @@ therefore reads as an average over its `cells`, never as one cell's verdict; the
 each row's 95% bootstrap interval over its cells (seeded), and per-probe predictions remain in
 every submission for a closer look.
 
+**Against the retain model.** Unlearning tables also show, beside the composite and never in
+it, how the unlearned model compares with the *retain model*: the same world model trained
+without the forget set, the counterfactual an unlearning method should approach.
+`forget_quality` is TOFU's forget quality (arXiv 2401.06121: the Kolmogorov-Smirnov p-value
+between the two models' truth ratios on the forget facts; higher means indistinguishable from
+the retain model) and `retain_agreement` the share of probes (forget, entailed and kept facts)
+the unlearned model answers as the retain model does. Each is the mean over the row's cells that
+have it; `–` marks a submission evaluated without the retain model. `verify` recomputes both,
+and every other metric against the retain model, from the per-item token scores and the retain
+model's predictions the submission carries.
+
 **Reference row.** The no-update baseline (method `none`: the model evaluated without any
 update), when submitted, stands in its place by composite as the row ranked `ref`, never
 counted in the ranks: an update below it did worse than doing nothing."""
@@ -158,8 +171,29 @@ def table_headers(
         for n in COMPONENTS[table.kind]
     ]
     checked = ["checked"] if checks is not None else []
-    return ["rank", "submission", "method", "model", "cells", "composite ↑", *comps, "update s",
-            *checked]  # fmt: skip
+    return ["rank", "submission", "method", "model", "cells", "composite ↑", *comps,
+            *retain_headers(table), "update s", *checked]  # fmt: skip
+
+
+def _retain_names(table: Table) -> list[str]:
+    """The `RETAIN_COLUMNS` an unlearning table shows (none for editing)."""
+    return list(RETAIN_COLUMNS) if table.kind == "unlearn" else []
+
+
+def retain_headers(table: Table) -> list[str]:
+    """`forget_quality@teacher_forced ↑`, `retain_agreement@cloze ↑` (the base name when rows
+    used different modes) for an unlearning table; nothing for editing."""
+    out = []
+    for base in _retain_names(table):
+        names = {n for row in [*table.rows, *table.partial] for n in row.retain_modes.get(base, ())}
+        label = names.pop() if len(names) == 1 else base
+        out.append(f"{label} {ARROW[RETAIN_COLUMNS[base]]}")
+    return out
+
+
+def retain_cells(table: Table, row: Row) -> list[str]:
+    """A row's values of `retain_headers` ("–" for a submission evaluated without them)."""
+    return [fmt(row.retain.get(base)) for base in _retain_names(table)]
 
 
 BASELINE = "none"  # the no-update baseline: a reference row, never ranked
@@ -209,6 +243,7 @@ def table_cells(table: Table, checks: Mapping[str, Any] | None = None) -> list[l
                 str(row.cells),
                 fmt(row.composite),
                 *[fmt(row.components[n]) for n in COMPONENTS[table.kind]],
+                *retain_cells(table, row),
                 fmt_seconds(row.wall_seconds),
                 *_checked_cell(row.submission, checks),
             ]
@@ -235,6 +270,7 @@ def partial_cells(table: Table) -> list[list[str]]:
             f"{row.cells}/{row.required} cells",
             fmt(row.composite),
             *[fmt(row.components[n]) for n in COMPONENTS[table.kind]],
+            *retain_cells(table, row),
             fmt_seconds(row.wall_seconds),
         ]
         for row in table.partial

@@ -29,6 +29,8 @@ from ksmith.leaderboard.schema import (
     dump_submission,
     validation_error,
 )
+from ksmith.leaderboard.unlearning import collect as collect_unlearning
+from ksmith.leaderboard.unlearning import write as write_unlearning
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,9 @@ class SubmitOptions:
     model_id: str | None = None  # overrides eval.json's model (e.g. a Hub id for a local path)
     model_revision: str | None = None
     with_updates: bool = False  # copy each cell's update artifacts (re-execution audit)
+    # the retain stage's folder (out/retain-results): unlearn cells with metrics against the
+    # retain model carry its rows and theirs (ksmith.leaderboard.unlearning)
+    retain: str | Path | None = None
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -264,9 +269,13 @@ def write_submission(
     out = Path(out)
     sub, rows = build_submission(results_dirs, out.name, options)
     updates = _update_folders(results_dirs) if options.with_updates else {}
-    with atomic_output_dir(out, kind="submission", inputs=results_dirs) as tmp:
+    results = [(Path(d), _read_json(Path(d) / "metrics.json")) for d in results_dirs]
+    unlearning = collect_unlearning(results, options.retain)
+    inputs = [*results_dirs, *([options.retain] if unlearning.configs else [])]
+    with atomic_output_dir(out, kind="submission", inputs=inputs) as tmp:
         (tmp / SUBMISSION_FILE).write_text(dump_submission(sub), encoding="utf-8")
         write_predictions(tmp / PREDICTIONS_FILE, rows)
+        write_unlearning(tmp, unlearning)
         for config, src in sorted(updates.items()):
             _copy_update(src, tmp / UPDATES_DIR / config)
     log.info("wrote submission %s (%d cells, %d predictions)", out, len(sub.cells), len(rows))

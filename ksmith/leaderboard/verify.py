@@ -10,6 +10,11 @@ rules are checked (checks.py): regular files only, sizes bounded by the dataset 
 metadata first, the board's bootstrap settings, the method claim, clean text, numbers in range,
 and no second copy of another submission's predictions.
 
+An unlearn cell measured against the retain model (forget quality, retain agreement, ... of
+`ksmith.evaluate.retain_metrics`) is recomputed with that module's `cell_metrics` from the
+submission's per-item token scores and the retain model's rows and predictions
+(ksmith.leaderboard.unlearning); a cell claiming such a metric without those rows is rejected.
+
 Judging a prediction string (what can be recomputed from it):
 
 - ``mcq``: the prediction must be one of the options; it matches an answer when equal to it.
@@ -32,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ksmith.errors import KsmithError, SpecError
-from ksmith.leaderboard import checks
+from ksmith.leaderboard import checks, unlearning
 from ksmith.leaderboard.checks import DEFAULT_POLICY, BoardPolicy
 from ksmith.leaderboard.datasets import DatasetResolver
 from ksmith.leaderboard.predictions import read_predictions
@@ -289,6 +294,55 @@ def _read_bounded(ctx: _Ctx, folder: Path, card: Mapping[str, Any], sub: Submiss
         raise ctx.pfail(e.message, e.field) from e  # type: ignore[arg-type]
 
 
+def _read_unlearning(ctx: _Ctx, folder: Path, card, sub: Submission, policy):
+    """The submission's unlearning rows (ksmith.leaderboard.unlearning), or None."""
+    try:
+        return unlearning.read(folder, card, [c.config for c in sub.cells], policy)
+    except SpecError as e:
+        raise ctx.fail(e.message, e.field, Path(e.file or "").name) from e
+
+
+def _unlearning_metrics(
+    ctx: _Ctx, i: int, cell: Cell, probes, fresh, rows, policy: BoardPolicy
+) -> dict[str, dict[str, Any]]:
+    """The metrics against the retain model, recomputed from the submission's rows with the
+    evaluator's own `cell_metrics`; a cell claiming them without rows is rejected."""
+    claims = unlearning.claimed(cell)
+    if rows is None or cell.config not in rows.configs:
+        if claims:
+            raise ctx.fail(
+                f"claims metrics against the retain model, but the submission has no rows to "
+                f"recompute them ({unlearning.ITEMS_FILE}, {unlearning.RETAIN_PREDICTIONS_FILE}, "
+                f"{unlearning.RETAIN_FILE} for this config)",
+                f"cells[{i}].metrics.{claims[0]}",
+            )
+        return {}
+    if cell.kind != "unlearn":
+        raise ctx.fail(f"unlearning rows for an {cell.kind} cell", "config", unlearning.ITEMS_FILE)
+    retain = _rescore_retain(ctx, cell.config, probes, rows.predictions[cell.config])
+    try:
+        out = unlearning.recompute(
+            cell.config, probes, fresh, retain, rows, seed=policy.bootstrap_seed,
+            n_boot=policy.n_boot,
+        )  # fmt: skip
+    except SpecError as e:
+        raise ctx.fail(e.message, e.field, Path(e.file or "").name) from e
+    for name in claims:
+        if name not in out:
+            raise ctx.fail("not produced by recomputing this cell from its rows",
+                           f"cells[{i}].metrics.{name}")  # fmt: skip
+    return out
+
+
+def _rescore_retain(ctx: _Ctx, config: str, probes, rows) -> list[dict[str, Any]]:
+    """The retain model's predictions, checked against the dataset like the submission's own;
+    errors name retain_predictions.parquet."""
+    try:
+        return rescore(ctx, config, probes, rows)
+    except SubmissionError as e:
+        raise ctx.fail(e.message, e.field, unlearning.RETAIN_PREDICTIONS_FILE) from e
+
+
 def verify_submission(
     folder: str | Path, resolver: DatasetResolver, policy: BoardPolicy = DEFAULT_POLICY
 ) -> Submission:
@@ -345,6 +399,12 @@ def _verify(folder: Path, resolver: DatasetResolver, policy: BoardPolicy) -> Ver
     for config in sorted(set(by_config) - declared):
         raise ctx.pfail(f"predictions for config {config!r}, which no cell declares", "config")
 
+    unlearning = _read_unlearning(ctx, folder, card, sub, policy)
+    retain_preds: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in [] if unlearning is None else [r for c in unlearning.configs
+                                            for r in unlearning.predictions[c]]:  # fmt: skip
+        retain_preds[r["config"]].append(r)
+
     for i, cell in enumerate(sub.cells):
         if cell.config not in by_config:
             raise ctx.fail("no predictions for this cell", f"cells[{i}].config")
@@ -363,6 +423,7 @@ def _verify(folder: Path, resolver: DatasetResolver, policy: BoardPolicy) -> Ver
             )
         except KsmithError as e:
             raise ctx.pfail(f"{cell.config}: {e}", "probe_id") from e
+        recomputed.update(_unlearning_metrics(ctx, i, cell, probes, fresh, unlearning, policy))
         compare_metrics(ctx, i, cell, recomputed)
     log.info("verified submission %s: %d cells", sub.id, len(sub.cells))
     return Verified(sub, folder, tuple(configs), checks.predictions_digest(rows))

@@ -96,6 +96,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--results", required=True, help="one method's results folder (of cells)")
     s.add_argument("--dataset", required=True, help="dataset folder (the generate stage's out)")
     s.add_argument("--out", required=True, help="submission folder to write")
+    s.add_argument(
+        "--retain",
+        help="the retain stage's folder: unlearn cells measured against the retain model carry "
+        "its per-item rows and theirs, so `ksmith leaderboard verify` recomputes those metrics",
+    )
     s.set_defaults(func=_submit)
 
     s = stage("report", "tables, plots and DVC metrics from every evaluated cell")
@@ -333,7 +338,9 @@ def _submit(args: argparse.Namespace) -> int:
     cells = sorted(p.parent for p in Path(args.results).glob("*/metrics.json"))
     if not cells:
         raise KsmithError(f"{args.results}: no evaluated cells (*/metrics.json)")
-    options = SubmitOptions(dataset=args.dataset, model_id=model_id(params.model.base))
+    options = SubmitOptions(
+        dataset=args.dataset, model_id=model_id(params.model.base), retain=args.retain
+    )
     write_submission(cells, args.out, options)
     return 0
 
