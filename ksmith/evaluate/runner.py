@@ -62,6 +62,11 @@ class EvalOptions(BaseModel):
     lmeval_include_path: Path | None = Field(
         None, description="extra lm-eval task folder (e.g. from `ksmith export-lmeval`)"
     )
+    unlearning: bool = Field(
+        True,
+        description="unlearn configs: per-item token scores (items.parquet), the relearning "
+        "attack and, with the retain model's evaluation, the metrics against it",
+    )
     seed: int = Field(0, description="bootstrap seed")
     n_boot: int = Field(1000, ge=10, description="bootstrap resamples per interval")
 
@@ -236,7 +241,12 @@ def evaluate(
         knowledge = prior_knowledge(probes, before.judgements, config=config)  # warns if low
         after = _after_stage(lazy, hooks, probes, before, update_dir, options)
         metrics = model_metrics(before, after, options)
-        if described["kind"] == "unlearn":
+        if retain is not None and not (options.unlearning and described["kind"] == "unlearn"):
+            raise KsmithError(
+                f"{config}: a retain model's evaluation is compared with unlearn configs only, "
+                "and only with the unlearning option on"
+            )
+        if described["kind"] == "unlearn" and options.unlearning:
             from ksmith.evaluate.retain_eval import unlearn_cell
 
             metrics.update(unlearn_cell(
