@@ -297,3 +297,13 @@ def test_board_shows_retain_columns_for_unlearning_rows_only(world, tmp_path):
         sub.name: f"{want['forget_quality@teacher_forced']['value']:.3f}",
     }
     assert "forget_quality@teacher_forced" in files["index.html"]
+
+
+def test_tiny_forget_quality_is_shown_in_scientific_notation():
+    """TOFU's forget quality is a p-value, often far below 0.001: it must not show as 0.000."""
+    from ksmith.leaderboard.aggregate import Row, Table
+    from ksmith.leaderboard.render import retain_cells
+
+    row = Row("a", "m", "x", 1, None, {}, {}, None, retain={"forget_quality": 2.3e-6})
+    assert retain_cells(Table("t", "unlearn", "s", "f", [row]), row) == ["2.3e-06", "–"]
+    assert retain_cells(Table("t", "edit", "s", "f", [row]), row) == []

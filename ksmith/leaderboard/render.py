@@ -192,8 +192,10 @@ def retain_headers(table: Table) -> list[str]:
 
 
 def retain_cells(table: Table, row: Row) -> list[str]:
-    """A row's values of `retain_headers` ("–" for a submission evaluated without them)."""
-    return [fmt(row.retain.get(base)) for base in _retain_names(table)]
+    """A row's values of `retain_headers` ("–" for a submission evaluated without them); a
+    p-value below 0.001 (forget quality far from the retain model) in scientific notation."""
+    values = [row.retain.get(base) for base in _retain_names(table)]
+    return [fmt(v) if v is None or v == 0 or v >= 1e-3 else f"{v:.1e}" for v in values]
 
 
 BASELINE = "none"  # the no-update baseline: a reference row, never ranked
