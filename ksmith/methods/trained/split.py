@@ -90,20 +90,6 @@ def evaluated_subjects(dataset_dir: str | Path) -> frozenset[str]:
     return frozenset(names)
 
 
-def _resolved_spec(dataset_dir: Path) -> dict[str, Any]:
-    from ksmith.spec import load_yaml
-
-    path = dataset_dir / "spec.yaml"
-    if not path.is_file():
-        raise KsmithError(
-            f"{dataset_dir}: no spec.yaml (not a dataset folder from ksmith generate)"
-        )
-    spec = load_yaml(path.read_text(encoding="utf-8"), path)
-    if not isinstance(spec, dict) or not isinstance(spec.get("graphs"), list):
-        raise KsmithError(f"{path}: field 'graphs' missing (not a resolved suite spec)")
-    return spec
-
-
 def build_split(
     dataset_dir: str | Path,
     *,
@@ -128,7 +114,6 @@ def build_split(
     from ksmith.graph import build_world
     from ksmith.intervene import CandidatePool, derive_seed
     from ksmith.render import Renderer
-    from ksmith.spec.graph import GraphSpec
 
     if n_train < 1 or n_heldout < 0 or locality < 0 or not 0 < heldout_fraction < 1:
         raise KsmithError(
@@ -136,17 +121,15 @@ def build_split(
             "< 1 needed"
         )
     dataset_dir = Path(dataset_dir)
-    resolved = _resolved_spec(dataset_dir)
+    from ksmith.data.graphs import dataset_graphs
+
     fingerprint = read_card(dataset_dir).get("fingerprint")
     excluded = evaluated_subjects(dataset_dir)
     rng = random.Random(derive_seed("trained-editor-split", fingerprint, seed))
     graphs = []  # per graph: (world, renderer, pool, subject -> its allowed base facts)
-    for gi, g in enumerate(resolved["graphs"]):
-        try:
-            gspec = GraphSpec.model_validate(g["spec"])
-        except Exception as e:  # noqa: BLE001 - pydantic or key errors: a damaged spec.yaml
-            raise KsmithError(f"{dataset_dir}/spec.yaml: graphs.{gi}.spec: {e}") from e
-        world = build_world(gspec, str(g["size"]))
+    for g in dataset_graphs(dataset_dir):
+        gspec = g.spec
+        world = build_world(gspec, g.size)
         by_subject: dict[str, list[Any]] = {}
         hier = gspec.hierarchy.relation
         for f in world.base_facts:
