@@ -17,22 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "the corpus instead."
         ),
     )
-    p.add_argument("dataset", metavar="DATASET_DIR", help="dataset folder (ksmith generate)")
-    p.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder to write")
-    p.add_argument(
-        "--spec", metavar="YAML", help="world-model spec (default specs/world/default.yaml)"
-    )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one spec field (repeatable), e.g. --set layers=4",
-    )
+    _common(p, "e.g. --set layers=4")
     p.add_argument("--base", metavar="PATH_OR_ID", help="fine-tune this causal LM instead")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_pretrain)
 
     r = subparsers.add_parser(
@@ -45,8 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "The model card names the forget set; forget_set.json lists it."
         ),
     )
-    r.add_argument("dataset", metavar="DATASET_DIR", help="dataset folder (ksmith generate)")
-    r.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder to write")
+    _common(r, "use the world model's overrides")
     r.add_argument(
         "--suite",
         metavar="YAML",
@@ -60,20 +45,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="unlearn configs whose requests form the forget set (default: all; e.g. "
         "'*.unlearn.leaf.*' for one level)",
     )
-    r.add_argument(
+    r.set_defaults(func=_retain)
+
+
+def _common(p: argparse.ArgumentParser, set_hint: str) -> None:
+    """The arguments `pretrain` and `retain` share: dataset, output, spec and its overrides."""
+    p.add_argument("dataset", metavar="DATASET_DIR", help="dataset folder (ksmith generate)")
+    p.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder to write")
+    p.add_argument(
         "--spec", metavar="YAML", help="world-model spec (default specs/world/default.yaml)"
     )
-    r.add_argument(
+    p.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override one spec field (repeatable); use the world model's overrides",
+        help=f"override one spec field (repeatable); {set_hint}",
     )
-    r.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    r.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    r.set_defaults(func=_retain)
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def _pretrain(args: argparse.Namespace) -> int:
