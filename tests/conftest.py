@@ -75,3 +75,14 @@ def tiny_tokenizer():
 @pytest.fixture(params=["gpt2", "llama"])
 def tiny_model(request):
     return make_model(request.param)
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test (training tests are fastest so on the shared CPU)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

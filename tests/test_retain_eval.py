@@ -7,6 +7,7 @@ import json
 
 import pytest
 from test_data_helpers import write_suite
+from test_retain import TINY as RETAIN_TINY
 
 from ksmith.data import list_configs, load_probes, load_requests
 from ksmith.data.generate import generate_dataset
@@ -25,29 +26,16 @@ from ksmith.world import load_world_spec
 from ksmith.world.pretrain import pretrain
 from ksmith.world.retain import pretrain_retain
 
+# test_retain's tiny recipe, trained a little longer so that the models differ
 TINY = [
-    "layers=1",
-    "hidden=32",
-    "heads=2",
-    "intermediate=64",
-    "max_position=128",
-    "batch_size=8",
+    *(s for s in RETAIN_TINY if not s.startswith(("max_steps", "eval_every"))),
     "max_steps=40",
     "eval_every=40",
-    "eval_sample=20",
-    "eval_batch_size=64",
     "allow_below_threshold=true",
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

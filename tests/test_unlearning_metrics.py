@@ -49,12 +49,7 @@ def scores(model, tok, items) -> list[ItemScores]:
     return score_items(model, tok, [p for p, _ in items], [a for _, a in items])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

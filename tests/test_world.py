@@ -126,7 +126,9 @@ def test_pretrain_writes_a_model_that_knows_the_world(trained, dataset):
     assert meta["recall"] == 1.0 and meta["mcq_accuracy"] == 1.0
     assert meta["stopped_by"] == "threshold"
     card = read_model_card(out)
-    assert card == {k: v for k, v in meta.items() if k not in ("train_seconds", "train_cpu_seconds")}
+    assert card == {
+        k: v for k, v in meta.items() if k not in ("train_seconds", "train_cpu_seconds")
+    }
     assert meta["train_seconds"] > 0  # returned and logged, never written: the folder is
     assert "train_seconds" not in (out / "README.md").read_text()  # the same on any machine
     for key in (

@@ -94,7 +94,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     result = evaluate(
-        args.model, args.dataset, args.config, out=args.out, update=args.update, options=options,
+        args.model,
+        args.dataset,
+        args.config,
+        out=args.out,
+        update=args.update,
+        options=options,
         retain=args.retain,
     )
     for name, m in headline(result["metrics"]).items():

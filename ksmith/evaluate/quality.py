@@ -17,7 +17,6 @@ import numpy as np
 _TOKEN = re.compile(r"\w+(?:'\w+)?|[^\w\s]")
 
 
-
 def words(text: str) -> list[str]:
     """The word and punctuation tokens n-gram entropy counts."""
     return _TOKEN.findall(text)

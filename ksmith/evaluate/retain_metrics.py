@@ -60,14 +60,16 @@ def _facts(rows: Iterable[Mapping[str, Any]], side: str, keep=None) -> dict[tupl
     for r in rows:
         if r["side"] != side or (keep is not None and not keep(r["item"])):
             continue
-        out.setdefault((r["group"], r["item"]), {"correct": [], "perturbed": []})[
-            r["role"]
-        ].append(scores_of(r))
+        out.setdefault((r["group"], r["item"]), {"correct": [], "perturbed": []})[r["role"]].append(
+            scores_of(r)
+        )
     return {k: v for k, v in out.items() if v["correct"] and v["perturbed"]}
 
 
 def _ratios(facts: Mapping[tuple, dict], keys: Sequence[tuple]) -> np.ndarray:
-    return U.truth_ratios([facts[k]["correct"] for k in keys], [facts[k]["perturbed"] for k in keys])
+    return U.truth_ratios(
+        [facts[k]["correct"] for k in keys], [facts[k]["perturbed"] for k in keys]
+    )
 
 
 def _item_triple(item: str) -> Triple:
@@ -179,7 +181,7 @@ def _agreement(preds, retain_preds, probes, removed, kw) -> dict[str, dict[str, 
     mine, theirs = _answers(preds), _answers(retain_preds)
     by_id = {p["id"]: p for p in probes}
     sets: dict[str, dict[str, list[tuple[str, str]]]] = {}
-    for (pid, mode) in sorted(mine):
+    for pid, mode in sorted(mine):
         probe = by_id.get(pid)
         if mode not in ANSWER_MODES or probe is None:
             continue
@@ -193,6 +195,7 @@ def _agreement(preds, retain_preds, probes, removed, kw) -> dict[str, dict[str, 
         sets.setdefault(mode, {}).setdefault(which, []).append((pid, mode))
     out: dict[str, dict[str, Any]] = {}
     for mode, parts in sets.items():
+
         def agree(keys):
             a = {f"{p}": mine[(p, m)]["prediction"] for p, m in keys}
             b = {f"{p}": theirs[(p, m)]["prediction"] for p, m in keys}

@@ -86,8 +86,16 @@ def item_scores(backend: Any, pairs: Sequence[tuple[str, str]]) -> list[ItemScor
 
 def _rows(group: int, side: str, item: str, role: str, pairs, scores) -> list[dict[str, Any]]:
     return [
-        {"group": group, "side": side, "item": item, "role": role, "prompt": p, "answer": a,
-         "logprobs": list(s.logprobs), "hits": list(s.hits)}  # fmt: skip
+        {
+            "group": group,
+            "side": side,
+            "item": item,
+            "role": role,
+            "prompt": p,
+            "answer": a,
+            "logprobs": list(s.logprobs),
+            "hits": list(s.hits),
+        }  # fmt: skip
         for (p, a), s in zip(pairs, scores, strict=True)
     ]
 
@@ -153,8 +161,9 @@ def relearn_attack(
             [TextPair(p, a) for p, a in attack],
             [],
             [p for p in copy_.parameters() if p.is_floating_point()],
-            FitParams(lr=RELEARN_LR, steps=RELEARN_STEPS, batch_size=RELEARN_BATCH,
-                      early_stop_loss=0.0),  # fmt: skip
+            FitParams(
+                lr=RELEARN_LR, steps=RELEARN_STEPS, batch_size=RELEARN_BATCH, early_stop_loss=0.0
+            ),  # fmt: skip
             lambda m, b: answer_logprobs(m, b, reduction="mean"),
         )
     copy_.eval()
@@ -186,6 +195,7 @@ def group_rows(
     rows += fact_rows(backend, fact_items(probes, "Q-"), "retain", prefixes)
     attack, held = relearn_split(requests, config, group, seed)
     if attack:
+
         def pairs(rs):
             return [(with_prefix(r["prompt"], prefixes.get(r["request_id"], "")), r["object"])
                     for r in rs]  # fmt: skip

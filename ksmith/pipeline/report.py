@@ -48,6 +48,7 @@ from ksmith.pipeline.summary import (
     degenerate,
     summaries,
 )
+from ksmith.pipeline.tables import fmt_entry as _fmt_entry
 from ksmith.pipeline.unlearning_report import retain_dvc_metrics, unlearning_section
 
 FLAG = "⚠"
@@ -121,16 +122,6 @@ def collect(root: str | Path) -> list[CellResult]:
 
 def _fmt(x: float | None) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
-
-
-def _fmt_entry(entry: dict[str, Any] | None) -> str:
-    """``value [lo, hi] n`` (95% bootstrap interval over the cell's probes, probe count)."""
-    if entry is None:
-        return "–"
-    lo, hi = (entry.get("ci") or [None, None])[:2]
-    ci = f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else ""
-    n = entry.get("n")
-    return f"{entry['value']:.3f}{ci}" + (f" {n}" if n is not None else "")
 
 
 def _mean(xs: Sequence[float | None]) -> float | None:

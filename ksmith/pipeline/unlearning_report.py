@@ -27,6 +27,7 @@ from typing import Any
 
 from ksmith.pipeline.findings import BASELINE
 from ksmith.pipeline.plots import LEVELS
+from ksmith.pipeline.tables import fmt_entry
 
 TF = "teacher_forced"  # retain_metrics.MODE: numbers computed from token scores
 AGREEMENT_MODE = "cloze"
@@ -129,16 +130,6 @@ def _paired(cell: Any, name: str) -> str:
     if mine is None and theirs is None:
         return "–"
     return f"{_num(mine)} / {_num(theirs)}"
-
-
-def _interval(entry: Mapping[str, Any] | None) -> str:
-    """``value [lo, hi] n`` (95% bootstrap interval, probe count), as the cell tables."""
-    if entry is None:
-        return "–"
-    lo, hi = (entry.get("ci") or [None, None])[:2]
-    ci = f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else ""
-    n = entry.get("n")
-    return f"{entry['value']:.3f}{ci}" + (f" {n}" if n is not None else "")
 
 
 def _order(cells: Sequence[Any]) -> list[Any]:
@@ -260,7 +251,7 @@ def unlearning_section(cells: Sequence[Any]) -> list[str]:
         "them; Q-: the unrelated probes the retain model still has.",
         "",
     ]
-    rows = [[*key(c), *(_interval(_entry(c, f"{n}@{AGREEMENT_MODE}")) for _, n in AGREEMENT)]
+    rows = [[*key(c), *(fmt_entry(_entry(c, f"{n}@{AGREEMENT_MODE}")) for _, n in AGREEMENT)]
             for c in sel]  # fmt: skip
     out += [*_table([*head, *(h for h, _ in AGREEMENT)], rows), ""]
     out += [
@@ -279,7 +270,7 @@ def unlearning_section(cells: Sequence[Any]) -> list[str]:
         if all(v is None for v in vals):
             rows.append([*key(c), *("n/a" for _ in RELEARN)])
         else:
-            rows.append([*key(c), *(_interval(v) for v in vals[:-1]), _gap(vals[-1])])
+            rows.append([*key(c), *(fmt_entry(v) for v in vals[:-1]), _gap(vals[-1])])
     out += [*_table([*head, *(h for h, _ in RELEARN)], rows), ""]
     return out
 
