@@ -82,6 +82,13 @@ def make_run(root, *, warn: str | None = None):
                     }  # fmt: skip
                 if k == 1 and level == "root" and method == "ft_m":
                     metrics["locality@cloze"]["value"] = 0.0  # one zero in a tiny cell
+                if kind == "unlearn":  # measured against the retain model (docs/unlearning.md)
+                    metrics["forget_quality@teacher_forced"] = {
+                        "value": 0.5 * skill, "ci": [None, None], "n": n, "mode": "teacher_forced"
+                    }
+                    metrics["retain_agreement@cloze"] = {
+                        "value": skill, "ci": [skill - 0.1, skill], "n": n, "mode": "cloze"
+                    }
                 (cell / "metrics.json").write_text(json.dumps({"metrics": metrics}))
                 knowledge = {"warning": warn if method == "ga" and level == "leaf" else None}
                 (cell / "eval.json").write_text(json.dumps({"knowledge": knowledge}))
@@ -184,11 +191,13 @@ def test_dvc_metrics_are_small_flat_and_named_for_dvc_exp_show(run):
     for stem, data in files.items():
         assert all(isinstance(v, (int, float)) for v in data.values())  # flat numbers
         assert all(k.startswith(f"{stem}.") for k in data)  # unique column names across files
-        assert len(data) <= 10 if stem == "none" else len(data) <= 5 or stem == "world_model"
+        # score and four components; an unlearning method also forget quality and retain agreement
+        assert len(data) <= 12 if stem == "none" else len(data) <= 7 or stem == "world_model"
     assert list(files["rome"]) == [
         "rome.score", "rome.efficacy", "rome.generalization", "rome.propagation", "rome.locality"
     ]  # fmt: skip
     assert "none.unlearn.score" in files["none"] and "none.edit.score" in files["none"]
+    assert {"ga.forget_quality", "ga.retain_agreement"} <= set(files["ga"])
     # `dvc exp show` prints a column per key: one method's, beside the experiment names, fit
     # a 120-column terminal (`dvc exp show --keep 'rome\.'`, README)
     assert sum(len(k) + 3 for k in files["rome"]) + len("Experiment  ") < 110
