@@ -225,18 +225,25 @@ def test_items_bounded_by_the_dataset(sub, monkeypatch):
         verify_submission(folder, DatasetResolver([ds]))
 
 
-def test_old_submission_without_rows_still_verifies(world, tmp_path):
-    """A submission whose unlearn cell has no metrics against the retain model (evaluated
-    before issue 12) has none of the files and verifies as before; --retain changes nothing."""
-    tmp, ds, retain, results, _ = world
+def _old_results(cell, tmp_path):
+    """A copy of an unlearn cell as evaluated before issue 12: no metrics against the retain
+    model (its items.parquet is left for the caller to drop or keep)."""
     old = tmp_path / "old-results"
-    shutil.copytree(results[-1], old)
+    shutil.copytree(cell, old)
     metrics = json.loads((old / "metrics.json").read_text())
     metrics["metrics"] = {
         k: v for k, v in metrics["metrics"].items()
         if k.partition("@")[0].partition(".")[0] not in U.RETAIN_METRICS
     }  # fmt: skip
     (old / "metrics.json").write_text(json.dumps(metrics))
+    return old
+
+
+def test_old_submission_without_rows_still_verifies(world, tmp_path):
+    """A submission whose unlearn cell has no metrics against the retain model (evaluated
+    before issue 12) has none of the files and verifies as before; --retain changes nothing."""
+    tmp, ds, retain, results, _ = world
+    old = _old_results(results[-1], tmp_path)
     (old / "items.parquet").unlink()
     out = tmp_path / "board" / "old-unlearn"
     write_submission([*results[:-1], old], out, SubmitOptions(method_url=METHOD_URL, retain=retain))
@@ -256,14 +263,7 @@ def test_board_shows_retain_columns_for_unlearning_rows_only(world, tmp_path):
     (board / "submissions").mkdir(parents=True)
     shutil.copytree(sub, board / "submissions" / sub.name)
     # an older submission of the same method without the rows: blank columns
-    old = tmp_path / "old-results"
-    shutil.copytree(results[-1], old)
-    metrics = json.loads((old / "metrics.json").read_text())
-    metrics["metrics"] = {
-        k: v for k, v in metrics["metrics"].items()
-        if k.partition("@")[0].partition(".")[0] not in U.RETAIN_METRICS
-    }  # fmt: skip
-    (old / "metrics.json").write_text(json.dumps(metrics))
+    old = _old_results(results[-1], tmp_path)
     write_submission([*results[:-1], old], board / "submissions" / "old-unlearn",
                      SubmitOptions(method_url=METHOD_URL))  # fmt: skip
     resolver = DatasetResolver([ds])
