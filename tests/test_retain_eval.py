@@ -115,12 +115,29 @@ def test_a_retain_folder_of_another_config_is_refused(models, tmp_path):
     other = next(c for c in list_configs(ds) if ".unlearn." in c and c != config)
     ref = tmp_path / "ref"
     evaluate(str(retain), ds, other, out=ref, options=_options(tmp_path))
-    with pytest.raises(KsmithError, match="not 'biology|config"):
+    with pytest.raises(KsmithError, match="field 'config'"):
         evaluate(str(world), ds, config, out=tmp_path / "x", options=_options(tmp_path), retain=ref)
     assert not (tmp_path / "x").exists()
     with pytest.raises(KsmithError, match="retain.json"):
         evaluate(str(world), ds, config, out=tmp_path / "y", options=_options(tmp_path),
                  retain=tmp_path / "nothing")  # fmt: skip
+    # the right config of another dataset, or a retain.json naming another model
+    mine = tmp_path / "mine"
+    evaluate(str(retain), ds, config, out=mine, options=_options(tmp_path))
+    record = json.loads((mine / "eval.json").read_text())
+    record["dataset"]["fingerprint"] = "0" * 64
+    (mine / "eval.json").write_text(json.dumps(record))
+    with pytest.raises(KsmithError, match="another dataset"):
+        evaluate(str(world), ds, config, out=tmp_path / "z", options=_options(tmp_path),
+                 retain=mine)  # fmt: skip
+    evaluate(str(retain), ds, config, out=mine.with_name("m2"), options=_options(tmp_path))
+    doc = json.loads((mine.with_name("m2") / RETAIN_FILE).read_text())
+    doc["model_fingerprint"] = "0" * 64
+    (mine.with_name("m2") / RETAIN_FILE).write_text(json.dumps(doc))
+    with pytest.raises(KsmithError, match="model_fingerprint"):
+        evaluate(str(world), ds, config, out=tmp_path / "w", options=_options(tmp_path),
+                 retain=mine.with_name("m2"))  # fmt: skip
+    assert not any((tmp_path / n).exists() for n in ("x", "y", "z", "w"))
 
 
 def test_relearn_split_is_seeded_and_disjoint(models):

@@ -39,6 +39,7 @@ def unlearn_cell(
     *,
     model: str,
     retain: Path | None,
+    dataset_fp: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Write items.parquet (and retain.json for a retain model) into `out`; return the
     retain-model metrics (empty without `retain`)."""
@@ -75,7 +76,7 @@ def unlearn_cell(
     _write_retain_file(model, probes, out)
     if retain is None:
         return {}
-    return against_retain(rows, retain, config, probes, before, after, options)
+    return against_retain(rows, retain, config, probes, before, after, options, dataset_fp)
 
 
 def _write_retain_file(model: str, probes: Sequence[Mapping[str, Any]], out: Path) -> None:
@@ -100,8 +101,9 @@ def _write_retain_file(model: str, probes: Sequence[Mapping[str, Any]], out: Pat
     })  # fmt: skip
 
 
-def read_retain_cell(folder: Path, config: str) -> dict[str, Any]:
-    """The retain model's evaluation of `config`: its retain.json, checked."""
+def read_retain_cell(folder: Path, config: str, dataset_fp: str | None = None) -> dict[str, Any]:
+    """The retain model's evaluation of `config` (on the dataset of fingerprint `dataset_fp`):
+    its retain.json, checked against the folder's metrics.json and eval.json."""
     path = folder / RETAIN_FILE
     if not path.is_file():
         raise KsmithError(
@@ -114,17 +116,27 @@ def read_retain_cell(folder: Path, config: str) -> dict[str, Any]:
         raise KsmithError(
             f"{folder}/metrics.json: field 'config' is {metrics.get('config')!r}, not {config!r}"
         )
+    record = json.loads((folder / "eval.json").read_text())
+    if dataset_fp is not None and record.get("dataset", {}).get("fingerprint") != dataset_fp:
+        raise KsmithError(
+            f"{folder}/eval.json: field 'dataset.fingerprint' is not the evaluated dataset's "
+            f"({dataset_fp[:12]}): the retain model was evaluated on another dataset"
+        )
+    if record.get("model", {}).get("fingerprint") != doc.get("model_fingerprint"):
+        raise KsmithError(
+            f"{path}: field 'model_fingerprint' is not the evaluated model's ({folder}/eval.json)"
+        )
     return doc
 
 
 def against_retain(
-    rows, retain: Path, config: str, probes, before, after, options
+    rows, retain: Path, config: str, probes, before, after, options, dataset_fp: str | None = None
 ) -> dict[str, dict[str, Any]]:
     from ksmith.evaluate.outputs import prediction_rows, read_predictions
     from ksmith.evaluate.retain_metrics import cell_metrics
     from ksmith.evaluate.unlearn_items import read_items
 
-    doc = read_retain_cell(retain, config)
+    doc = read_retain_cell(retain, config, dataset_fp)
     removed = {tuple(t) for t in doc["removed"]}
     return cell_metrics(
         rows, read_items(retain), prediction_rows(probes, before, after),

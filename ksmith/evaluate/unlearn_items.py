@@ -145,8 +145,8 @@ def relearn_attack(
     is not changed. `make_backend(model)` gives a scoring backend on a model."""
     import torch
 
-    from ksmith.methods.fit import FitParams, fit_pairs
     from ksmith.methods.base import TextPair
+    from ksmith.methods.fit import FitParams, fit_pairs
     from ksmith.methods.train_utils import answer_logprobs
 
     before = make_backend(model)
