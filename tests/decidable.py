@@ -24,10 +24,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ksmith.data.graphs import dataset_graphs
 from ksmith.data.readers import list_configs, list_profile_configs, load_probes, load_requests
 from ksmith.graph.world import World, build_world
 from ksmith.render.text import FALSE, NO, TRUE, YES, Renderer
-from ksmith.data.graphs import dataset_graphs
 
 
 def _after_world(world: World, requests: list[dict[str, Any]]) -> World:
