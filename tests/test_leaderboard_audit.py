@@ -304,7 +304,7 @@ def test_registry_entry_that_does_not_regenerate_names_the_versions(world, tmp_p
 def test_a_cloze_match_is_backed_across_punctuation():
     """The world model can run a sentence on without a space ("slime" "." "Prompt" decodes as
     "slime.Prompt"); a claimed match is backed when punctuation separates the answer."""
-    from ksmith.leaderboard.verify import _cloze_backed
+    from ksmith.leaderboard.rescore import _cloze_backed
 
     assert _cloze_backed("slime.Prompt", "slime") and _cloze_backed("fur.", "fur")
     assert _cloze_backed("St. Louis is", "St. Louis")
