@@ -45,10 +45,6 @@ def unlearn_cell(
     retain-model metrics (empty without `retain`)."""
     from ksmith.evaluate.unlearn_items import group_rows, write_items
 
-    load_requests = hooks.load_requests
-    if load_requests is None:
-        from ksmith.data import load_requests
-    requests = load_requests(dataset, config)
     base, tokenizer = lazy.get()
 
     def make(m):
@@ -62,6 +58,10 @@ def unlearn_cell(
             )
         log.warning("backend %s: no per-token scores; items.parquet not written", options.backend)
         return {}
+    load_requests = hooks.load_requests
+    if load_requests is None:
+        from ksmith.data import load_requests
+    requests = load_requests(dataset, config)
     rows: list[dict[str, Any]] = []
     for g in sorted({int(p["group"]) for p in probes}):
         gp = [p for p in probes if int(p["group"]) == g]
