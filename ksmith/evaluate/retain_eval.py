@@ -40,6 +40,7 @@ def unlearn_cell(
     model: str,
     retain: Path | None,
     dataset_fp: str | None = None,
+    model_fp: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Write items.parquet (and retain.json for a retain model) into `out`; return the
     retain-model metrics (empty without `retain`)."""
@@ -73,15 +74,18 @@ def unlearn_cell(
             with hooks.applied_update(base, update_dir, g) as (updated, prefixes):
                 rows += group_rows(updated, tokenizer, make, gp, gr, prefixes=prefixes, **kw)
     write_items(out, rows)
-    _write_retain_file(model, probes, out)
+    _write_retain_file(model, model_fp, probes, out)
     if retain is None:
         return {}
     return against_retain(rows, retain, config, probes, before, after, options, dataset_fp)
 
 
-def _write_retain_file(model: str, probes: Sequence[Mapping[str, Any]], out: Path) -> None:
-    """retain.json when `model` is a retain model: the closure facts this config's probes ask
-    that it lacks (`forget_set.json`'s ``removed``), and its fingerprints."""
+def _write_retain_file(
+    model: str, model_fp: str | None, probes: Sequence[Mapping[str, Any]], out: Path
+) -> None:
+    """retain.json when `model` is a retain model (fingerprint `model_fp`, computed when not
+    given): the closure facts this config's probes ask that it lacks (`forget_set.json`'s
+    ``removed``), and its fingerprints."""
     from ksmith.io import write_json
     from ksmith.world.retain import FORGET_FILE
 
@@ -92,10 +96,12 @@ def _write_retain_file(model: str, probes: Sequence[Mapping[str, Any]], out: Pat
     # (s, r, o) names are unique within a domain; a config's probes name its domain's only
     removed = {tuple(t) for d in doc["domains"].values() for t in d["removed"]}
     asked = sorted({(p["subject"], p["relation"], p["object"]) for p in probes} & removed)
-    from ksmith.models import model_fingerprint
+    if model_fp is None:
+        from ksmith.models import model_fingerprint
 
+        model_fp = model_fingerprint(model)
     write_json(out / RETAIN_FILE, {
-        "model_fingerprint": model_fingerprint(model),
+        "model_fingerprint": model_fp,
         "forget_fingerprint": doc["fingerprint"],
         "removed": [list(t) for t in asked],
     })  # fmt: skip

@@ -42,6 +42,12 @@ from ksmith.evaluate.stats import summarize
 from ksmith.evaluate.unlearn_items import scores_of
 
 MODE = "teacher_forced"
+# The base names `cell_metrics` produces (a metric name is ``base[.part...]@mode``).
+BASE_NAMES = frozenset({
+    "truth_ratio", "forget_quality", "model_utility", "mia_auc", "privleak",
+    "exact_memorization", "extraction_strength", "retain_agreement", "over_forgetting",
+    "under_forgetting", "relearn",
+})  # fmt: skip
 FORGET_TYPES = ("direct", "paraphrase", "paraphrase_unseen")
 # Modes whose prediction is an answer (retain agreement compares predictions, not scores)
 ANSWER_MODES = ("cloze", "mcq", "gen_exact")
@@ -195,16 +201,14 @@ def _agreement(preds, retain_preds, probes, removed, kw) -> dict[str, dict[str, 
         sets.setdefault(mode, {}).setdefault(which, []).append((pid, mode))
     out: dict[str, dict[str, Any]] = {}
     for mode, parts in sets.items():
-
-        def agree(keys):
-            a = {f"{p}": mine[(p, m)]["prediction"] for p, m in keys}
-            b = {f"{p}": theirs[(p, m)]["prediction"] for p, m in keys}
-            return a, b
-
         every = [k for v in parts.values() for k in v]
         for suffix, keys in (("", every), *((f".{w}", parts[w]) for w in sorted(parts))):
             name = f"retain_agreement{suffix}@{mode}"
-            res = U.retain_agreement(*agree(keys), seed=kw["seed"], name=name)
+            res = U.retain_agreement(
+                {pid: mine[(pid, mode)]["prediction"] for pid, _ in keys},
+                {pid: theirs[(pid, mode)]["prediction"] for pid, _ in keys},
+                seed=kw["seed"], name=name,
+            )  # fmt: skip
             res["mode"] = mode
             out[name] = res
         plus = parts.get("forget", []) + parts.get("entailed", [])

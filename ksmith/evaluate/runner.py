@@ -252,6 +252,7 @@ def evaluate(
             metrics.update(unlearn_cell(
                 lazy, hooks, dataset, config, probes, before, after, update_dir, options, tmp,
                 model=model, retain=None if retain is None else Path(retain), dataset_fp=dataset_fp,
+                model_fp=model_fp,
             ))  # fmt: skip
         from ksmith.evaluate.cost import cost_metrics
 

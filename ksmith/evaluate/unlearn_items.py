@@ -35,6 +35,8 @@ from ksmith.evaluate.unlearning import FactItems, ItemScores, fact_items
 log = logging.getLogger(__name__)
 
 ITEMS_FILE = "items.parquet"
+SIDES = ("forget", "retain", "relearn")
+ROLES = ("correct", "perturbed", "attack", "before", "after")
 ITEMS_SCHEMA = pa.schema(
     [
         ("group", pa.int32()),

@@ -28,35 +28,18 @@ from pathlib import Path
 from typing import Any
 
 from ksmith.errors import KsmithError, SpecError
+from ksmith.evaluate.retain_eval import RETAIN_FILE
+from ksmith.evaluate.retain_metrics import BASE_NAMES
+from ksmith.evaluate.unlearn_items import ITEMS_FILE, ROLES, SIDES
 from ksmith.leaderboard.predictions import read_predictions, write_predictions
 from ksmith.leaderboard.schema import PREDICTIONS_FILE, Cell
 
 log = logging.getLogger(__name__)
 
-ITEMS_FILE = "items.parquet"
 RETAIN_PREDICTIONS_FILE = "retain_predictions.parquet"
-RETAIN_FILE = "retain.json"
 FILES = (ITEMS_FILE, RETAIN_PREDICTIONS_FILE, RETAIN_FILE)
 MODELS = ("unlearned", "retain")
-SIDES = ("forget", "retain", "relearn")
-ROLES = ("correct", "perturbed", "attack", "before", "after")
-
-# Base names `cell_metrics` produces (module docstring of ksmith.evaluate.retain_metrics).
-RETAIN_METRICS = frozenset(
-    {
-        "truth_ratio",
-        "forget_quality",
-        "model_utility",
-        "mia_auc",
-        "privleak",
-        "exact_memorization",
-        "extraction_strength",
-        "retain_agreement",
-        "over_forgetting",
-        "under_forgetting",
-        "relearn",
-    }
-)
+RETAIN_METRICS = BASE_NAMES  # the names that need a submission's unlearning rows
 
 # Bounds (per config and model, from the card's probe count): a fact's rows are one correct and
 # one perturbed row (each mcq distractor) per prompt, its prompts are probes, and the
@@ -124,7 +107,6 @@ def collect(
 ) -> UnlearningRows:
     """The unlearning rows of every result (folder, metrics.json) claiming `cell_metrics`
     names; `retain_dir` is the retain stage's folder (`out/retain-results`)."""
-    from ksmith.evaluate.retain_eval import RETAIN_FILE as CELL_RETAIN_FILE
     from ksmith.evaluate.unlearn_items import read_items
 
     out = UnlearningRows()
@@ -147,7 +129,7 @@ def collect(
     for folder, m in claiming:
         config = str(m["config"])
         ref = _retain_cell(retain_dir, folder, config, cells)
-        doc_path = ref / CELL_RETAIN_FILE
+        doc_path = ref / RETAIN_FILE
         if not doc_path.is_file():
             raise SpecError("missing file (the retain model's evaluation writes it)", file=doc_path)
         doc = json.loads(doc_path.read_text())
