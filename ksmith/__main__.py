@@ -1,5 +1,3 @@
-import sys
+from ksmith.cli import run
 
-from ksmith.cli import main
-
-sys.exit(main())
+run()

@@ -8,10 +8,12 @@ import heavy libraries inside the function, so `ksmith --help` stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
 import sys
+from typing import NoReturn
 
 from ksmith import __version__
 from ksmith.errors import KsmithError
@@ -56,6 +58,30 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser
+
+
+_EXIT_NOW = False
+
+
+def exit_without_teardown() -> None:
+    """Ask the `ksmith` executable (`run`) to end as soon as the current command returns,
+    skipping the interpreter's teardown (about 0.6 s with torch loaded, paid by every pipeline
+    stage). Only for a command whose outputs are complete and that started nothing needing its
+    exit handlers (no Ray instance). In-process calls of `main` are not affected."""
+    global _EXIT_NOW
+    _EXIT_NOW = True
+
+
+def run() -> NoReturn:
+    """The `ksmith` executable: `main`, then exit with its code."""
+    code = main()
+    if _EXIT_NOW:
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,4 +130,4 @@ def _main(argv: list[str] | None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -84,10 +84,16 @@ def make_run(root, *, warn: str | None = None):
                     metrics["locality@cloze"]["value"] = 0.0  # one zero in a tiny cell
                 if kind == "unlearn":  # measured against the retain model (docs/unlearning.md)
                     metrics["forget_quality@teacher_forced"] = {
-                        "value": 0.5 * skill, "ci": [None, None], "n": n, "mode": "teacher_forced"
+                        "value": 0.5 * skill,
+                        "ci": [None, None],
+                        "n": n,
+                        "mode": "teacher_forced",
                     }
                     metrics["retain_agreement@cloze"] = {
-                        "value": skill, "ci": [skill - 0.1, skill], "n": n, "mode": "cloze"
+                        "value": skill,
+                        "ci": [skill - 0.1, skill],
+                        "n": n,
+                        "mode": "cloze",
                     }
                 (cell / "metrics.json").write_text(json.dumps({"metrics": metrics}))
                 knowledge = {"warning": warn if method == "ga" and level == "leaf" else None}

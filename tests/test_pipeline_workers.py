@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from ksmith.errors import KsmithError
-from ksmith.pipeline.workers import CellFailed, Job, run_jobs
+from ksmith.pipeline.workers import CellFailed, Job, LocalWorkers, run_jobs
 
 
 def record(path: str, value: int) -> None:
@@ -59,3 +60,33 @@ def test_an_unexpected_error_keeps_its_traceback():
 def test_workers_must_be_positive():
     with pytest.raises(KsmithError, match="workers must be at least 1"):
         run_jobs([], workers=0)
+
+
+def test_a_stage_pool_starts_its_workers_at_once_and_runs_cells_here_too(tmp_path):
+    """`stage_workers`: `workers - 1` processes spawned before any job is known (their imports
+    overlap the parent's planning), the parent's cell thread as the last runner; every job runs
+    once, with the same results as in separate processes."""
+    import multiprocessing
+    import os
+
+    before = len(multiprocessing.active_children())
+    pool = LocalWorkers(2, 1, warm=("json", "no_such_module_for_ksmith", "json:no_attr"), here=True)
+    try:
+        assert len(multiprocessing.active_children()) == before + 1  # one spawned, started now
+        jobs = [Job(f"c{i}", record, (str(tmp_path / f"c{i}"), i), cost=i) for i in range(6)]
+        run_jobs(jobs, workers=2, threads=1, pool=pool)  # closes the pool when done
+    finally:
+        pool.close()  # again: harmless
+    rows = [(tmp_path / f"c{i}").read_text().split() for i in range(6)]
+    assert [int(r[0]) for r in rows] == list(range(6))
+    pids = {r[2] for r in rows}
+    assert str(os.getpid()) in pids and len(pids) == 2  # here and in the worker
+    assert len(multiprocessing.active_children()) == before  # the worker has left
+
+
+def test_a_refused_cell_run_here_names_itself(tmp_path):
+    pool = LocalWorkers(1, 1, here=True)  # this process only
+    jobs = [Job("ok", record, (str(tmp_path / "ok"), 1)), Job("bad.cell", refuse, ("x",))]
+    with pytest.raises(CellFailed, match=r"cell bad.cell: bad input in x"):
+        run_jobs(jobs, workers=1, pool=pool)
+    assert (tmp_path / "ok").read_text().split()[2] == str(os.getpid())

@@ -213,18 +213,42 @@ def _train_retain(dataset: str, out: str, spec, device: str, threads: int) -> No
         sys.exit(1)
 
 
-def _method_cells(args: argparse.Namespace, method: str | None):
+def _warm(model: str, *modules: str) -> tuple[str, ...]:
+    """What a stage's workers import while the parent plans (`stage_workers`): `modules` and
+    the transformers class of `model` when it is a local folder naming its architecture."""
+    try:
+        config = json.loads((Path(model) / "config.json").read_text())
+        classes = tuple(f"transformers:{a}" for a in config.get("architectures") or ())
+    except (OSError, ValueError, AttributeError):
+        classes = ()
+    return (*modules, *classes)
+
+
+def _done(params) -> None:
+    """A stage's outputs are complete: with local workers (now gone), the process may end
+    without its teardown (`ksmith.cli.exit_without_teardown`)."""
+    if params.executor == "local":
+        from ksmith.cli import exit_without_teardown
+
+        exit_without_teardown()
+
+
+def _check_method(args: argparse.Namespace, params, method: str | None) -> None:
+    if method is not None and method not in params.methods:
+        raise KsmithError(f"{args.params}: method '{method}' is not in field 'methods'")
+
+
+def _method_cells(args: argparse.Namespace, method: str | None, params=None):
     from ksmith.data import list_configs
     from ksmith.pipeline.matrix import cells_for
     from ksmith.pipeline.params import load_params
 
-    params = load_params(args.params)
+    params = params if params is not None else load_params(args.params)
     kind = getattr(args, "kind", None)
     if method is not None:
         from ksmith.methods import get_method
 
-        if method not in params.methods:
-            raise KsmithError(f"{args.params}: method '{method}' is not in field 'methods'")
+        _check_method(args, params, method)
         kind = get_method(method).kind
         if getattr(args, "kind", None) not in (None, kind):
             raise KsmithError(f"--kind {args.kind}: method '{method}' is an {kind} method")
@@ -268,6 +292,19 @@ def _editors(args: argparse.Namespace) -> int:
 
 
 def _update(args: argparse.Namespace) -> int:
+    from ksmith.pipeline.params import load_params
+    from ksmith.pipeline.workers import stage_workers
+
+    params = load_params(args.params)
+    _check_method(args, params, args.method)
+    warm = _warm(resolve_model(args.model), "ksmith.methods.commands")
+    with stage_workers(params, warm) as pool:  # before torch is imported here
+        code = _update_cells(args, params, pool)
+    _done(params)
+    return code
+
+
+def _update_cells(args: argparse.Namespace, params, pool) -> int:
     from ksmith.io import atomic_output_dir
     from ksmith.methods import get_method
     from ksmith.methods.commands import UpdateRun
@@ -276,7 +313,7 @@ def _update(args: argparse.Namespace) -> int:
     from ksmith.pipeline.cells import update_jobs
     from ksmith.pipeline.workers import run_stage
 
-    params, cells = _method_cells(args, args.method)
+    params, cells = _method_cells(args, args.method, params)
     chosen = dict(params.overrides.get(args.method, {}))
     if args.method in TRAINED_METHODS and "editor_path" not in chosen and args.editors:
         chosen["editor_path"] = str(Path(args.editors) / args.method)
@@ -290,25 +327,40 @@ def _update(args: argparse.Namespace) -> int:
     )  # fmt: skip
     with atomic_output_dir(args.out, kind="pipeline-updates") as tmp:
         jobs = update_jobs(cells, template, tmp)
-        run_stage(jobs, params, out=args.out, desc=f"update {args.method}")
+        run_stage(jobs, params, out=args.out, desc=f"update {args.method}", pool=pool)
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from ksmith.io import atomic_output_dir
+    from ksmith.pipeline.params import load_params
+    from ksmith.pipeline.workers import stage_workers
+
+    method = None if args.method == "none" else args.method
+    if method is not None and not args.updates:
+        raise KsmithError("--updates is required unless --method none")
+    params = load_params(args.params)
+    if (Path(args.model) / NO_RETAIN).is_file():
+        _method_cells(args, method, params)  # the same checks of params and method
+        # the pretrain stage trained no retain model (model.base): nothing to evaluate
+        with atomic_output_dir(args.out, kind="pipeline-results") as tmp:
+            (tmp / NO_RETAIN).write_text((Path(args.model) / NO_RETAIN).read_text())
+        return 0
+    _check_method(args, params, method)
+    warm = _warm(resolve_model(args.model), "ksmith.evaluate.runner")
+    with stage_workers(params, warm) as pool:  # before torch is imported here
+        code = _evaluate_cells(args, method, params, pool)
+    _done(params)
+    return code
+
+
+def _evaluate_cells(args: argparse.Namespace, method: str | None, params, pool) -> int:
     from ksmith.evaluate.runner import EvalOptions
     from ksmith.io import atomic_output_dir
     from ksmith.pipeline.cells import evaluate_jobs
     from ksmith.pipeline.workers import run_stage
 
-    method = None if args.method == "none" else args.method
-    if method is not None and not args.updates:
-        raise KsmithError("--updates is required unless --method none")
-    params, cells = _method_cells(args, method)
-    if (Path(args.model) / NO_RETAIN).is_file():
-        # the pretrain stage trained no retain model (model.base): nothing to evaluate
-        with atomic_output_dir(args.out, kind="pipeline-results") as tmp:
-            (tmp / NO_RETAIN).write_text((Path(args.model) / NO_RETAIN).read_text())
-        return 0
+    params, cells = _method_cells(args, method, params)
     retain = args.retain
     if retain is not None and (Path(retain) / NO_RETAIN).is_file():
         log.info("%s: no retain model, so no metrics against it", retain)
@@ -326,7 +378,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             updates=None if method is None else args.updates, options=options, out=tmp,
             retain=retain, retain_seed=params.seeds[0],
         )  # fmt: skip
-        run_stage(jobs, params, out=args.out, desc=f"evaluate {args.method}")
+        run_stage(jobs, params, out=args.out, desc=f"evaluate {args.method}", pool=pool)
     return 0
 
 

@@ -5,7 +5,11 @@ seeds itself), so they can run in any order, in any process, on any machine, wit
 results. On a small model one torch thread per cell leaves the other cores idle; `workers`
 processes with `threads` threads each use them. Workers are *spawned* (never forked from a
 process that has already started torch's thread pools) and run the longest cells first, so that
-the stage ends with short cells rather than one long straggler. With Ray
+the stage ends with short cells rather than one long straggler. A stage starts its workers
+first (`stage_workers`), before it imports torch and plans its cells, so that the workers'
+imports (torch and transformers, about 4 s of CPU each) overlap the parent's; a worker leaves
+without the interpreter's teardown (about 1 s with torch loaded), since it has nothing left
+to write once the pool shuts down. With Ray
 (`ksmith.pipeline.ray_executor`) each cell is one task with declared resources.
 
 Resume. With a `CellStore`, a job that has a `key` (a hash of everything its output depends on,
@@ -24,16 +28,26 @@ discarded. A cell's own error is never retried; on Ray a cell whose worker *died
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import importlib
 import logging
 import multiprocessing
 import os
 import re
 import shutil
 import socket
+import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,9 +161,12 @@ class Call:
     log: str | None
 
 
-def init_worker(threads: int) -> None:
+def init_worker(threads: int, warm: Sequence[str] = (), fast_exit: bool = False) -> None:
     """Once per worker process: torch threads, malloc, and logging (warnings on stderr; the
-    cell log handler takes INFO)."""
+    cell log handler takes INFO). `warm` names modules (``module`` or ``module:attribute``)
+    its cells will import, imported now so that a pool started early has them ready. With
+    `fast_exit` the process ends without the interpreter's teardown once it is done (see
+    `_exit_now`): only for pool workers, whose results are sent before they exit."""
     os.environ["OMP_NUM_THREADS"] = str(threads)  # as `ksmith --threads`; torch reads it at import
     import torch
 
@@ -162,6 +179,33 @@ def init_worker(threads: int) -> None:
     for handler in logging.getLogger().handlers:
         if handler.level == logging.NOTSET:
             handler.setLevel(logging.WARNING)
+    for name in warm:
+        _warm(name)
+    if fast_exit:
+        atexit.register(_exit_now)
+
+
+def _warm(name: str) -> None:
+    """Import ``module`` or ``module:attribute`` (a lazy module's attribute, such as a
+    transformers model class); a name that does not resolve is only logged."""
+    module, _, attribute = name.partition(":")
+    try:
+        obj = importlib.import_module(module)
+        if attribute:
+            getattr(obj, attribute)
+    except (ImportError, AttributeError) as e:
+        log.debug("warm-up import %s: %s", name, e)
+
+
+def _exit_now() -> None:
+    """The last exit handler of a pool worker: flush, then end the process at once. Handlers
+    registered before it (torch's, multiprocessing's) are skipped: the worker's results went to
+    the parent synchronously, and its outputs were written atomically before."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)
 
 
 class _CellLog:
@@ -243,30 +287,114 @@ def _in_process(calls: Sequence[Call]) -> Iterator[tuple[str, str | None]]:
         yield call(c)
 
 
-def _local_pool(
-    calls: Sequence[Call], workers: int, threads: int
-) -> Iterator[tuple[str, str | None]]:
-    context = multiprocessing.get_context("spawn")
-    with (
-        _environment(WORKER_ENV),
-        ProcessPoolExecutor(
-            workers, mp_context=context, initializer=init_worker, initargs=(threads,)
-        ) as pool,
-    ):
-        pending = {pool.submit(call, c) for c in calls}
+def _ready() -> None:
+    """A no-op task: submitting one per worker makes the pool spawn its processes now."""
+
+
+class LocalWorkers:
+    """`workers` cell runners with `threads` torch threads each, started on creation: spawned
+    processes, or with `here` this process (a thread of it) and ``workers - 1`` processes.
+
+    Create it before the stage's heavy imports and planning (`stage_workers`): the workers
+    import torch and the `warm` modules meanwhile. With `here` the stage process, which imports
+    torch to plan anyway, runs cells too, so a stage starts one interpreter fewer (about 4 s
+    of CPU each); a cell that kills its process then kills the stage, whose finished cells are
+    kept (`CellStore`). `run` hands the calls out largest-first, each to the next runner that
+    is free, yielding each (name, error) as it finishes; `close` (again harmless) shuts the
+    runners down, letting running cells finish. `run_jobs` closes it when its cells are done,
+    inside the caller's atomic output folder, so no cell is still running when that folder is
+    kept or discarded.
+    """
+
+    def __init__(self, workers: int, threads: int, warm: Sequence[str] = (), *, here: bool = False):
+        if workers < 1:
+            raise KsmithError(f"workers must be at least 1, got {workers}")
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._here = ThreadPoolExecutor(1, thread_name_prefix="ksmith-cell") if here else None
+        spawned = workers - 1 if here else workers
+        if spawned:
+            context = multiprocessing.get_context("spawn")
+            with _environment(WORKER_ENV):  # a spawned process takes the environment at start
+                self._pool = ProcessPoolExecutor(
+                    spawned, mp_context=context, initializer=init_worker,
+                    initargs=(threads, tuple(warm), True),
+                )  # fmt: skip
+                for _ in range(spawned):  # with spawn, one process per task while none is idle
+                    self._pool.submit(_ready)
+
+    def run(self, calls: Sequence[Call]) -> Iterator[tuple[str, str | None]]:
+        todo = list(reversed(calls))  # popped from the end: largest first
+        runners: list[Executor] = [self._here] if self._here is not None else []
+        if self._pool is not None:
+            runners += [self._pool] * (self.workers - len(runners))
+        pending: dict[Future, Executor] = {}
+
+        def hand_out(runner: Executor) -> None:
+            if todo:
+                fn = call if runner is self._pool else _call_quietly
+                pending[runner.submit(fn, todo.pop())] = runner
+
+        for runner in runners:
+            hand_out(runner)
         try:
             while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
+                    runner = pending.pop(future)
                     try:
-                        yield future.result()
+                        result = future.result()
                     except BrokenProcessPool:
                         raise KsmithError(
                             "a worker process died (killed, or out of memory) while running "
                             "this stage's cells; run the stage again: finished cells are kept"
                         ) from None
+                    hand_out(runner)
+                    yield result
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)  # running cells finish
+            todo.clear()
+            for future in pending:
+                future.cancel()
+
+    def close(self) -> None:
+        """Shut the runners down; running cells finish."""
+        if self._here is not None:
+            self._here.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _call_quietly(c: Call) -> tuple[str, str | None]:
+    """`call` in this process's cell thread: the console shows warnings only while the cell
+    runs, as a worker's does (its records go to the cell log), so the stage's bar stays
+    readable."""
+    root = logging.getLogger()
+    saved = [(h, h.level) for h in root.handlers if not isinstance(h, logging.FileHandler)]
+    for h, level in saved:
+        h.setLevel(max(level, logging.WARNING))
+    try:
+        return call(c)
+    finally:
+        for h, level in saved:
+            h.setLevel(level)
+
+
+@contextlib.contextmanager
+def stage_workers(
+    params: PipelineParams, warm: Sequence[str] = ()
+) -> Iterator[LocalWorkers | None]:
+    """The local runners a stage will use (None when it runs on Ray or in this process alone),
+    started now: this process and ``workers - 1`` spawned ones. `run_stage` takes it. Call
+    this first, before importing torch."""
+    if params.executor == "ray" or params.workers <= 1:
+        yield None
+        return
+    pool = LocalWorkers(params.workers, params.threads, warm, here=True)
+    try:  # the cells run here load models without transformers' bars, as in a worker
+        with _environment({"HF_HUB_DISABLE_PROGRESS_BARS": "1"}):
+            yield pool
+    finally:
+        pool.close()
 
 
 def run_jobs(
@@ -277,11 +405,13 @@ def run_jobs(
     desc: str = "cells",
     store: CellStore | None = None,
     ray: RayOptions | None = None,
+    pool: LocalWorkers | None = None,
 ) -> None:
     """Run every job, with one progress bar over the stage's jobs.
 
-    With `ray`, each job is a Ray task; else ``workers == 1`` runs them in this process (in the
-    given order) and more run the largest-cost jobs first in a pool of spawned processes. With a
+    With `ray`, each job is a Ray task; else `pool` (started by the caller) or, for ``workers >
+    1``, a pool of spawned processes started here runs the largest-cost jobs first, and
+    ``workers == 1`` runs them in this process (in the given order). With a
     `store`, finished keyed jobs are kept there and skipped on the next run (see the module
     docstring), and each job logs to its file there.
     """
@@ -305,12 +435,16 @@ def run_jobs(
         from ksmith.pipeline.ray_executor import ray_cells
 
         results, label = ray_cells(calls, threads=threads, options=ray), f"{desc} (ray)"
+    elif calls and pool is not None:
+        results, label = pool.run(calls), f"{desc} ({pool.workers} workers)"
     elif workers <= 1:  # also when every cell had finished before: no executor to start
         results, label = _in_process(in_order), desc
     else:
-        results, label = _local_pool(calls, workers, threads), f"{desc} ({workers} workers)"
+        pool = LocalWorkers(workers, threads)
+        results, label = pool.run(calls), f"{desc} ({workers} workers)"
     logs = {c.job.name: c.log for c in calls}
     with (
+        contextlib.closing(pool) if pool is not None else contextlib.nullcontext(),
         contextlib.closing(results),
         tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=label, unit="cell") as bar,
     ):
@@ -333,8 +467,16 @@ def _call_for(job: Job, store: CellStore | None) -> Call:
     return Call(job, out, str(store.log(job)))
 
 
-def run_stage(jobs: Sequence[Job], params: PipelineParams, *, out: str | Path, desc: str) -> None:
-    """`run_jobs` on the executor params.yaml chose, resuming from the store of `out`."""
+def run_stage(
+    jobs: Sequence[Job],
+    params: PipelineParams,
+    *,
+    out: str | Path,
+    desc: str,
+    pool: LocalWorkers | None = None,
+) -> None:
+    """`run_jobs` on the executor params.yaml chose (`pool`: its local workers, started by
+    `stage_workers`), resuming from the store of `out`."""
     ray = None
     if params.executor == "ray":
         from ksmith.pipeline.ray_executor import RayOptions
@@ -347,4 +489,5 @@ def run_stage(jobs: Sequence[Job], params: PipelineParams, *, out: str | Path, d
         desc=desc,
         store=CellStore.for_output(out),
         ray=ray,
+        pool=pool,
     )
