@@ -40,14 +40,7 @@ import socket
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import (
-    FIRST_COMPLETED,
-    Executor,
-    Future,
-    ProcessPoolExecutor,
-    ThreadPoolExecutor,
-    wait,
-)
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -293,81 +286,83 @@ def _ready() -> None:
 
 class LocalWorkers:
     """`workers` cell runners with `threads` torch threads each, started on creation: spawned
-    processes, or with `here` this process (a thread of it) and ``workers - 1`` processes.
+    processes, or with `here` this process and ``workers - 1`` spawned ones.
 
     Create it before the stage's heavy imports and planning (`stage_workers`): the workers
     import torch and the `warm` modules meanwhile. With `here` the stage process, which imports
-    torch to plan anyway, runs cells too, so a stage starts one interpreter fewer (about 4 s
-    of CPU each); a cell that kills its process then kills the stage, whose finished cells are
-    kept (`CellStore`). `run` hands the calls out largest-first, each to the next runner that
-    is free, yielding each (name, error) as it finishes; `close` (again harmless) shuts the
-    runners down, letting running cells finish. `run_jobs` closes it when its cells are done,
-    inside the caller's atomic output folder, so no cell is still running when that folder is
-    kept or discarded.
+    torch to plan anyway, runs cells too (on its main thread: measured, a cell in a second
+    thread took a third longer), so a stage starts one interpreter fewer (about 4 s of CPU
+    each); a cell that kills its process then kills the stage, whose finished cells are kept
+    (`CellStore`). `run` hands the calls out largest-first, yielding each (name, error) as it
+    finishes; each spawned worker holds one call queued behind its running one, so it never
+    waits for a cell of this process. `close` (again harmless) shuts the workers down, letting
+    running cells finish. `run_jobs` closes it when its cells are done, inside the caller's
+    atomic output folder, so no cell is still running when that folder is kept or discarded.
     """
 
     def __init__(self, workers: int, threads: int, warm: Sequence[str] = (), *, here: bool = False):
         if workers < 1:
             raise KsmithError(f"workers must be at least 1, got {workers}")
         self.workers = workers
+        self.here = here
+        self._spawned = workers - 1 if here else workers
         self._pool: ProcessPoolExecutor | None = None
-        self._here = ThreadPoolExecutor(1, thread_name_prefix="ksmith-cell") if here else None
-        spawned = workers - 1 if here else workers
-        if spawned:
+        if self._spawned:
             context = multiprocessing.get_context("spawn")
             with _environment(WORKER_ENV):  # a spawned process takes the environment at start
                 self._pool = ProcessPoolExecutor(
-                    spawned, mp_context=context, initializer=init_worker,
+                    self._spawned, mp_context=context, initializer=init_worker,
                     initargs=(threads, tuple(warm), True),
                 )  # fmt: skip
-                for _ in range(spawned):  # with spawn, one process per task while none is idle
+                for _ in range(self._spawned):  # with spawn: one process per task while none idle
                     self._pool.submit(_ready)
 
     def run(self, calls: Sequence[Call]) -> Iterator[tuple[str, str | None]]:
         todo = list(reversed(calls))  # popped from the end: largest first
-        runners: list[Executor] = [self._here] if self._here is not None else []
-        if self._pool is not None:
-            runners += [self._pool] * (self.workers - len(runners))
-        pending: dict[Future, Executor] = {}
+        pending: set[Future] = set()
+        depth = (2 if self.here else 1) * self._spawned
 
-        def hand_out(runner: Executor) -> None:
-            if todo:
-                fn = call if runner is self._pool else _call_quietly
-                pending[runner.submit(fn, todo.pop())] = runner
+        def top_up() -> None:
+            while self._pool is not None and todo and len(pending) < depth:
+                pending.add(self._pool.submit(call, todo.pop()))
 
-        for runner in runners:
-            hand_out(runner)
+        def finished(block: bool) -> Iterator[tuple[str, str | None]]:
+            done, _ = wait(pending, timeout=None if block else 0, return_when=FIRST_COMPLETED)
+            for future in done:
+                pending.discard(future)
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    raise KsmithError(
+                        "a worker process died (killed, or out of memory) while running "
+                        "this stage's cells; run the stage again: finished cells are kept"
+                    ) from None
+                top_up()
+                yield result
+
+        top_up()
         try:
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    runner = pending.pop(future)
-                    try:
-                        result = future.result()
-                    except BrokenProcessPool:
-                        raise KsmithError(
-                            "a worker process died (killed, or out of memory) while running "
-                            "this stage's cells; run the stage again: finished cells are kept"
-                        ) from None
-                    hand_out(runner)
-                    yield result
+            while todo or pending:
+                yield from finished(block=False)
+                if self.here and todo:
+                    yield _call_quietly(todo.pop())
+                elif pending:
+                    yield from finished(block=True)
+                top_up()
         finally:
             todo.clear()
             for future in pending:
                 future.cancel()
 
     def close(self) -> None:
-        """Shut the runners down; running cells finish."""
-        if self._here is not None:
-            self._here.shutdown(wait=True, cancel_futures=True)
+        """Shut the spawned workers down; running cells finish."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _call_quietly(c: Call) -> tuple[str, str | None]:
-    """`call` in this process's cell thread: the console shows warnings only while the cell
-    runs, as a worker's does (its records go to the cell log), so the stage's bar stays
-    readable."""
+    """`call` in this process: the console shows warnings only while the cell runs, as a
+    worker's does (its records go to the cell log), so the stage's bar stays readable."""
     root = logging.getLogger()
     saved = [(h, h.level) for h in root.handlers if not isinstance(h, logging.FileHandler)]
     for h, level in saved:

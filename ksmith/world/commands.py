@@ -11,10 +11,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "pretrain",
         help="train the world model on a dataset's corpus (or fine-tune --base on it)",
         description=(
-            "Train a tokenizer and a small causal LM on the world's training corpus until it "
-            "recalls the world's direct facts (or the step/time budget runs out), and write a "
-            "Hugging Face model folder with a model card. With --base, fine-tune that model on "
-            "the corpus instead."
+            "Train a tokenizer and a small causal LM on the world's training corpus for the "
+            "spec's step budget (max_steps; with stop_early, until the knowledge check reaches "
+            "the thresholds), measure its capability profile, and write a Hugging Face model "
+            "folder with a model card; fail, writing nothing, when the profile falls short of "
+            "the thresholds (unless allow_below_threshold). With --base, fine-tune that model "
+            "on the corpus instead."
         ),
     )
     _common(p, "e.g. --set layers=4")
