@@ -108,7 +108,29 @@ def set_threads(threads: int | None) -> None:
         sys.modules["torch"].set_num_threads(threads)
 
 
+def _threads_arg(argv: list[str] | None) -> int | None:
+    """The global ``--threads N`` of `argv` (before the sub-command), None when absent or not
+    a positive integer (the parser reports that)."""
+    args = sys.argv[1:] if argv is None else argv
+    for i, arg in enumerate(args):
+        if arg == "--threads":
+            value = args[i + 1] if i + 1 < len(args) else ""
+        elif arg.startswith("--threads="):
+            value = arg.partition("=")[2]
+        elif arg.startswith("-"):
+            continue
+        else:
+            return None  # the sub-command: what follows is its own
+        return int(value) if value.isdigit() and int(value) >= 1 else None
+    return None
+
+
 def _main(argv: list[str] | None) -> int:
+    # Before the parser imports numpy (via pyarrow): its BLAS reads its thread count once, from
+    # OMP_NUM_THREADS, at import. Else numpy ran 2 BLAS threads in a pipeline stage's own
+    # process while its workers ran 1, so a cell's float64 products (linear CKA) differed in
+    # the last bits with the process that ran it.
+    set_threads(_threads_arg(argv))
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -51,3 +51,24 @@ def test_bench_threads_prints_side_by_side_timings_and_a_ratio():
     summary = dict(kv.split("=") for kv in lines[-1].split())
     assert list(summary)[0] == "ratio" and float(summary["ratio"]) > 0
     assert summary["fastest_threads"] in ("1", "2")
+
+
+BLAS_PROBE = (
+    "import sys; from ksmith.cli import main; main(sys.argv[1:]); "
+    "from threadpoolctl import threadpool_info; "
+    "print('blas', max(i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'))"
+)
+
+
+@pytest.mark.parametrize("argv", [["--threads", "1"], ["--threads=1", "-v"], []])
+def test_numpy_blas_takes_the_thread_count_too(argv):
+    """numpy (imported by the parser, via pyarrow) reads its BLAS thread count at import, so
+    `--threads` is applied before the parser is built: a stage's own process then runs cells
+    with the same float64 products as its workers (linear CKA had differed in the last bits)."""
+    pytest.importorskip("threadpoolctl")
+    clean = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    out = subprocess.run(
+        [sys.executable, "-c", BLAS_PROBE, *argv, "schema"],
+        capture_output=True, text=True, env=clean, check=True,
+    )  # fmt: skip
+    assert out.stdout.strip().splitlines()[-1] == f"blas {DEFAULT_THREADS}"
