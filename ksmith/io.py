@@ -36,7 +36,8 @@ MARKER = ".ksmith-output"
 # pretrain stage writes a trained world model, or a pointer to a given model, at one path).
 _INTERCHANGEABLE = ({"world-model", "model-pointer"},)
 
-_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<what>tmp|old)-(?P<pid>[0-9]+)(?:-.*)?$")
+# A temporary or moved-aside folder of an atomic write: `.<name>.tmp-<pid>...`, `.<name>.old-<pid>...`.
+LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<what>tmp|old)-(?P<pid>[0-9]+)(?:-.*)?$")
 
 
 def marker_kind(folder: str | Path) -> str | None:
@@ -116,7 +117,7 @@ def recover_output_dir(out: str | Path) -> None:
     if not parent.is_dir():
         return
     for entry in sorted(parent.iterdir()):
-        m = _LEFTOVER.match(entry.name)
+        m = LEFTOVER.match(entry.name)
         if not m or m["name"] != out.name or pid_alive(int(m["pid"])):
             continue
         if m["what"] == "old" and not out.exists() and (entry / MARKER).is_file():

@@ -5,7 +5,7 @@ Keys. A cell's key hashes everything its folder depends on: the run's settings (
 overrides, mode, seed, device, evaluation options, the paths recorded in its outputs), the
 model's and dataset's fingerprints, the update folder it evaluates (its bytes), and the code
 (ksmith's version and source, the method's code, torch's version, the git revision written
-into update.json). A finished cell is reused only under the same key (`workers.CellStore`).
+into update.json). A finished cell is reused only under the same key (`store.CellStore`).
 
 Inputs. Each worker process (local or Ray) keeps the base model, pristine on the CPU, and the
 dataset's card, corpus and recently read rows; a cell gets its own copy of each (a deep copy

@@ -12,11 +12,9 @@ without the interpreter's teardown (about 1 s with torch loaded), since it has n
 to write once the pool shuts down. With Ray
 (`ksmith.pipeline.ray_executor`) each cell is one task with declared resources.
 
-Resume. With a `CellStore`, a job that has a `key` (a hash of everything its output depends on,
-`ksmith.pipeline.cells`) writes its folder into the store, named by cell and key, atomically: a
-folder there is a finished cell. A stage that was interrupted (killed, Ctrl-C, one cell's error)
-finds those cells on its next run and does not compute them again; once every cell is done they
-move into the stage's output and the store is emptied.
+Resume. With a `CellStore` (`ksmith.pipeline.store`), a job that has a `key` writes its
+folder into the store, atomically, and a stage that was interrupted does not compute its
+finished cells again.
 
 Logs. Each cell's records (`logging`, INFO and up, one header per attempt) go to
 `<store>/logs/<cell>.log`, kept after the stage; a failure names that file.
@@ -34,8 +32,6 @@ import importlib
 import logging
 import multiprocessing
 import os
-import re
-import shutil
 import socket
 import sys
 import traceback
@@ -47,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ksmith.errors import KsmithError
-from ksmith.io import MARKER, pid_alive
+from ksmith.pipeline.store import CellStore  # noqa: F401 -- also imported from here
 
 if TYPE_CHECKING:
     from ksmith.pipeline.params import PipelineParams
@@ -81,68 +77,6 @@ class CellFailed(KsmithError):
 # Set in the workers' environment from their start (tqdm reads its defaults when imported):
 # the parent shows one bar for the stage, so the cells' own bars are off.
 WORKER_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
-
-STATE_DIR = ".ksmith"
-_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>[0-9]+)(?:-.*)?$")
-
-
-@dataclass(frozen=True)
-class CellStore:
-    """A stage's finished cells (`cells/<cell>-<key>/`) and per-cell logs (`logs/<cell>.log`).
-
-    It lives outside every output (DVC neither removes it before a stage nor hashes it as a
-    dependency): see `for_output`.
-    """
-
-    root: Path
-
-    @classmethod
-    def for_output(cls, out: str | Path) -> CellStore:
-        """The store of the stage writing `out`: ``.ksmith/<out>`` under the working directory
-        (the DVC project) when `out` is inside it, else ``.ksmith/<name>`` beside `out`."""
-        target = Path(os.path.abspath(out))
-        cwd = Path.cwd()
-        if target.is_relative_to(cwd) and target != cwd:
-            return cls(cwd / STATE_DIR / target.relative_to(cwd))
-        return cls(target.parent / STATE_DIR / target.name)
-
-    @property
-    def cells(self) -> Path:
-        return self.root / "cells"
-
-    def entry(self, job: Job) -> Path:
-        assert job.key is not None, "only keyed jobs are stored"
-        return self.cells / f"{job.name}-{job.key[:16]}"
-
-    def finished(self, job: Job) -> bool:
-        return job.key is not None and (self.entry(job) / MARKER).is_file()
-
-    def log(self, job: Job) -> Path:
-        return self.root / "logs" / f"{job.name}.log"
-
-    def prepare(self, jobs: Sequence[Job]) -> None:
-        """Make the folders; drop stored cells no job here wants (their inputs changed) and
-        temporary folders of runs that are no longer alive."""
-        (self.root / "logs").mkdir(parents=True, exist_ok=True)
-        self.cells.mkdir(parents=True, exist_ok=True)
-        wanted = {self.entry(j).name for j in jobs if j.key is not None}
-        for path in self.cells.iterdir():
-            m = _LEFTOVER.match(path.name)
-            if m is None and path.name in wanted:
-                continue
-            if m is not None and (m["name"] in wanted or pid_alive(int(m["pid"]))):
-                continue  # the cell's next atomic write recovers it / a live run's
-            shutil.rmtree(path, ignore_errors=True)
-
-    def deliver(self, job: Job) -> None:
-        """Move a finished cell to its output folder."""
-        assert job.out is not None
-        os.replace(self.entry(job), job.out)
-
-    def close(self) -> None:
-        """Remove the cells folder once empty (the logs stay)."""
-        with contextlib.suppress(OSError):
-            self.cells.rmdir()
 
 
 @dataclass(frozen=True)
@@ -337,7 +271,7 @@ class LocalWorkers:
                         "a worker process died (killed, or out of memory) while running "
                         "this stage's cells; run the stage again: finished cells are kept"
                     ) from None
-                top_up()
+                top_up()  # before the caller (or this process's next cell) takes its time
                 yield result
 
         top_up()
