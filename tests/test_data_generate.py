@@ -21,6 +21,7 @@ from ksmith.data import (
     read_card,
 )
 from ksmith.data.generate import generate_dataset
+from ksmith.errors import KsmithError
 from ksmith.io import MARKER
 
 
@@ -184,3 +185,25 @@ def test_too_small_world_fails_clearly(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "level 'root'" in err and "1000" in err and "only 100" in err and "tiny" in err
     assert not out.exists()
+
+
+def test_card_front_matter_is_parsed_once_per_file_version(tmp_path, monkeypatch):
+    """A stage reads its card many times: parsed once while the file is unchanged, parsed
+    again once it is rewritten, and every caller gets its own copy."""
+    from ksmith.data import card
+
+    calls = []
+    parse = card.load_yaml
+    monkeypatch.setattr(card, "load_yaml", lambda *a: calls.append(1) or parse(*a))
+    readme = tmp_path / "README.md"
+    readme.write_text("---\nksmith: {fingerprint: abc, size: small}\n---\n# card\n")
+    first = card.read_card(tmp_path)
+    first["size"] = "changed by a caller"
+    assert card.read_card(tmp_path) == {"fingerprint": "abc", "size": "small"}
+    assert len(calls) == 1
+    readme.write_text("---\nksmith: {fingerprint: abcd, size: large}\n---\n# card\n")
+    assert card.read_card(tmp_path)["fingerprint"] == "abcd"
+    assert len(calls) == 2
+    readme.write_text("---\n- not a mapping\n---\n")
+    with pytest.raises(KsmithError, match="not a mapping"):
+        card.read_card(tmp_path)

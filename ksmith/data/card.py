@@ -6,6 +6,7 @@ mapping back with `read_card`.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,19 +162,36 @@ Load one with `datasets.load_dataset(DIR_OR_REPO, name=CONFIG)`.
     return f"---\n{dumped}---\n\n{body}"
 
 
+# Parsed front matters by file identity: a pipeline stage reads its dataset's card some twenty
+# times, and the bounded safe YAML parse of the default card takes 16 ms. A card rewritten in
+# place changes its size, mtime or inode, so it is parsed again.
+_FRONT_MATTERS: dict[tuple[str, int, int, int, int], dict[str, Any]] = {}
+_FRONT_MATTERS_MAX = 32
+
+
 def read_front_matter(directory: str | Path) -> dict[str, Any]:
-    """The parsed YAML front matter of DIR/README.md."""
+    """The parsed YAML front matter of DIR/README.md (a fresh copy: callers may change it)."""
     path = Path(directory) / "README.md"
-    if not path.is_file():
+    try:
+        st = path.stat()
+    except OSError:
+        st = None
+    if st is None or not path.is_file():
         raise KsmithError(f"{path}: no dataset card (is {directory} a ksmith dataset folder?)")
-    text = read_text(path)  # a downloaded card is user input: bounded, UTF-8, safe YAML
-    parts = text.split("---\n", 2)
-    if not text.startswith("---\n") or len(parts) < 3:
-        raise KsmithError(f"{path}: no YAML front matter between '---' lines")
-    data = load_yaml(parts[1], path)
-    if not isinstance(data, dict):
-        raise KsmithError(f"{path}: front matter is not a mapping")
-    return data
+    key = (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    data = _FRONT_MATTERS.get(key)
+    if data is None:
+        text = read_text(path)  # a downloaded card is user input: bounded, UTF-8, safe YAML
+        parts = text.split("---\n", 2)
+        if not text.startswith("---\n") or len(parts) < 3:
+            raise KsmithError(f"{path}: no YAML front matter between '---' lines")
+        data = load_yaml(parts[1], path)
+        if not isinstance(data, dict):
+            raise KsmithError(f"{path}: front matter is not a mapping")
+        if len(_FRONT_MATTERS) >= _FRONT_MATTERS_MAX:
+            _FRONT_MATTERS.clear()
+        _FRONT_MATTERS[key] = data
+    return copy.deepcopy(data)
 
 
 def read_card(directory: str | Path) -> dict[str, Any]:
