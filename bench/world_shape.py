@@ -219,7 +219,9 @@ def _cpu_per_step(name: str, world, tokenizer, calibrate_steps: int) -> float:
     from ksmith.world.probes import KnowledgeProbes
     from ksmith.world.training import build_model, train
 
-    spec = _spec(name, max_steps=calibrate_steps, eval_every=calibrate_steps + 1)
+    # the whole corpus's batches (a curriculum's first steps see a subset of the lines)
+    spec = _spec(name, max_steps=calibrate_steps, eval_every=calibrate_steps + 1,
+                 curriculum_fraction=0.0, curriculum_steps=0)  # fmt: skip
     model = build_model(spec, tokenizer)
     result = train(
         model, tokenizer, world.lines, KnowledgeProbes((), ()), spec, lr=spec.lr, progress=False
@@ -236,8 +238,9 @@ def _train_and_profile(name: str, scale: float, steps: int, world, tokenizer, qu
     spec = _spec(name, max_steps=steps, eval_every=steps + 1, stop_early=False)
     model = build_model(spec, tokenizer)
     result = train(
-        model, tokenizer, world.lines, KnowledgeProbes((), ()), spec, lr=spec.lr, progress=True
-    )
+        model, tokenizer, world.lines, KnowledgeProbes((), ()), spec, lr=spec.lr, progress=True,
+        subjects=world.subjects,
+    )  # fmt: skip
     probes, requests, descriptions = world.profile
     if quick:  # a few requests' probes: the smoke run checks the plumbing, not the numbers
         keep = {r["request_id"] for r in requests[:6]}

@@ -93,7 +93,7 @@ def test_retain_corpus_lacks_exactly_the_removed_facts(suite_and_dataset, worlds
     _, ds = suite_and_dataset
     graphs, pairs, forget = worlds
     rows = retain_corpus(ds, pairs)  # also checks the full world regenerates the dataset's corpus
-    texts = [t for k, t in rows if k == "question"]
+    texts = [t for k, t, _ in rows if k == "question"]
     from ksmith.render import Renderer, fill
 
     rd = Renderer(graphs[0].spec)
@@ -106,6 +106,22 @@ def test_retain_corpus_lacks_exactly_the_removed_facts(suite_and_dataset, worlds
     # what the changed closure newly derives (an entity inheriting where its own value went)
     gained = {f"{fill(rd.text(r).question[0], s)} {o}" for s, r, o in forget.added["biology"]}
     assert kept | gained == set(texts) and not kept & gained
+
+
+def test_retain_training_data_keeps_the_world_models_curriculum_subjects(suite_and_dataset, worlds):
+    """Each retain line keeps its subject, so a curriculum (`curriculum_fraction`) picks the
+    same subjects in the retain world as in the world (those still present)."""
+    from ksmith.world.pretrain import load_world_data
+    from ksmith.world.retain import retain_world_data
+    from ksmith.world.training import curriculum
+
+    _, ds = suite_and_dataset
+    _, pairs, forget = worlds
+    full, retain = load_world_data(ds), retain_world_data(ds, pairs, forget)
+    assert len(retain.subjects) == len(retain.lines) and len(full.subjects) == len(full.lines)
+    assert all(retain.subjects) and set(retain.subjects) <= set(full.subjects)
+    pick = lambda d: {d.subjects[i] for i in curriculum(d.subjects, 0.3, seed=0)}  # noqa: E731
+    assert pick(retain) == pick(full) & set(retain.subjects)
 
 
 def test_probe_overlap_counts_q_minus_probes_asking_removed_facts(suite_and_dataset, worlds):

@@ -354,3 +354,61 @@ def test_empty_corpus_is_an_error(tmp_path):
     )
     with pytest.raises(KsmithError, match="corpus is empty"):
         pretrain(ds, tmp_path / "m", load_world_spec(None, TINY), device="cpu", progress=False)
+
+
+# -- curriculum (Zucchet et al. 2025) ---------------------------------------------------------
+
+
+def test_curriculum_subjects_are_chosen_one_by_one_and_trained_first():
+    from ksmith.world.training import _stream, curriculum
+
+    names = [f"s{i}" for i in range(200)]
+    subjects = [names[i % 200] for i in range(1000)] + ["", ""]  # lines about no subject
+    focus = curriculum(subjects, 0.25, seed=3)
+    chosen = {subjects[i] for i in focus}
+    assert 30 <= len(chosen) <= 70 and "" not in chosen  # about a quarter, seeded
+    assert focus == [i for i, s in enumerate(subjects) if s in chosen]  # every line of each
+    assert chosen != {subjects[i] for i in curriculum(subjects, 0.25, seed=4)}
+    # a retain world lacking some subjects keeps the same curriculum for the others
+    gone = {"s1", "s2", "s3"} | set(sorted(chosen)[:5])
+    kept = [s for s in subjects if s not in gone]
+    assert {kept[i] for i in curriculum(kept, 0.25, seed=3)} == chosen - gone
+    assert curriculum(["", "s0", "", "s0"], 1.0, 0) == [1, 3]
+    assert len({subjects[i] for i in curriculum(subjects, 0.001, 3)}) == 1  # at least one
+    assert curriculum(subjects, 0.0, 3) == []
+
+    lengths = [1 + i % 7 for i in range(len(subjects))]
+    stream = _stream(lengths, 8, torch.Generator().manual_seed(0), focus, focus_steps=20)
+    first = [next(stream) for _ in range(20)]
+    assert all(set(b) <= set(focus) for b in first)
+    later = [i for _ in range(200) for i in next(stream)]
+    assert set(later) - set(focus)  # then the whole corpus
+    again = _stream(lengths, 8, torch.Generator().manual_seed(0), focus, focus_steps=20)
+    assert [next(again) for _ in range(20)] == first
+
+
+def test_curriculum_changes_the_weights_deterministically(dataset, tmp_path):
+    base = [*SHORT, "max_steps=15", "eval_every=10"]
+    spec = load_world_spec(None, [*base, "curriculum_fraction=0.5", "curriculum_steps=10"])
+    a, b, plain = tmp_path / "a", tmp_path / "b", tmp_path / "plain"
+    pretrain(dataset, a, spec, device="cpu", progress=False)
+    pretrain(dataset, b, spec, device="cpu", progress=False)
+    pretrain(dataset, plain, load_world_spec(None, base), device="cpu", progress=False)
+    assert model_fingerprint(a) == model_fingerprint(b) != model_fingerprint(plain)
+    assert yaml.safe_load((a / "world_spec.yaml").read_text())["curriculum_steps"] == 10
+
+
+def test_curriculum_fields_go_together_and_need_subjects(dataset):
+    with pytest.raises(SpecError, match="curriculum_steps"):
+        load_world_spec(None, ["curriculum_fraction=0.3"])
+    with pytest.raises(SpecError, match="curriculum_fraction"):
+        load_world_spec(None, ["curriculum_steps=100"])
+    from ksmith.world.training import train
+
+    spec = load_world_spec(None, [*SHORT, "curriculum_fraction=0.3", "curriculum_steps=10"])
+    with pytest.raises(KsmithError, match="subject"):
+        train(None, None, ["a line"], None, spec, lr=0.01, subjects=())
+    with pytest.raises(KsmithError, match="no line names one"):
+        train(None, None, ["a line"], None, spec, lr=0.01, subjects=("",))
+    with pytest.raises(SpecError, match="less than max_steps"):
+        load_world_spec(None, ["curriculum_fraction=0.3", "curriculum_steps=20000"])

@@ -160,11 +160,17 @@ def write_world_dataset(
     for s, rel, o in facts:
         _values, stmt, question, _para = RELATIONS[rel]
         corpus.append(
-            {"domain": "biology", "fact_id": f"{s}|{rel}|{o}", "text": f"{stmt.format(s=s)} {o} ."}
+            {
+                "domain": "biology",
+                "subject": s,
+                "fact_id": f"{s}|{rel}|{o}",
+                "text": f"{stmt.format(s=s)} {o} .",
+            }
         )
         corpus.append(
             {
                 "domain": "biology",
+                "subject": s,
                 "fact_id": f"{s}|{rel}|{o}",
                 "text": f"{question.format(s=s)} {o}",
             }

@@ -40,6 +40,7 @@ class WorldData:
     check: KnowledgeProbes  # the training check (before sampling)
     profile: tuple[list[dict], list[dict], list[str]]  # probes, requests, descriptions
     fingerprint: str | None
+    subjects: tuple[str, ...] = ()  # each line's subject ("" for none): the curriculum's input
 
 
 def load_world_data(dataset_dir: str | Path) -> WorldData:
@@ -74,6 +75,7 @@ def load_world_data(dataset_dir: str | Path) -> WorldData:
         check=check,
         profile=(probes, requests, descriptions),
         fingerprint=str(fingerprint) if fingerprint is not None else None,
+        subjects=tuple(str(r.get("subject") or "") for r in corpus),
     )
 
 
@@ -142,8 +144,9 @@ def pretrain(
         len(tokenizer),
     )
     result: TrainResult = train(
-        model, tokenizer, world.lines, check, spec, lr=lr, progress=progress
-    )
+        model, tokenizer, world.lines, check, spec, lr=lr, progress=progress,
+        subjects=world.subjects,
+    )  # fmt: skip
     probes, requests, descriptions = world.profile
     profile: dict[str, Any] = {}
     if probes:

@@ -166,21 +166,22 @@ def retain_worlds(
     return worlds, ForgetSet(ids, triples, removed, added)
 
 
-def _corpus_rows(graph: DatasetGraph, world) -> list[tuple[str, str]]:
-    """(kind, text) of `world`'s corpus by the dataset's recipe (`ksmith.data.graphjob`)."""
+def _corpus_rows(graph: DatasetGraph, world) -> list[tuple[str, str, str]]:
+    """(kind, text, subject) of `world`'s corpus by the dataset's recipe
+    (`ksmith.data.graphjob`)."""
     from ksmith.render import Renderer, corpus_batches
 
-    rows: list[tuple[str, str]] = []
+    rows: list[tuple[str, str, str]] = []
     for batch in corpus_batches(world, Renderer(graph.spec), seed=graph.corpus_seed):
         rows.extend(zip(batch.column("kind").to_pylist(), batch.column("text").to_pylist(),
-                        strict=True))  # fmt: skip
+                        batch.column("subject").to_pylist(), strict=True))  # fmt: skip
     return rows
 
 
 def retain_corpus(
     dataset_dir: str | Path, worlds: list[tuple[DatasetGraph, Any, Any]]
-) -> list[tuple[str, str]]:
-    """(kind, text) rows of the retain worlds' corpus, graphs in dataset order. The full
+) -> list[tuple[str, str, str]]:
+    """(kind, text, subject) rows of the retain worlds' corpus, graphs in dataset order. The full
     worlds' corpus, regenerated the same way, must equal the dataset's (else KsmithError: the
     dataset was made by another recipe and a retain model would differ in more than the
     forget set)."""
@@ -189,9 +190,9 @@ def retain_corpus(
 
     stored = [r["text"] for r in read_rows(Path(dataset_dir) / corpus_path())]
     full: list[str] = []
-    out: list[tuple[str, str]] = []
+    out: list[tuple[str, str, str]] = []
     for graph, world, retain in worlds:
-        full.extend(t for _, t in _corpus_rows(graph, world))
+        full.extend(row[1] for row in _corpus_rows(graph, world))
         out.extend(_corpus_rows(graph, retain))
     if full != stored:
         raise KsmithError(
@@ -270,14 +271,15 @@ def retain_world_data(dataset_dir: str | Path, worlds, forget: ForgetSet):
             for p in _rows(dataset_dir, c, "probes")
             if not _asks_removed(p, forget.removed, c.split(".")[0])
         ])  # fmt: skip
-    descriptions = [t for k, t in rows if k == "description"]
+    descriptions = [t for k, t, _ in rows if k == "description"]
     log.info(
         "retain world: %d of %d profile probes kept (the rest ask a removed fact)",
         len(kept), len(probes),
     )  # fmt: skip
     return dataclasses.replace(
         data,
-        lines=tuple(t for _, t in rows),
+        lines=tuple(t for _, t, _ in rows),
+        subjects=tuple(s or "" for _, _, s in rows),
         check=check,
         profile=(kept, requests, descriptions),
     )

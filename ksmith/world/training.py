@@ -4,13 +4,16 @@ From scratch: a word-level tokenizer and a small Llama- or GPT-2-style model mad
 With a base model: the same loop fine-tunes it on the corpus, as TOFU (arXiv 2401.06121) does
 with its fictitious authors. Every corpus line is one sequence (``<bos> line <eos>``), batches
 are right-padded, the loss is next-token cross-entropy on all real tokens; AdamW with linear
-warm-up and cosine decay. Training stops at the recall and MCQ thresholds (checked every
-`eval_every` steps on a fixed sample of direct probes) or at the step budget: never on wall
-time, so the same spec gives the same weights on any machine under any load.
+warm-up and cosine decay; optionally a curriculum first (`curriculum`: the lines about a share
+of the subjects). Training stops at the step budget or, with `stop_early`, at the first
+knowledge check (every `eval_every` steps, on a fixed sample of the profile's probes) that
+reaches the thresholds: never on wall time, so the same spec gives the same weights on any
+machine under any load.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -137,6 +140,43 @@ def _batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator
                 yield chunks[j]
 
 
+def _draw(subject: str, seed: int) -> float:
+    """A seeded uniform draw in [0, 1) for `subject`, from its name alone."""
+    digest = hashlib.sha256(f"{seed}\x00{subject}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def curriculum(subjects: Sequence[str], fraction: float, seed: int) -> list[int]:
+    """Indices of the lines about the curriculum's subjects: those whose seeded draw
+    (`_draw`) is below `fraction`, or, when none is, the one of least draw. Decided per
+    subject, so a retain world (some facts, or whole subjects, removed) keeps its world's
+    curriculum subjects. Lines about no subject ("") are never in it.
+
+    Zucchet et al. 2025, "How do language models learn facts? Dynamics, curricula and
+    hallucinations" (arXiv 2503.21676), section 4: a model learning facts about many
+    individuals sits on a loss plateau while it forms the attention circuits recall needs; the
+    plateau grows with the number of individuals, and a warm-up on few of them shortens it."""
+    if fraction <= 0:
+        return []
+    draws = {s: _draw(s, seed) for s in dict.fromkeys(subjects) if s}
+    chosen = {s for s, d in draws.items() if d < fraction}
+    if not chosen and draws:
+        chosen = {min(draws, key=lambda s: (draws[s], s))}
+    return [i for i, s in enumerate(subjects) if s in chosen]
+
+
+def _stream(lengths: Sequence[int], batch_size: int, generator: torch.Generator,
+            focus: Sequence[int], focus_steps: int):  # fmt: skip
+    """`focus_steps` batches of the `focus` lines (`_batches` over them), then batches of
+    every line."""
+    if focus_steps:
+        for k, batch in enumerate(_batches([lengths[i] for i in focus], batch_size, generator)):
+            if k == focus_steps:
+                break
+            yield [focus[i] for i in batch]
+    yield from _batches(lengths, batch_size, generator)
+
+
 def train(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -146,12 +186,33 @@ def train(
     *,
     lr: float,
     progress: bool = True,
+    subjects: Sequence[str] = (),
 ) -> TrainResult:
     """Train `model` in place on `lines` until the knowledge check (`check`, measured every
     `spec.eval_every` steps) reaches `spec.thresholds`, or for `spec.max_steps` steps. Steps
-    alone decide when it stops, so the weights depend on the spec and the data only."""
+    alone decide when it stops, so the weights depend on the spec and the data only. With a
+    curriculum (`spec.curriculum_fraction`), the first `spec.curriculum_steps` steps train on
+    the lines whose subject (`subjects`, one per line) is a curriculum subject."""
     if not lines:
         raise KsmithError("the corpus is empty: nothing to train on")
+    focus: list[int] = []
+    if spec.curriculum_steps:
+        if len(subjects) != len(lines):
+            raise KsmithError(
+                "curriculum_fraction needs each corpus line's subject (the corpus's `subject` "
+                f"column): got {len(subjects)} subjects for {len(lines)} lines"
+            )
+        focus = curriculum(subjects, spec.curriculum_fraction, spec.seed)
+        if not focus:
+            raise KsmithError(
+                "curriculum_fraction needs each corpus line's subject, and no line names one: "
+                "set curriculum_fraction and curriculum_steps to 0"
+            )
+        log.info(
+            "curriculum: %d steps on %d of %d lines (%d subjects) first",
+            spec.curriculum_steps, len(focus), len(lines),
+            len({subjects[i] for i in focus}),
+        )  # fmt: skip
     device = next(model.parameters()).device
     max_len = HFBackend(model, tokenizer).max_length
     data = encode_lines(tokenizer, lines, max_len)
@@ -170,7 +231,9 @@ def train(
     start, cpu_start = time.perf_counter(), time.process_time()
     bar = tqdm(total=spec.max_steps, desc="pretrain", unit="step", disable=not progress)
     model.train()
-    for batch in _batches([len(x) for x in data], spec.batch_size, generator):
+    batches = _stream([len(x) for x in data], spec.batch_size, generator, focus,
+                      spec.curriculum_steps)  # fmt: skip
+    for batch in batches:
         seqs = [data[i] for i in batch]
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), pad, dtype=torch.long)
