@@ -185,8 +185,11 @@ COMMAND_SCRIPT = textwrap.dedent(
             step[0] += 1
             if step[0] - 1 == kill_at:
                 if mode == "int":
-                    os.kill(os.getpid(), signal.SIGINT)
-                    time.sleep(5)
+                    # to this (the main) thread: a process-wide kill may land on another thread
+                    # (numpy's, pyarrow's), and a single 5 s sleep would then not be interrupted
+                    signal.raise_signal(signal.SIGINT)
+                    for _ in range(50):  # KeyboardInterrupt is raised at a loop's check
+                        time.sleep(0.1)
                 os.kill(os.getpid(), signal.SIGKILL)
             return fn(*a, **k)
         return wrapper
