@@ -176,6 +176,9 @@ COMMAND_SCRIPT = textwrap.dedent(
     from ksmith.cli import main
 
     argv, kill_at, mode = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    # a terminal's process: Ctrl-C raises KeyboardInterrupt, whatever disposition this process
+    # inherited (a test run started in the background has SIGINT ignored, and so its children)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if mode == "rename":
         kio._RENAMEAT2 = None
     step = [0]
