@@ -35,7 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ksmith.pipeline.workers import CellStore, Job, run_jobs  # noqa: E402
+from ksmith.pipeline.store import CellStore  # noqa: E402
+from ksmith.pipeline.workers import Job, run_jobs  # noqa: E402
 
 
 def timed(record: str, fn, *args, **kwargs) -> None:

@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from ksmith.errors import KsmithError, SpecError
-from ksmith.pipeline.workers import CellFailed, CellStore, Job, run_jobs
+from ksmith.pipeline.store import CellStore
+from ksmith.pipeline.workers import CellFailed, Job, run_jobs
 
 ray = pytest.importorskip("ray")
 from ksmith.pipeline.ray_executor import RayOptions  # noqa: E402

@@ -7,6 +7,7 @@ mapping back with `read_card`.
 from __future__ import annotations
 
 import copy
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,7 +177,7 @@ def read_front_matter(directory: str | Path) -> dict[str, Any]:
         st = path.stat()
     except OSError:
         st = None
-    if st is None or not path.is_file():
+    if st is None or not stat.S_ISREG(st.st_mode):
         raise KsmithError(f"{path}: no dataset card (is {directory} a ksmith dataset folder?)")
     key = (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
     data = _FRONT_MATTERS.get(key)

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ksmith.errors import KsmithError
-from ksmith.pipeline.workers import WORKER_ENV, Call, call, init_worker
+from ksmith.pipeline.worker_init import WORKER_ENV, init_worker
+from ksmith.pipeline.workers import Call, call
 
 if TYPE_CHECKING:
     from ksmith.pipeline.params import PipelineParams

@@ -26,14 +26,11 @@ discarded. A cell's own error is never retried; on Ray a cell whose worker *died
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import importlib
 import logging
 import multiprocessing
 import os
 import socket
-import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -43,7 +40,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ksmith.errors import KsmithError
-from ksmith.pipeline.store import CellStore  # noqa: F401 -- also imported from here
+from ksmith.pipeline.store import CellStore
+from ksmith.pipeline.worker_init import WORKER_ENV, init_worker
 
 if TYPE_CHECKING:
     from ksmith.pipeline.params import PipelineParams
@@ -74,11 +72,6 @@ class CellFailed(KsmithError):
     """A cell raised; the message names the cell and carries the original error."""
 
 
-# Set in the workers' environment from their start (tqdm reads its defaults when imported):
-# the parent shows one bar for the stage, so the cells' own bars are off.
-WORKER_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
-
-
 @dataclass(frozen=True)
 class Call:
     """What a worker runs: a job, where it writes (None: as the job says), where it logs."""
@@ -86,53 +79,6 @@ class Call:
     job: Job
     out: str | None
     log: str | None
-
-
-def init_worker(threads: int, warm: Sequence[str] = (), fast_exit: bool = False) -> None:
-    """Once per worker process: torch threads, malloc, and logging (warnings on stderr; the
-    cell log handler takes INFO). `warm` names modules (``module`` or ``module:attribute``)
-    its cells will import, imported now so that a pool started early has them ready. With
-    `fast_exit` the process ends without the interpreter's teardown once it is done (see
-    `_exit_now`): only for pool workers, whose results are sent before they exit."""
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # as `ksmith --threads`; torch reads it at import
-    import torch
-
-    from ksmith.runtime import keep_freed_memory
-
-    os.environ.update(WORKER_ENV)
-    keep_freed_memory()
-    torch.set_num_threads(threads)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for handler in logging.getLogger().handlers:
-        if handler.level == logging.NOTSET:
-            handler.setLevel(logging.WARNING)
-    for name in warm:
-        _warm(name)
-    if fast_exit:
-        atexit.register(_exit_now)
-
-
-def _warm(name: str) -> None:
-    """Import ``module`` or ``module:attribute`` (a lazy module's attribute, such as a
-    transformers model class); a name that does not resolve is only logged."""
-    module, _, attribute = name.partition(":")
-    try:
-        obj = importlib.import_module(module)
-        if attribute:
-            getattr(obj, attribute)
-    except (ImportError, AttributeError) as e:
-        log.debug("warm-up import %s: %s", name, e)
-
-
-def _exit_now() -> None:
-    """The last exit handler of a pool worker: flush, then end the process at once. Handlers
-    registered before it (torch's, multiprocessing's) are skipped: the worker's results went to
-    the parent synchronously, and its outputs were written atomically before."""
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(0)
 
 
 class _CellLog:

@@ -13,7 +13,6 @@ machine under any load.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -26,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ksmith.errors import KsmithError
 from ksmith.evaluate.hf import HFBackend
+from ksmith.intervene.sample import derive_seed
 from ksmith.world.probes import KnowledgeProbes, measure
 from ksmith.world.spec import WorldModelSpec
 
@@ -142,8 +142,7 @@ def _batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator
 
 def _draw(subject: str, seed: int) -> float:
     """A seeded uniform draw in [0, 1) for `subject`, from its name alone."""
-    digest = hashlib.sha256(f"{seed}\x00{subject}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
+    return derive_seed(seed, subject) / 2**63
 
 
 def curriculum(subjects: Sequence[str], fraction: float, seed: int) -> list[int]:
