@@ -122,6 +122,9 @@ def test_retain_training_data_keeps_the_world_models_curriculum_subjects(suite_a
     assert all(retain.subjects) and set(retain.subjects) <= set(full.subjects)
     pick = lambda d: {d.subjects[i] for i in curriculum(d.subjects, 0.3, seed=0)}  # noqa: E731
     assert pick(retain) == pick(full) & set(retain.subjects)
+    # and its kind, for `curriculum_kinds`
+    assert len(retain.kinds) == len(retain.lines) and len(full.kinds) == len(full.lines)
+    assert set(retain.kinds) <= set(full.kinds) and "description" in set(retain.kinds)
 
 
 def test_probe_overlap_counts_q_minus_probes_asking_removed_facts(suite_and_dataset, worlds):

@@ -377,6 +377,11 @@ def test_curriculum_subjects_are_chosen_one_by_one_and_trained_first():
     assert len({subjects[i] for i in curriculum(subjects, 0.001, 3)}) == 1  # at least one
     assert curriculum(subjects, 0.0, 3) == []
 
+    # with kinds named, only those kinds of the chosen subjects' lines
+    kinds = ["truefalse" if i % 3 else "question" for i in range(len(subjects))]
+    only = curriculum(subjects, 0.25, 3, kinds, ["question"])
+    assert only == [i for i in focus if kinds[i] == "question"] and only
+
     lengths = [1 + i % 7 for i in range(len(subjects))]
     stream = _stream(lengths, 8, torch.Generator().manual_seed(0), focus, focus_steps=20)
     first = [next(stream) for _ in range(20)]
@@ -412,3 +417,28 @@ def test_curriculum_fields_go_together_and_need_subjects(dataset):
         train(None, None, ["a line"], None, spec, lr=0.01, subjects=("",))
     with pytest.raises(SpecError, match="less than max_steps"):
         load_world_spec(None, ["curriculum_fraction=0.3", "curriculum_steps=20000"])
+
+
+def test_curriculum_kinds_are_checked_against_the_spec_and_the_corpus(dataset, tmp_path):
+    from ksmith.world.training import train
+
+    with pytest.raises(SpecError, match="curriculum_kinds") as e:
+        load_world_spec(None, ["curriculum_fraction=0", "curriculum_steps=0",
+                               "curriculum_kinds=[question]"])  # fmt: skip
+    assert "needs a curriculum" in str(e.value)
+    cur = ["curriculum_fraction=0.3", "curriculum_steps=10"]
+    with pytest.raises(SpecError, match="twice"):
+        load_world_spec(None, [*cur, "curriculum_kinds=[question, question]"])
+    spec = load_world_spec(None, [*SHORT, *cur, "curriculum_kinds=[questoin]"])
+    with pytest.raises(KsmithError, match="no line of kind questoin .its kinds: question"):
+        train(None, None, ["a line"], None, spec, lr=0.01, subjects=("s",), kinds=("question",))
+    with pytest.raises(KsmithError, match="none recorded"):
+        train(None, None, ["a line"], None, spec, lr=0.01, subjects=("s",))
+    # a named kind keeps the others out of the curriculum's steps: other weights, same twice
+    base = [*SHORT, "max_steps=15", "eval_every=10", *cur]
+    some = load_world_spec(None, [*base, "curriculum_kinds=[question]"])
+    a, b, every = tmp_path / "a", tmp_path / "b", tmp_path / "every"
+    pretrain(dataset, a, some, device="cpu", progress=False)
+    pretrain(dataset, b, some, device="cpu", progress=False)
+    pretrain(dataset, every, load_world_spec(None, base), device="cpu", progress=False)
+    assert model_fingerprint(a) == model_fingerprint(b) != model_fingerprint(every)

@@ -164,6 +164,7 @@ def write_world_dataset(
                 "domain": "biology",
                 "subject": s,
                 "fact_id": f"{s}|{rel}|{o}",
+                "kind": "description",
                 "text": f"{stmt.format(s=s)} {o} .",
             }
         )
@@ -172,6 +173,7 @@ def write_world_dataset(
                 "domain": "biology",
                 "subject": s,
                 "fact_id": f"{s}|{rel}|{o}",
+                "kind": "question",
                 "text": f"{question.format(s=s)} {o}",
             }
         )

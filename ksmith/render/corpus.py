@@ -32,6 +32,7 @@ import pyarrow as pa
 from ksmith.render.phrasing import Phrasings, fact_key
 from ksmith.render.text import FALSE, IN_CONTEXT, NO, TF_PREFIX, TRUE, YES, Renderer, fill
 
+LINE_KINDS = ("description", "question", "reverse", "truefalse", "comparison", "in_context")
 BLOCK = 1 << 16  # lines per arrow batch: bounds memory, fixed so output never depends on it
 CORPUS_NAMES = ("domain", "subject", "fact_id", "kind", "text")
 

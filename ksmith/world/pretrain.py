@@ -41,6 +41,7 @@ class WorldData:
     profile: tuple[list[dict], list[dict], list[str]]  # probes, requests, descriptions
     fingerprint: str | None
     subjects: tuple[str, ...] = ()  # each line's subject ("" for none): the curriculum's input
+    kinds: tuple[str, ...] = ()  # each line's kind (the corpus's `kind` column)
 
 
 def load_world_data(dataset_dir: str | Path) -> WorldData:
@@ -76,6 +77,7 @@ def load_world_data(dataset_dir: str | Path) -> WorldData:
         profile=(probes, requests, descriptions),
         fingerprint=str(fingerprint) if fingerprint is not None else None,
         subjects=tuple(str(r.get("subject") or "") for r in corpus),
+        kinds=tuple(str(r.get("kind") or "") for r in corpus),
     )
 
 
@@ -146,6 +148,7 @@ def pretrain(
     result: TrainResult = train(
         model, tokenizer, world.lines, check, spec, lr=lr, progress=progress,
         subjects=world.subjects,
+        kinds=world.kinds,
     )  # fmt: skip
     probes, requests, descriptions = world.profile
     profile: dict[str, Any] = {}

@@ -280,6 +280,7 @@ def retain_world_data(dataset_dir: str | Path, worlds, forget: ForgetSet):
         data,
         lines=tuple(t for _, t, _ in rows),
         subjects=tuple(s or "" for _, _, s in rows),
+        kinds=tuple(k for k, _, _ in rows),
         check=check,
         profile=(kept, requests, descriptions),
     )

@@ -30,6 +30,8 @@ Ability = Literal[
     "in_context",
     "fluency",
 ]
+# The corpus's line kinds (`ksmith.render.corpus.LINE_KINDS`; a test keeps the two equal).
+LineKind = Literal["description", "question", "reverse", "truefalse", "comparison", "in_context"]
 DEFAULT_THRESHOLDS: dict[str, float] = {
     "direct": 0.95,
     "paraphrase": 0.9,
@@ -91,7 +93,17 @@ class WorldModelSpec(BaseModel):
         "shortens the loss plateau before facts are recalled (Zucchet et al. 2025). 0: none.",
     )
     curriculum_steps: int = Field(
-        0, ge=0, description="Steps on the curriculum's subjects before the whole corpus."
+        0,
+        ge=0,
+        description="Steps on the curriculum's subjects before the whole corpus; 0: no "
+        "curriculum (curriculum_fraction and curriculum_kinds are then unused).",
+    )
+    curriculum_kinds: list[LineKind] = Field(
+        default_factory=list,
+        description="Corpus line kinds (the corpus's `kind` column) the curriculum's steps "
+        "train on, of its subjects' lines; empty: every kind. Keeping `truefalse` out of it "
+        "lets negation be learned as a comparison with the recalled value rather than "
+        "memorized for the few curriculum subjects (docs/world-model.md).",
     )
     eval_every: int = Field(500, ge=1, description="Steps between knowledge checks.")
     eval_sample: int = Field(
@@ -146,17 +158,24 @@ def build_spec(data: Mapping[str, Any], source: str) -> WorldModelSpec:
         err = e.errors()[0]
         field = ".".join(str(p) for p in err["loc"])
         raise SpecError(f"{err['msg']} (got {err.get('input')!r})", file=source, field=field) from e
-    if (spec.curriculum_fraction > 0) != (spec.curriculum_steps > 0):
+    if spec.curriculum_steps and not spec.curriculum_fraction:
         raise SpecError(
-            "curriculum_fraction and curriculum_steps go together: both 0 (no curriculum) or "
-            f"both positive (got {spec.curriculum_fraction} and {spec.curriculum_steps})",
+            f"curriculum_steps={spec.curriculum_steps} needs curriculum_fraction above 0 (the "
+            "share of subjects it trains on); curriculum_steps=0 turns the curriculum off",
             file=source,
-            field="curriculum_steps" if spec.curriculum_fraction > 0 else "curriculum_fraction",
+            field="curriculum_fraction",
+        )
+    if len(set(spec.curriculum_kinds)) != len(spec.curriculum_kinds):
+        raise SpecError(
+            f"curriculum_kinds names a kind twice: {spec.curriculum_kinds}",
+            file=source,
+            field="curriculum_kinds",
         )
     if spec.curriculum_steps and spec.curriculum_steps >= spec.max_steps:
         raise SpecError(
             f"curriculum_steps={spec.curriculum_steps} must be less than max_steps="
-            f"{spec.max_steps} (the whole corpus trains after it)",
+            f"{spec.max_steps} (the whole corpus trains after it); curriculum_steps=0 turns "
+            "the curriculum off",
             file=source,
             field="curriculum_steps",
         )

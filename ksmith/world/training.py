@@ -145,11 +145,18 @@ def _draw(subject: str, seed: int) -> float:
     return derive_seed(seed, subject) / 2**63
 
 
-def curriculum(subjects: Sequence[str], fraction: float, seed: int) -> list[int]:
+def curriculum(
+    subjects: Sequence[str],
+    fraction: float,
+    seed: int,
+    kinds: Sequence[str] = (),
+    only: Sequence[str] = (),
+) -> list[int]:
     """Indices of the lines about the curriculum's subjects: those whose seeded draw
     (`_draw`) is below `fraction`, or, when none is, the one of least draw. Decided per
     subject, so a retain world (some facts, or whole subjects, removed) keeps its world's
-    curriculum subjects. Lines about no subject ("") are never in it.
+    curriculum subjects. Lines about no subject ("") are never in it. With `only`, just the
+    lines whose kind (`kinds`, one per line) is one of `only`.
 
     Zucchet et al. 2025, "How do language models learn facts? Dynamics, curricula and
     hallucinations" (arXiv 2503.21676), section 4: a model learning facts about many
@@ -161,7 +168,11 @@ def curriculum(subjects: Sequence[str], fraction: float, seed: int) -> list[int]
     chosen = {s for s, d in draws.items() if d < fraction}
     if not chosen and draws:
         chosen = {min(draws, key=lambda s: (draws[s], s))}
-    return [i for i, s in enumerate(subjects) if s in chosen]
+    allowed = set(only)
+    return [
+        i for i, s in enumerate(subjects)
+        if s in chosen and (not allowed or kinds[i] in allowed)
+    ]  # fmt: skip
 
 
 def _stream(lengths: Sequence[int], batch_size: int, generator: torch.Generator,
@@ -186,12 +197,14 @@ def train(
     lr: float,
     progress: bool = True,
     subjects: Sequence[str] = (),
+    kinds: Sequence[str] = (),
 ) -> TrainResult:
     """Train `model` in place on `lines` until the knowledge check (`check`, measured every
     `spec.eval_every` steps) reaches `spec.thresholds`, or for `spec.max_steps` steps. Steps
     alone decide when it stops, so the weights depend on the spec and the data only. With a
     curriculum (`spec.curriculum_fraction`), the first `spec.curriculum_steps` steps train on
-    the lines whose subject (`subjects`, one per line) is a curriculum subject."""
+    the lines whose subject (`subjects`, one per line) is a curriculum subject and, with
+    `spec.curriculum_kinds`, whose kind (`kinds`, one per line) is one of them."""
     if not lines:
         raise KsmithError("the corpus is empty: nothing to train on")
     focus: list[int] = []
@@ -201,11 +214,24 @@ def train(
                 "curriculum_fraction needs each corpus line's subject (the corpus's `subject` "
                 f"column): got {len(subjects)} subjects for {len(lines)} lines"
             )
-        focus = curriculum(subjects, spec.curriculum_fraction, spec.seed)
+        if spec.curriculum_kinds and len(kinds) != len(lines):
+            raise KsmithError(
+                "curriculum_kinds needs each corpus line's kind (the corpus's `kind` column): "
+                f"got {len(kinds)} kinds for {len(lines)} lines"
+            )
+        focus = curriculum(
+            subjects, spec.curriculum_fraction, spec.seed, kinds, spec.curriculum_kinds
+        )
+        if not focus and spec.curriculum_kinds and any(subjects):
+            raise KsmithError(
+                f"curriculum_kinds: the curriculum's subjects have no line of kind "
+                f"{', '.join(spec.curriculum_kinds)} (the corpus's kinds: "
+                f"{', '.join(sorted(set(kinds)))}); set curriculum_steps=0 for no curriculum"
+            )
         if not focus:
             raise KsmithError(
                 "curriculum_fraction needs each corpus line's subject, and no line names one: "
-                "set curriculum_fraction and curriculum_steps to 0"
+                "set curriculum_steps=0 for no curriculum"
             )
         log.info(
             "curriculum: %d steps on %d of %d lines (%d subjects) first",
