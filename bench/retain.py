@@ -50,6 +50,8 @@ def pretraining(dataset: Path, steps: int, tmp: Path) -> dict[str, float]:
 
     sets = [f"max_steps={steps}", f"eval_every={steps}", "eval_sample=50",
             "allow_below_threshold=true"]  # fmt: skip
+    if steps <= load_world_spec().curriculum_steps:  # a budget within the curriculum: none
+        sets.append("curriculum_steps=0")
     spec = load_world_spec(None, sets)
     out: dict[str, float] = {}
     t, c = time.perf_counter(), _self_cpu()

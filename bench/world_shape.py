@@ -207,9 +207,13 @@ def cost_key(spec) -> tuple:
 
 
 def _spec(name: str, **extra: Any):
+    """The default recipe with candidate `name`'s changes and `extra`; a budget no longer than
+    the default's curriculum trains without it."""
     from ksmith.world.spec import build_spec, load_world_spec
 
     data = load_world_spec().model_dump() | CANDIDATES[name] | extra
+    if data["max_steps"] <= data["curriculum_steps"]:
+        data["curriculum_steps"] = 0
     return build_spec(data, f"bench/world_shape.py candidate {name}")
 
 
@@ -221,7 +225,7 @@ def _cpu_per_step(name: str, world, tokenizer, calibrate_steps: int) -> float:
 
     # the whole corpus's batches (a curriculum's first steps see a subset of the lines)
     spec = _spec(name, max_steps=calibrate_steps, eval_every=calibrate_steps + 1,
-                 curriculum_fraction=0.0, curriculum_steps=0)  # fmt: skip
+                 curriculum_steps=0)  # fmt: skip
     model = build_model(spec, tokenizer)
     result = train(
         model, tokenizer, world.lines, KnowledgeProbes((), ()), spec, lr=spec.lr, progress=False
@@ -239,7 +243,7 @@ def _train_and_profile(name: str, scale: float, steps: int, world, tokenizer, qu
     model = build_model(spec, tokenizer)
     result = train(
         model, tokenizer, world.lines, KnowledgeProbes((), ()), spec, lr=spec.lr, progress=True,
-        subjects=world.subjects,
+        subjects=world.subjects, kinds=world.kinds,
     )  # fmt: skip
     probes, requests, descriptions = world.profile
     if quick:  # a few requests' probes: the smoke run checks the plumbing, not the numbers

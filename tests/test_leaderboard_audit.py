@@ -43,7 +43,8 @@ EDIT = "biology.edit.leaf.k10"
 UNLEARN = "biology.unlearn.leaf.k10"
 # A small world (40 species) and a short budget: the audit needs a deterministic model, not a
 # knowledgeable one.
-WORLD = ("max_steps=150", "eval_every=150", "eval_sample=50", "allow_below_threshold=true")
+WORLD = ("max_steps=150", "curriculum_steps=0", "eval_every=150", "eval_sample=50",
+         "allow_below_threshold=true")  # fmt: skip
 SIZE = {"branching": {"root": 4, "intermediate": 2, "leaf": 5}, "pools": {"region": 12, "continent": 4}}  # fmt: skip
 
 

@@ -41,6 +41,8 @@ THRESHOLD = 0.9
 # Only steps bound the run, so a loaded machine gets the same model, only later.
 WORLD_OVERRIDES = (
     "max_steps=16000",
+    "curriculum_steps=0",  # the plain recipe: it stops once this small world is known
+    "weight_decay=0.0",
     "eval_every=250",
     "eval_sample=0",
     "thresholds={direct: 1.0}",

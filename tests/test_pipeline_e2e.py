@@ -48,6 +48,7 @@ def test_dvc_repro_tiny(tmp_path):
     )
     params["model"]["world_overrides"] = {
         "max_steps": 20,
+        "curriculum_steps": 0,
         "eval_every": 10,
         "eval_sample": 50,
         "hidden": 32,

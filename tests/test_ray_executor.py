@@ -291,7 +291,7 @@ def test_dvc_repro_on_ray_equals_local(cluster, tmp_path):
         workers=1,
     )
     params["model"]["world_overrides"] = {
-        "max_steps": 20, "eval_every": 10, "eval_sample": 50, "hidden": 32, "intermediate": 64,
+        "max_steps": 20, "curriculum_steps": 0, "eval_every": 10, "eval_sample": 50, "hidden": 32, "intermediate": 64,
         "allow_below_threshold": True,
     }  # fmt: skip
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

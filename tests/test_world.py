@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import typing
 
 import pytest
 import torch
@@ -31,6 +32,7 @@ TINY = [
     "batch_size=16",
     "eval_every=25",
     "max_steps=600",
+    "curriculum_steps=0",  # the default's curriculum is longer than these budgets
     "thresholds={direct: 1.0}",
     "stop_early=true",
 ]
@@ -226,6 +228,8 @@ def test_cli_fine_tunes_a_base_model(dataset, tmp_path):
             "--set",
             "max_steps=30",
             "--set",
+            "curriculum_steps=0",
+            "--set",
             "finetune_lr=0.003",
             "--set",
             "eval_every=10",
@@ -403,36 +407,40 @@ def test_curriculum_changes_the_weights_deterministically(dataset, tmp_path):
     assert yaml.safe_load((a / "world_spec.yaml").read_text())["curriculum_steps"] == 10
 
 
-def test_curriculum_fields_go_together_and_need_subjects(dataset):
-    with pytest.raises(SpecError, match="curriculum_steps"):
-        load_world_spec(None, ["curriculum_fraction=0.3"])
-    with pytest.raises(SpecError, match="curriculum_fraction"):
-        load_world_spec(None, ["curriculum_steps=100"])
+def test_curriculum_fields_are_checked_and_need_subjects(dataset):
+    with pytest.raises(SpecError, match="curriculum_fraction") as e:
+        load_world_spec(None, ["curriculum_fraction=0", "curriculum_steps=100"])
+    assert "curriculum_steps=0 turns the curriculum off" in str(e.value)
+    with pytest.raises(SpecError, match="less than max_steps") as e:
+        load_world_spec(None, ["max_steps=2000"])  # the default's curriculum is 3,000 steps
+    assert e.value.field == "curriculum_steps"
+    off = load_world_spec(None, ["max_steps=2000", "curriculum_steps=0"])  # one field: none
+    assert off.curriculum_steps == 0 and off.curriculum_fraction > 0
     from ksmith.world.training import train
 
     spec = load_world_spec(None, [*SHORT, "curriculum_fraction=0.3", "curriculum_steps=10"])
     with pytest.raises(KsmithError, match="subject"):
         train(None, None, ["a line"], None, spec, lr=0.01, subjects=())
     with pytest.raises(KsmithError, match="no line names one"):
-        train(None, None, ["a line"], None, spec, lr=0.01, subjects=("",))
-    with pytest.raises(SpecError, match="less than max_steps"):
-        load_world_spec(None, ["curriculum_fraction=0.3", "curriculum_steps=20000"])
+        train(None, None, ["a line"], None, spec, lr=0.01, subjects=("",), kinds=("question",))
 
 
 def test_curriculum_kinds_are_checked_against_the_spec_and_the_corpus(dataset, tmp_path):
+    from ksmith.render.corpus import LINE_KINDS
+    from ksmith.world.spec import LineKind
     from ksmith.world.training import train
 
+    assert typing.get_args(LineKind) == LINE_KINDS  # the spec knows every kind the corpus has
     with pytest.raises(SpecError, match="curriculum_kinds") as e:
-        load_world_spec(None, ["curriculum_fraction=0", "curriculum_steps=0",
-                               "curriculum_kinds=[question]"])  # fmt: skip
-    assert "needs a curriculum" in str(e.value)
+        load_world_spec(None, ["curriculum_kinds=[questoin]"])
+    assert "'question'" in str(e.value)  # the message lists the kinds
     cur = ["curriculum_fraction=0.3", "curriculum_steps=10"]
     with pytest.raises(SpecError, match="twice"):
         load_world_spec(None, [*cur, "curriculum_kinds=[question, question]"])
-    spec = load_world_spec(None, [*SHORT, *cur, "curriculum_kinds=[questoin]"])
-    with pytest.raises(KsmithError, match="no line of kind questoin .its kinds: question"):
+    spec = load_world_spec(None, [*SHORT, *cur, "curriculum_kinds=[reverse]"])
+    with pytest.raises(KsmithError, match="no line of kind reverse .the corpus's kinds: question"):
         train(None, None, ["a line"], None, spec, lr=0.01, subjects=("s",), kinds=("question",))
-    with pytest.raises(KsmithError, match="none recorded"):
+    with pytest.raises(KsmithError, match="needs each corpus line's kind"):
         train(None, None, ["a line"], None, spec, lr=0.01, subjects=("s",))
     # a named kind keeps the others out of the curriculum's steps: other weights, same twice
     base = [*SHORT, "max_steps=15", "eval_every=10", *cur]
