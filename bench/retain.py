@@ -47,12 +47,11 @@ def pretraining(dataset: Path, steps: int, tmp: Path) -> dict[str, float]:
     from ksmith.pipeline.commands import _start_retain
     from ksmith.world import load_world_spec
     from ksmith.world.pretrain import pretrain
+    from ksmith.world.spec import build_spec, short_budget
 
-    sets = [f"max_steps={steps}", f"eval_every={steps}", "eval_sample=50",
-            "allow_below_threshold=true"]  # fmt: skip
-    if steps <= load_world_spec().curriculum_steps:  # a budget within the curriculum: none
-        sets.append("curriculum_steps=0")
-    spec = load_world_spec(None, sets)
+    short = {"max_steps": steps, "eval_every": steps, "eval_sample": 50,
+             "allow_below_threshold": True}  # fmt: skip
+    spec = build_spec(short_budget(load_world_spec().model_dump() | short), "bench/retain.py")
     out: dict[str, float] = {}
     t, c = time.perf_counter(), _self_cpu()
     pretrain(dataset, tmp / "alone", spec, device="cpu", progress=False)

@@ -209,11 +209,9 @@ def cost_key(spec) -> tuple:
 def _spec(name: str, **extra: Any):
     """The default recipe with candidate `name`'s changes and `extra`; a budget no longer than
     the default's curriculum trains without it."""
-    from ksmith.world.spec import build_spec, load_world_spec
+    from ksmith.world.spec import build_spec, load_world_spec, short_budget
 
-    data = load_world_spec().model_dump() | CANDIDATES[name] | extra
-    if data["max_steps"] <= data["curriculum_steps"]:
-        data["curriculum_steps"] = 0
+    data = short_budget(load_world_spec().model_dump() | CANDIDATES[name] | extra)
     return build_spec(data, f"bench/world_shape.py candidate {name}")
 
 

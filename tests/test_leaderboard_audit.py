@@ -312,3 +312,56 @@ def test_a_cloze_match_is_backed_across_punctuation():
     assert not _cloze_backed("furry", "fur") and not _cloze_backed("the fur", "fur coat")
     assert _cloze_backed("greenPrompt", "green") and _cloze_backed("Kelanida", "Kelanida")
     assert not _cloze_backed("greenish", "green")
+
+
+def test_a_trained_editor_is_found_or_retrained_by_its_fingerprint(world, tmp_path, monkeypatch):
+    """SERAC's submission records its editor by content (weights fingerprint, training
+    settings); the audit does not depend on the claimed editor_path resolving where it runs: it
+    takes a folder given with `editors` that has the fingerprint, or trains the editor again and
+    checks it. A claimed fingerprint the settings do not give fails; a submission that records
+    no editor cannot be re-run."""
+    from ksmith.leaderboard.audit import _trained_editor
+    from ksmith.methods.trained.commands import train_editor
+    from ksmith.methods.trained.editor import editor_fingerprint
+
+    tmp, ds, model, _, _ = world
+    work = tmp_path / "pipeline"
+    work.mkdir()
+    monkeypatch.chdir(work)  # the update and submit run here, with a path relative to it
+    settings = ("steps=30", "n_train=40", "n_heldout=8", "batch_edits=8")
+    with one_thread():
+        train_editor("serac", ds, model, "editors/serac", overrides=settings, progress=False)
+        update_from_dataset(UpdateRun(model=str(model), dataset=str(ds), config=EDIT,
+                                      method="serac", out="u", device="cpu",
+                                      overrides=("editor_path=editors/serac",)))  # fmt: skip
+        evaluate(str(model), ds, EDIT, out=work / "r", update=work / "u",
+                 options=EvalOptions(device="cpu", use_cache=False))  # fmt: skip
+    folder = tmp_path / "board" / "submissions" / "w-serac"
+    sub = write_submission([work / "r"], folder, SubmitOptions(dataset=ds))
+    fp = editor_fingerprint(work / "editors" / "serac")
+    assert sub.method.params["editor_path"] == "editors/serac"
+    assert sub.method.editor is not None and sub.method.editor.fingerprint == fp
+    assert sub.method.editor.training["steps"] == 30
+
+    elsewhere = tmp_path / "auditor"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the claimed editor_path resolves to nothing here
+    models, verified = ModelResolver([model]), _verified(folder, ds)
+    found = _trained_editor(verified.submission, folder, model, ds, [work / "editors"],
+                            tmp_path / "e1")  # fmt: skip
+    assert found == work / "editors" / "serac"
+    rec = audit_submission(verified, ds, models, AuditOptions(seed=1))  # retrains it
+    assert rec.source == "re-run" and rec.audited > 0
+    with one_thread():
+        again = _trained_editor(verified.submission, folder, model, ds, [], tmp_path / "e2")
+    assert again == tmp_path / "e2" and editor_fingerprint(again) == fp
+
+    data = yaml.safe_load((folder / "submission.yaml").read_text())
+    data["method"]["editor"]["training"]["steps"] = 31  # not the settings that made it
+    (folder / "submission.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(KsmithError, match=r"method.editor.fingerprint.*trained again"):
+        audit_submission(_verified(folder, ds), ds, models, AuditOptions(seed=1))
+    del data["method"]["editor"]
+    (folder / "submission.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(NotReexecutable, match="records none by content"):
+        audit_submission(_verified(folder, ds), ds, models, AuditOptions(seed=1))

@@ -416,6 +416,12 @@ def test_curriculum_fields_are_checked_and_need_subjects(dataset):
     assert e.value.field == "curriculum_steps"
     off = load_world_spec(None, ["max_steps=2000", "curriculum_steps=0"])  # one field: none
     assert off.curriculum_steps == 0 and off.curriculum_fraction > 0
+    from ksmith.world.spec import build_spec, short_budget
+
+    default = load_world_spec().model_dump()
+    assert short_budget(default) == default  # a budget longer than the curriculum keeps it
+    short = build_spec(short_budget(default | {"max_steps": 3000}), "test")
+    assert short.curriculum_steps == 0 and short.max_steps == 3000
     from ksmith.world.training import train
 
     spec = load_world_spec(None, [*SHORT, "curriculum_fraction=0.3", "curriculum_steps=10"])

@@ -42,6 +42,15 @@ def _add_audit_args(p: argparse.ArgumentParser) -> None:
         "others are regenerated from ROOT/models.yaml",
     )
     p.add_argument(
+        "--editors",
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help="trained-editor folders for SERAC and MEND submissions (each DIR or DIR/<method>, "
+        "e.g. out/editors), used when one has the submission's method.editor fingerprint; "
+        "otherwise the editor is trained again from the recorded settings",
+    )
+    p.add_argument(
         "--model-cache",
         default=None,
         metavar="DIR",
@@ -80,7 +89,9 @@ def _audits(args: argparse.Namespace, folders: list[Path], root: Path) -> list:
     for v in verified:
         dataset = resolver.resolve(v.submission.dataset.fingerprint)
         try:
-            record = audit_submission(v, dataset, models, options)
+            record = audit_submission(
+                v, dataset, models, options, editors=[Path(e) for e in args.editors]
+            )
         except NotReexecutable as e:
             out.append((v, None, str(e)))
             continue

@@ -9,7 +9,6 @@ which needs torch and the evaluator, so the board builds without them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -17,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ksmith.io import file_sha256
 from ksmith.leaderboard.schema import SUBMISSION_FILE
 from ksmith.leaderboard.verify import Verified
 
@@ -44,10 +44,6 @@ class AuditRecord:
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def record_path(root: Path, sid: str) -> Path:

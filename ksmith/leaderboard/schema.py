@@ -56,6 +56,18 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class EditorInfo(_Model):
+    fingerprint: str = Field(
+        pattern=FINGERPRINT_PATTERN,
+        description="SHA-256 of the trained editor's weights file (editor.safetensors).",
+    )
+    training: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The editor's training settings, as its card records them "
+        "(`ksmith train-editor --set KEY=VALUE`); the audit trains it again from them.",
+    )
+
+
 class MethodInfo(_Model):
     name: str = Field(min_length=1, description="Registered update method name, e.g. `rome`.")
     version: str = Field("", description="Version of the method spec or implementation.")
@@ -71,6 +83,12 @@ class MethodInfo(_Model):
         "batch",
         description="How each group's requests were applied: together (batch) or one after "
         "another (sequential, lifelong editing); the re-execution audit runs it the same way.",
+    )
+    editor: EditorInfo | None = Field(
+        None,
+        description="For a method with a trained editor (SERAC, MEND): the editor the update "
+        "ran, by content (`params.editor_path` is only where it was on the submitter's "
+        "machine); the re-execution audit finds or retrains it by this.",
     )
 
     @field_validator("url")
@@ -249,6 +267,8 @@ def load_submission(path: str | Path) -> Submission:
 def dump_submission(sub: Submission) -> str:
     """Canonical YAML text (key order as declared, no aliases), stable across runs."""
     data = sub.model_dump(mode="json")
+    if data["method"].get("editor") is None:
+        del data["method"]["editor"]  # only methods with a trained editor record one
     return yaml.dump(
         data, Dumper=_DUMPER, sort_keys=False, allow_unicode=True, default_flow_style=None
     )

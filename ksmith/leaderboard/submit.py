@@ -134,6 +134,33 @@ def _split_params(
     return common, [{k: v for k, v in p.items() if k not in common} for p in per_result]
 
 
+def _editor(method: str, per_result: list[dict[str, Any]], model_fp: Any) -> dict | None:
+    """The trained editor the cells ran (`ksmith.methods.trained.editor.editor_identity`), or
+    None for a method without one. Its `editor_path` is read from where the update ran."""
+    from ksmith.methods.trained.commands import TRAINED_METHODS
+    from ksmith.methods.trained.editor import editor_identity, read_editor
+
+    paths = sorted({str(p["editor_path"]) for p in per_result if p.get("editor_path")})
+    if method not in TRAINED_METHODS or not paths:
+        return None
+    if len(paths) > 1:
+        raise KsmithError(
+            f"the cells ran {method} with different editors ({', '.join(paths)}); a submission "
+            "records one trained editor"
+        )
+    folder = Path(paths[0])
+    try:
+        card, _ = read_editor(folder, method, str(model_fp))
+    except KsmithError as e:
+        raise SpecError(
+            f"the update's trained editor cannot be read from {Path.cwd()} ({e}); run submit "
+            "where the update ran: the submission records the editor's fingerprint and training "
+            "settings, by which the re-execution audit finds or retrains it",
+            field="method.params.editor_path",
+        ) from e
+    return editor_identity(card, folder)
+
+
 def _suite_of(folder: Path, fingerprint: str) -> str | None:
     """The suite name from the card of the dataset folder eval.json recorded, if it is there
     and still has the evaluated fingerprint."""
@@ -218,6 +245,7 @@ def build_submission(
             "url": options.method_url,
             "params": params,
             "mode": _same(results, "update mode", [r.update.get("mode", "batch") for r in results]),
+            "editor": _editor(method, [r.update.get("params") or {} for r in results], model_fp),
         },
         "model": {
             "id": options.model_id or str(model),

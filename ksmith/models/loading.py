@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ksmith.errors import KsmithError
+from ksmith.io import file_sha256
 from ksmith.models.arch import ARCHITECTURES
 
 if TYPE_CHECKING:
@@ -175,14 +176,6 @@ def check_weight_files(folder: str | Path) -> None:
             raise KsmithError(f"{path}: unreadable weights file: {e}") from e
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _hub_snapshot(repo_id: str, revision: str | None) -> Path | None:
     """The local snapshot folder of a cached Hub model, or None."""
     from huggingface_hub import snapshot_download
@@ -224,5 +217,5 @@ def model_fingerprint(path_or_id: str | Path, revision: str | None = None) -> st
     if not weights:
         raise KsmithError(f"model {name!r}: no weight files ({', '.join(WEIGHT_SUFFIXES)})")
     for p in weights:
-        h.update(f"{p.relative_to(local).as_posix()}:{_sha256_file(p)}\n".encode())
+        h.update(f"{p.relative_to(local).as_posix()}:{file_sha256(p)}\n".encode())
     return h.hexdigest()

@@ -150,6 +150,15 @@ def _override(data: dict[str, Any], item: str, source: str) -> None:
         raise SpecError(f"cannot parse value {raw!r}: {e}", file=source, field=key) from None
 
 
+def short_budget(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Spec fields `data` with the curriculum turned off when `max_steps` is no longer than it:
+    a short run of the default recipe (a bench point) trains on the whole corpus."""
+    out = dict(data)
+    if out.get("max_steps", 0) <= out.get("curriculum_steps", 0):
+        out["curriculum_steps"] = 0
+    return out
+
+
 def build_spec(data: Mapping[str, Any], source: str) -> WorldModelSpec:
     """Validate a mapping into a spec, turning pydantic errors into a SpecError for people."""
     try:

@@ -202,9 +202,10 @@ def train(
     """Train `model` in place on `lines` until the knowledge check (`check`, measured every
     `spec.eval_every` steps) reaches `spec.thresholds`, or for `spec.max_steps` steps. Steps
     alone decide when it stops, so the weights depend on the spec and the data only. With a
-    curriculum (`spec.curriculum_fraction`), the first `spec.curriculum_steps` steps train on
-    the lines whose subject (`subjects`, one per line) is a curriculum subject and, with
-    `spec.curriculum_kinds`, whose kind (`kinds`, one per line) is one of them."""
+    curriculum (`spec.curriculum_steps` above 0), the first `spec.curriculum_steps` steps train
+    on the lines whose subject (`subjects`, one per line) is a curriculum subject (a
+    `spec.curriculum_fraction` share of them) and, with `spec.curriculum_kinds`, whose kind
+    (`kinds`, one per line) is one of them."""
     if not lines:
         raise KsmithError("the corpus is empty: nothing to train on")
     focus: list[int] = []

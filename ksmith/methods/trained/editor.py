@@ -10,6 +10,11 @@
 A method's ``editor_path`` parameter names the folder; `read_editor` refuses one trained for
 another method or another world model (the fingerprint of the model differs), so an update
 never runs an editor trained on a different model's hidden states or gradients.
+
+A path is only where an editor is on one machine. What identifies it is `editor_identity`: the
+SHA-256 of its weights file and the training settings its card records. A submission records
+that identity (`method.editor`), and the re-execution audit finds the editor by it, or trains
+it again from those settings (training is deterministic) and checks the weights' hash.
 """
 
 from __future__ import annotations
@@ -52,6 +57,19 @@ def write_editor(
         (tmp / CARD_FILE).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
         (tmp / SPLIT_FILE).write_text(json.dumps(split_json, sort_keys=True, ensure_ascii=False))
     return out
+
+
+def editor_fingerprint(folder: str | Path) -> str:
+    """The SHA-256 of the editor folder's weights file: the editor's identity."""
+    from ksmith.io import file_sha256
+
+    return file_sha256(Path(folder) / WEIGHTS_FILE)
+
+
+def editor_identity(card: Mapping[str, Any], folder: str | Path) -> dict[str, Any]:
+    """What a submission records of the editor it ran (`ksmith.leaderboard.schema.EditorInfo`):
+    the weights' fingerprint and the card's training settings."""
+    return {"fingerprint": editor_fingerprint(folder), "training": dict(card.get("training") or {})}
 
 
 def read_editor(
