@@ -115,6 +115,9 @@ def _death(e: Exception, retries: int) -> str:
     )
 
 
+CANCEL_WAIT_S = 60.0  # a force-cancelled task ends within seconds; never wait forever
+
+
 def ray_cells(
     calls: Sequence[Call], *, threads: int, options: RayOptions
 ) -> Iterator[tuple[str, str | None]]:
@@ -153,6 +156,10 @@ def ray_cells(
             # it was writing is a temporary folder that the next run removes.
             for ref in pending:
                 ray.cancel(ref, force=True)
+            # Cancelling is asynchronous: wait until those tasks have ended, so that no cell
+            # of this stage still runs (and writes) once it has returned or failed.
+            if pending:
+                ray.wait(list(pending), num_returns=len(pending), timeout=CANCEL_WAIT_S)
     finally:
         if started:
             ray.shutdown()
