@@ -320,7 +320,7 @@ def test_a_trained_editor_is_found_or_retrained_by_its_fingerprint(world, tmp_pa
     takes a folder given with `editors` that has the fingerprint, or trains the editor again and
     checks it. A claimed fingerprint the settings do not give fails; a submission that records
     no editor cannot be re-run."""
-    from ksmith.leaderboard.audit import _trained_editor
+    from ksmith.leaderboard.rerun import trained_editor
     from ksmith.methods.trained.commands import train_editor
     from ksmith.methods.trained.editor import editor_fingerprint
 
@@ -347,13 +347,13 @@ def test_a_trained_editor_is_found_or_retrained_by_its_fingerprint(world, tmp_pa
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # the claimed editor_path resolves to nothing here
     models, verified = ModelResolver([model]), _verified(folder, ds)
-    found = _trained_editor(verified.submission, folder, model, ds, [work / "editors"],
+    found = trained_editor(verified.submission, folder, model, ds, [work / "editors"],
                             tmp_path / "e1")  # fmt: skip
     assert found == work / "editors" / "serac"
     rec = audit_submission(verified, ds, models, AuditOptions(seed=1))  # retrains it
     assert rec.source == "re-run" and rec.audited > 0
     with one_thread():
-        again = _trained_editor(verified.submission, folder, model, ds, [], tmp_path / "e2")
+        again = trained_editor(verified.submission, folder, model, ds, [], tmp_path / "e2")
     assert again == tmp_path / "e2" and editor_fingerprint(again) == fp
 
     data = yaml.safe_load((folder / "submission.yaml").read_text())
