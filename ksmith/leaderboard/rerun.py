@@ -33,6 +33,11 @@ def _same(a: Any, b: Any) -> bool:
     return canonical_json(a) == canonical_json(b)
 
 
+def _overrides(values: dict[str, Any]) -> tuple[str, ...]:
+    """``key=value`` overrides (`ksmith.methods.params.parse_override` reads JSON as YAML)."""
+    return tuple(f"{k}={json.dumps(v)}" for k, v in sorted(values.items()))
+
+
 def check_artifact(sub: Submission, folder: Path, udir: Path, config: str) -> None:
     """The carried update.json must describe the claimed run."""
     from ksmith.methods.artifacts import read_update
@@ -98,9 +103,9 @@ def trained_editor(
             return c
     log.info("audit %s: the %s editor %s is not among %s; training it again", sub.id, name,
              claimed.fingerprint[:12], [str(c) for c in candidates])  # fmt: skip
-    settings = tuple(f"{k}={json.dumps(v)}" for k, v in sorted(claimed.training.items()))
     try:
-        train_editor(name, dataset, model, out, overrides=settings, progress=False)
+        train_editor(name, dataset, model, out, overrides=_overrides(claimed.training),
+                     progress=False)  # fmt: skip
     except KsmithError as e:
         raise SubmissionError(
             sub.id, f"training the claimed editor again failed: {e}",
@@ -135,10 +140,9 @@ def rerun(
     claimed = claimed_params(sub, config)
     if editor is not None:
         claimed = {**claimed, "editor_path": str(editor)}
-    overrides = tuple(f"{k}={json.dumps(v)}" for k, v in sorted(claimed.items()))
     run = UpdateRun(
         model=str(model), dataset=str(dataset), config=config, method=sub.method.name,
-        out=str(out), overrides=overrides, mode=sub.method.mode, groups=tuple(sorted(groups)),
+        out=str(out), overrides=_overrides(claimed), mode=sub.method.mode, groups=tuple(sorted(groups)),
         device="cpu", seed=sub.seeds[0] if sub.seeds else 0,
     )  # fmt: skip
     try:
