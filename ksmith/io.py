@@ -197,6 +197,8 @@ def atomic_output_dir(
     `inputs` are the command's input paths, which `out` may not be. On any exception the
     temporary folder is removed and `out` is left as it was.
     """
+    from ksmith.data.interrupt import raise_if_interrupted  # here: ksmith.data imports this module
+
     out = Path(out)
     check_not_input(out, inputs)
     recover_output_dir(out)
@@ -206,6 +208,7 @@ def atomic_output_dir(
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the output gets the user's umask
     try:
         yield tmp
+        raise_if_interrupted()  # a signal whose exception was dropped: never put in place
         (tmp / MARKER).write_text(json.dumps({"kind": kind}) + "\n")
         _swap_into_place(tmp, out)
     except BaseException:

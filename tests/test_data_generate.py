@@ -164,6 +164,44 @@ def test_interrupted_write_leaves_previous_output(tmp_path, monkeypatch):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def test_a_signal_whose_exception_is_dropped_still_interrupts(tmp_path, monkeypatch, capsys):
+    """Python runs a signal handler between any two bytecodes, also inside a `__del__`, where
+    the exception it raises is printed and dropped: generate must still stop with 128 + 15 and
+    put nothing in place (a CI run once saw it finish with 0 after a SIGTERM)."""
+    import signal
+
+    import ksmith.data.graphjob as gen
+
+    suite = write_suite(tmp_path / "specs", levels=["leaf"], scales=[1], groups=1)
+    out = tmp_path / "ds"
+    generate_dataset(suite, out, progress=False)
+    before = _files(out)
+
+    class SignalledWhileCollected:
+        def __del__(self):
+            signal.raise_signal(signal.SIGTERM)  # the handler runs here, inside __del__
+
+    dropped = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: dropped.append(u.exc_type))
+    real, calls = gen.write_columns, {"n": 0}
+
+    def signalled(path, schema, columns):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            SignalledWhileCollected()  # collected at once: its __del__ gets the signal
+        return real(path, schema, columns)
+
+    monkeypatch.setattr(gen, "write_columns", signalled)
+    suite2 = write_suite(tmp_path / "specs2", seed=99, levels=["leaf"], scales=[1], groups=1)
+    rc = main(["generate", str(suite2), "--out", str(out), "--no-progress", "--workers", "1"])
+    assert dropped and issubclass(dropped[0], KeyboardInterrupt)  # the exception was dropped
+    assert rc == 128 + signal.SIGTERM
+    assert "interrupted (SIGTERM)" in capsys.readouterr().err
+    assert _files(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "specs", "specs2"]
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers given back
+
+
 def test_cli_errors_write_nothing(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["generate", str(tmp_path / "missing.yaml"), "--out", str(out)]) == 2

@@ -41,6 +41,26 @@ def test_submit_stage_takes_the_model_id_from_params(tmp_path, base):
     assert len(sub["cells"]) == 2
 
 
+def test_submit_refuses_results_whose_update_folder_it_cannot_find(tmp_path, capsys):
+    """Run from another folder, a relative update path finds nothing: an error naming eval.json
+    and its field, not a submission without hyper-parameters (which no audit can re-run)."""
+    ds = make_dataset(tmp_path / "dataset")
+    update = make_update(tmp_path / "upd", "rome")
+    results = tmp_path / "results" / "rome"
+    make_results(results / f"{CONFIGS[0]}.s0", ds, CONFIGS[0], "rome", update=update)
+    out = tmp_path / "submissions" / "world-rome"
+    argv = ["pipeline", "submit", "--params", str(ROOT / "params.yaml"), "--results",
+            str(results), "--dataset", str(ds), "--out", str(out)]  # fmt: skip
+    update.rename(tmp_path / "elsewhere")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "eval.json" in err and "update" in err and "has no update.json" in err
+    assert not out.exists()
+    (tmp_path / "elsewhere").rename(update)
+    assert main(argv) == 0
+    assert yaml.safe_load((out / "submission.yaml").read_text())["seeds"] == [0]
+
+
 def test_dvc_submit_stage_reads_model_base_and_parses():
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["submit"]["do"]
     assert "--model-id" not in stage["cmd"]

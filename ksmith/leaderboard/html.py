@@ -24,16 +24,13 @@ from ksmith.leaderboard.aggregate import (
     component,
 )
 from ksmith.leaderboard.checks import clean_text
+from ksmith.leaderboard.links import display_model
 from ksmith.leaderboard.page_assets import CSS, SORT_JS
+from ksmith.leaderboard.prose import COMPOSITE_DOC, INTRO, MODELS_NOTE, composite_components
 from ksmith.leaderboard.render import (
-    COMPOSITE_DOC,
-    INTRO,
     METRIC_HEADERS,
-    MODELS_NOTE,
     PARTIAL_NOTE,
     REEXEC_NOTE,
-    composite_components,
-    display_model,
     group_boards,
     metric_rows,
     model_headers,

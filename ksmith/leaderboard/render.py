@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import Iterable, Mapping
-from pathlib import PurePosixPath
 from typing import Any
 
 from ksmith.leaderboard.aggregate import (
@@ -23,119 +21,11 @@ from ksmith.leaderboard.aggregate import (
     cell_records,
 )
 from ksmith.leaderboard.checks import clean_text
+from ksmith.leaderboard.links import display_model, method_links
+from ksmith.leaderboard.prose import INTRO, MODELS_NOTE, composite_doc
 from ksmith.leaderboard.schema import Submission
 
 ARROW = {"higher": "↑", "lower": "↓"}
-
-# Reference code of each built-in method (the authors' release, else the library the method
-# comes from); papers come from the method registry's citation (its arXiv id).
-REFERENCE_CODE = {
-    "ft_l": "https://github.com/kmeng01/rome",
-    "ft_m": "https://github.com/zjunlp/EasyEdit",
-    "lora": "https://github.com/microsoft/LoRA",
-    "adalora": "https://github.com/QingruZhang/AdaLoRA",
-    "rome": "https://github.com/kmeng01/rome",
-    "memit": "https://github.com/kmeng01/memit",
-    "alphaedit": "https://github.com/jianghoucheng/AlphaEdit",
-    "ice": "https://github.com/zjunlp/EasyEdit",
-    "grace": "https://github.com/Thartvigsen/GRACE",
-    "wise": "https://github.com/zjunlp/EasyEdit",
-    "ga": "https://github.com/locuslab/tofu",
-    "graddiff": "https://github.com/locuslab/tofu",
-    "idk": "https://github.com/locuslab/tofu",
-    "npo": "https://github.com/licong-lin/negative-preference-optimization",
-    "simnpo": "https://github.com/OPTML-Group/Unlearn-Simple",
-    "rmu": "https://github.com/centerforaisafety/wmdp",
-    "relearn": "https://github.com/zjunlp/unlearn",
-}
-_ARXIV = re.compile(r"arXiv[: ]?\s*([0-9]{4}\.[0-9]{4,5})")
-
-
-def method_links(name: str, url: str | None = None) -> list[tuple[str, str]]:
-    """(label, address) of a method's paper and code: the submission's own `url`, then, for a
-    registered method, its paper on arXiv (from the registry's citation) and reference code."""
-    links = [("url", url)] if url else []
-    paper = _registered_paper(name)
-    m = _ARXIV.search(paper or "")
-    if m:
-        links.append(("paper", f"https://arxiv.org/abs/{m.group(1)}"))
-    if name in REFERENCE_CODE:
-        links.append(("code", REFERENCE_CODE[name]))
-    seen: set[str] = set()
-    return [(k, v) for k, v in links if not (v in seen or seen.add(v))]
-
-
-def _registered_paper(name: str) -> str | None:
-    try:
-        from ksmith.methods import METHODS, load_builtin_methods
-    except ImportError:
-        return None
-    load_builtin_methods()
-    return str(METHODS.meta(name).get("paper") or "") if name in METHODS else None
-
-
-def display_model(model_id: str) -> str:
-    """A model as an id, never a local path: a Hub id (``org/name``) or plain name as it is,
-    a path (absolute, ``./``, ``~``, or nested deeper than org/name) by its last part."""
-    text = model_id.strip()
-    if text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text:
-        return PurePosixPath(text.replace("\\", "/")).name or text
-    return text
-
-
-COMPOSITE_DOC = """\
-**Composite score.** Each component metric is put on a higher-is-better [0, 1] scale using its
-direction from the metric registry (`v` if higher is better, `1 - v` if lower is better). A
-cell's composite (one dataset config: domain, kind, level, scale) is the *harmonic mean* of its
-components; a row's composite is the mean over the cells it covers (the `cells` column). Like F1,
-the harmonic mean is high only when every component is high, so an update cannot buy rank by
-trading one property for another: editing that over-spreads (high efficacy, poor locality) or
-unlearning that under-spreads (the direct fact gone, entailed facts kept), the trade-offs
-KnowledgeSmith (arXiv 2510.02392) reports, both score low. A component with no applicable probes
-in a cell is left out of that cell's mean. Each component is taken whole (no slice) in the first
-scoring mode that has a value, cloze first (the metric module's headline order). Every table
-also shows the components, averaged over the same cells, in their own units and directions (↑
-higher is better, ↓ lower is better). Rows compare only within one dataset (fingerprint); rows
-covering different cells are not strictly comparable, so check `cells`.
-
-**Sample sizes.** A cell's component rests on that cell's probes of its type: a handful at k=1
-(3 to 6 per component in a default-suite cell, so one miss moves it by 0.17 to 0.33 and a
-single zero zeroes that cell's harmonic mean), a hundred or more at k=100. A row's composite
-therefore reads as an average over its `cells`, never as one cell's verdict; the page shows
-each row's 95% bootstrap interval over its cells (seeded), and per-probe predictions remain in
-every submission for a closer look.
-
-**Against the retain model.** Unlearning tables also show, beside the composite and never in
-it, how the unlearned model compares with the *retain model*: the same world model trained
-without the forget set, the counterfactual an unlearning method should approach.
-`forget_quality` is TOFU's forget quality (arXiv 2401.06121: the Kolmogorov-Smirnov p-value
-between the two models' truth ratios on the forget facts; higher means indistinguishable from
-the retain model) and `retain_agreement` the share of probes (forget, entailed and kept facts)
-the unlearned model answers as the retain model does. Each is the mean over the row's cells that
-have it; `–` marks a submission evaluated without the retain model. `verify` recomputes both,
-and every other metric against the retain model, from the per-item token scores and the retain
-model's predictions the submission carries.
-
-**Reference row.** The no-update baseline (method `none`: the model evaluated without any
-update), when submitted, stands in its place by composite as the row ranked `ref`, never
-counted in the ranks: an update below it did worse than doing nothing."""
-
-
-def composite_components() -> list[str]:
-    """One line per kind: its component metrics."""
-    return [
-        f"{KIND_TITLES[kind]}: " + ", ".join(f"`{n}`" for n in names)
-        for kind, names in COMPONENTS.items()
-    ]
-
-
-def composite_doc() -> str:
-    """The composite's definition, with its components per kind, as Markdown."""
-    return (
-        COMPOSITE_DOC
-        + "\n\nComponents:\n\n"
-        + "\n".join(f"- {line}" for line in composite_components())
-    )
 
 
 def fmt(v: float | None, digits: int = 3) -> str:
@@ -346,15 +236,6 @@ def submission_rows(
     return rows
 
 
-MODELS_NOTE = """\
-A metric measures an update only where the model could answer the probe before it. Each model's
-capability profile before any update, as its card records it (self-reported): per probe type
-the least of its cloze and mcq accuracy, `in_context` the same with a counterfactual fact stated
-in the prompt, `fluency` its generations' n-gram entropy over its corpus's. A low ability makes
-the metrics that need it measure the model's ignorance (for example unlearning of facts it never
-knew)."""
-
-
 def _abilities(subs: list[Submission]) -> list[str]:
     names: dict[str, None] = {}
     for s in subs:
@@ -393,23 +274,6 @@ SUBMISSION_HEADERS = [
     "seeds",
     "cells",
 ]
-
-INTRO = """\
-Knowledge editing and machine unlearning, measured on one released ksmith dataset. Every number
-below was **recomputed** by `ksmith leaderboard verify` from the submission's per-probe
-predictions against the dataset's own expected answers; submissions whose numbers, flags,
-dataset fingerprint or cells do not check out are rejected, and so are copies of another
-submission's predictions. Only submissions covering every cell of the suite for a kind are
-ranked; partial ones are listed apart with their coverage. Metrics that need the model itself
-(fluency, drift, general capability) and the update cost (`update s`: mean wall seconds per
-group, averaged over cells) are self-reported; the Metrics table says which is which. Names
-read `<metric>[.<slice>]@<mode>`, the mode being how probes were scored (mcq, cloze, gen_exact,
-gen_contains; `any`: any of them).
-
-To submit: evaluate with `ksmith evaluate`, then
-`ksmith submit RESULTS_DIR [RESULTS_DIR ...] --out leaderboard/submissions/<id> --dataset DIR`,
-run `ksmith leaderboard verify leaderboard/submissions/<id>` and `ksmith leaderboard build`, and
-open a pull request. The format is described by `submission.schema.json`."""
 
 
 def render_markdown(

@@ -101,13 +101,17 @@ def _read_result(folder: Path) -> _Result:
         path = Path(update_dir)
         if not path.is_absolute() and not path.exists():
             path = folder / update_dir
-        if (path / "update.json").is_file():
-            update = _read_json(path / "update.json")
-            found = path
-        else:
-            log.warning(
-                "%s: update folder %s has no update.json; no hyper-parameters", folder, path
+        if not (path / "update.json").is_file():
+            # without it the submission would carry no hyper-parameters and no seed, and the
+            # re-execution audit could not run it
+            raise SpecError(
+                f"the update folder {update_dir!r} has no update.json, neither from {Path.cwd()} "
+                f"nor from {folder}; run submit where the evaluation ran",
+                file=folder / "eval.json",
+                field="update" if _first(ev, "update") else "update_dir",
             )
+        update = _read_json(path / "update.json")
+        found = path
     rows = read_predictions(folder / PREDICTIONS_FILE, with_config=False)
     return _Result(folder, ev, metrics, update, rows, found)
 
@@ -138,11 +142,12 @@ def _editor(method: str, per_result: list[dict[str, Any]], model_fp: Any) -> dic
     """The trained editor the cells ran (`ksmith.methods.trained.editor.editor_identity`), or
     None for a method without one. Its `editor_path` is read from where the update ran."""
     from ksmith.methods.trained.commands import TRAINED_METHODS
-    from ksmith.methods.trained.editor import editor_identity, read_editor
 
     paths = sorted({str(p["editor_path"]) for p in per_result if p.get("editor_path")})
     if method not in TRAINED_METHODS or not paths:
         return None
+    from ksmith.methods.trained.editor import editor_identity, read_editor  # imports torch
+
     if len(paths) > 1:
         raise KsmithError(
             f"the cells ran {method} with different editors ({', '.join(paths)}); a submission "
