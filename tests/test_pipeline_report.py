@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from ksmith.pipeline.report import CellResult, write_report
+from ksmith.pipeline.report import write_report
+from ksmith.pipeline.results import CellResult
 
 
 def _metric(value, mode):
@@ -170,7 +171,7 @@ def test_nothing_flagged_for_a_capable_model(tmp_path):
 
 def test_score_pools_cells_so_one_tiny_zero_does_not_zero_it(run):
     from ksmith.leaderboard.aggregate import harmonic_mean
-    from ksmith.pipeline.report import collect
+    from ksmith.pipeline.results import collect
     from ksmith.pipeline.summary import summarize
 
     report, text = run

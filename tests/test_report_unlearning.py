@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from ksmith.pipeline.report import collect, dvc_metrics, write_report
+from ksmith.pipeline.report import dvc_metrics, write_report
+from ksmith.pipeline.results import collect
 from ksmith.pipeline.unlearning_report import min_p_value, unlearning_section
 
 TF = "teacher_forced"
@@ -214,7 +215,7 @@ def test_names_match_what_the_evaluator_writes():
     """The section reads the names `ksmith.evaluate.retain_metrics.cell_metrics` produces: a
     k > 1 cell computed from stored rows fills every column."""
     from ksmith.evaluate.retain_metrics import cell_metrics
-    from ksmith.pipeline.report import CellResult
+    from ksmith.pipeline.results import CellResult
 
     def rows(shift):
         out = []
