@@ -20,7 +20,6 @@ submissions are shown as "predictions checked, not re-executed".
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
@@ -136,11 +135,11 @@ class ModelResolver(FolderResolver):
                 file=self._registry_path,
                 field=f"{fingerprint}.dataset",
             )
+        from ksmith.pipeline.params import as_overrides
         from ksmith.world.pretrain import pretrain
         from ksmith.world.spec import load_world_spec
 
-        sets = [f"{k}={json.dumps(v)}" for k, v in sorted(entry["overrides"].items())]
-        spec = load_world_spec(entry["spec"], sets)
+        spec = load_world_spec(entry["spec"], list(as_overrides(entry["overrides"])))
         log.info(
             "regenerating world model %s from %s into %s", fingerprint[:12], entry["spec"], out
         )

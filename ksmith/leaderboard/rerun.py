@@ -6,7 +6,6 @@ the submission records, or trained again and checked.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from ksmith.errors import KsmithError
 from ksmith.io import canonical_json
 from ksmith.leaderboard.schema import SUBMISSION_FILE, Submission
 from ksmith.leaderboard.verify import SubmissionError
+from ksmith.pipeline.params import as_overrides
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +31,6 @@ def claimed_params(sub: Submission, config: str) -> dict[str, Any]:
 
 def _same(a: Any, b: Any) -> bool:
     return canonical_json(a) == canonical_json(b)
-
-
-def _overrides(values: dict[str, Any]) -> tuple[str, ...]:
-    """``key=value`` overrides (`ksmith.methods.params.parse_override` reads JSON as YAML)."""
-    return tuple(f"{k}={json.dumps(v)}" for k, v in sorted(values.items()))
 
 
 def check_artifact(sub: Submission, folder: Path, udir: Path, config: str) -> None:
@@ -104,7 +99,7 @@ def trained_editor(
     log.info("audit %s: the %s editor %s is not among %s; training it again", sub.id, name,
              claimed.fingerprint[:12], [str(c) for c in candidates])  # fmt: skip
     try:
-        train_editor(name, dataset, model, out, overrides=_overrides(claimed.training),
+        train_editor(name, dataset, model, out, overrides=as_overrides(claimed.training),
                      progress=False)  # fmt: skip
     except KsmithError as e:
         raise SubmissionError(
@@ -142,7 +137,7 @@ def rerun(
         claimed = {**claimed, "editor_path": str(editor)}
     run = UpdateRun(
         model=str(model), dataset=str(dataset), config=config, method=sub.method.name,
-        out=str(out), overrides=_overrides(claimed), mode=sub.method.mode, groups=tuple(sorted(groups)),
+        out=str(out), overrides=as_overrides(claimed), mode=sub.method.mode, groups=tuple(sorted(groups)),
         device="cpu", seed=sub.seeds[0] if sub.seeds else 0,
     )  # fmt: skip
     try:

@@ -135,7 +135,7 @@ def model_id(base: str | None) -> str:
 
 def _pretrain(args: argparse.Namespace) -> int:
     from ksmith.io import atomic_output_dir, write_json
-    from ksmith.pipeline.params import load_params
+    from ksmith.pipeline.params import as_overrides, load_params
     from ksmith.world.pretrain import pretrain
     from ksmith.world.spec import load_world_spec
 
@@ -154,8 +154,7 @@ def _pretrain(args: argparse.Namespace) -> int:
         with atomic_output_dir(args.out, kind="model-pointer") as tmp:
             write_json(tmp / POINTER, {"model": m.base})
         return 0
-    overrides = [f"{k}={json.dumps(v)}" for k, v in sorted(m.world_overrides.items())]
-    spec = load_world_spec(m.world_spec, overrides)
+    spec = load_world_spec(m.world_spec, list(as_overrides(m.world_overrides)))
     beside = None
     if m.base is None and args.retain:
         beside = _start_retain(args.dataset, args.retain, spec, params.device)
@@ -311,13 +310,14 @@ def _update_cells(args: argparse.Namespace, params, pool) -> int:
     from ksmith.methods.source import method_code
     from ksmith.methods.trained.commands import TRAINED_METHODS
     from ksmith.pipeline.cells import update_jobs
+    from ksmith.pipeline.params import as_overrides
     from ksmith.pipeline.workers import run_stage
 
     params, cells = _method_cells(args, args.method, params)
     chosen = dict(params.overrides.get(args.method, {}))
     if args.method in TRAINED_METHODS and "editor_path" not in chosen and args.editors:
         chosen["editor_path"] = str(Path(args.editors) / args.method)
-    overrides = tuple(f"{k}={json.dumps(v)}" for k, v in sorted(chosen.items()))
+    overrides = as_overrides(chosen)
     code = method_code(get_method(args.method))
     code = {"module": code["module"], "sha256": code["sha256"]}  # recorded in each update.json
     template = UpdateRun(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -165,3 +167,9 @@ def load_params(path: str | Path = "params.yaml") -> PipelineParams:
         raise SpecError(
             f"{err['msg']} (got {err.get('input')!r})", file=path, field=field
         ) from None
+
+
+def as_overrides(values: Mapping[str, Any]) -> tuple[str, ...]:
+    """``key=value`` items for `--set` (sorted by key; each value as JSON, which the readers of
+    `--set`, `ksmith.methods.params.parse_override` and the world spec's, parse as YAML)."""
+    return tuple(f"{k}={json.dumps(v)}" for k, v in sorted(values.items()))
