@@ -17,7 +17,7 @@ from typing import NoReturn
 
 from ksmith import __version__
 from ksmith.errors import KsmithError
-from ksmith.runtime import keep_freed_memory
+from ksmith.runtime import keep_freed_memory, pin_float_kernels
 
 # Torch threads per process unless --threads says otherwise: measured by bench/threads.py on
 # the project's shared 2-core machine, one thread beats two for an update and an evaluation of
@@ -131,6 +131,7 @@ def _main(argv: list[str] | None) -> int:
     # process while its workers ran 1, so a cell's float64 products (linear CKA) differed in
     # the last bits with the process that ran it.
     set_threads(_threads_arg(argv))
+    pin_float_kernels()  # before torch too: the same float kernels on every x86-64 CPU
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

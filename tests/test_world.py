@@ -11,6 +11,7 @@ import yaml
 from conftest import make_model, make_tokenizer
 from world_fixtures import FINGERPRINT, world_facts, write_world_dataset
 
+from ksmith import runtime
 from ksmith.cli import main
 from ksmith.errors import KsmithError, SpecError
 from ksmith.evaluate.hf import HFBackend
@@ -286,6 +287,41 @@ def test_same_spec_same_weights_under_cpu_load(dataset, tmp_path):
     assert (tmp_path / "quiet" / "README.md").read_text() == (
         tmp_path / "loaded" / "README.md"
     ).read_text()
+
+
+def _cli_pretrain(dataset, out, env: dict[str, str]) -> None:
+    """`ksmith pretrain` of a short SHORT budget in a fresh process with `env` added."""
+    import os
+    import subprocess
+    import sys
+
+    sets = [x for item in [*SHORT, "max_steps=20", "eval_every=10"] for x in ("--set", item)]
+    clean = {k: v for k, v in os.environ.items() if k not in runtime.PINNED_KERNELS}
+    subprocess.run(
+        [sys.executable, "-m", "ksmith", "pretrain", str(dataset), "--out", str(out),
+         "--device", "cpu", "--no-progress", *sets],
+        env=clean | {runtime.FLOAT_KERNELS_ENV: "avx2"} | env, check=True, capture_output=True,
+    )  # fmt: skip
+
+
+@pytest.mark.skipif(not runtime._has_avx2(), reason="an x86-64 CPU with AVX2")
+def test_float_kernels_change_the_weights_so_ksmith_pins_them_and_the_card_names_them(
+    dataset, tmp_path
+):
+    """Another instruction set's kernels round differently: the same spec trains other bytes
+    (here torch's scalar kernels stand for another CPU's). `ksmith` pins AVX2 by default, and
+    the card's versions say which kernels trained the weights."""
+    _cli_pretrain(dataset, tmp_path / "pinned", {})
+    _cli_pretrain(dataset, tmp_path / "avx2", {"ATEN_CPU_CAPABILITY": "avx2"})
+    _cli_pretrain(
+        dataset, tmp_path / "other",
+        {runtime.FLOAT_KERNELS_ENV: "native", "ATEN_CPU_CAPABILITY": "default"},
+    )  # fmt: skip
+    cards = {name: read_model_card(tmp_path / name) for name in ("pinned", "avx2", "other")}
+    assert cards["pinned"]["versions"]["float_kernels"] == "AVX2"
+    assert cards["other"]["versions"]["float_kernels"] == "DEFAULT"
+    weights = {name: model_fingerprint(tmp_path / name) for name in cards}
+    assert weights["pinned"] == weights["avx2"] != weights["other"]
 
 
 def test_cli_errors_leave_no_output(dataset, tmp_path, capsys):

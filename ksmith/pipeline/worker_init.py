@@ -27,9 +27,10 @@ def init_worker(threads: int, warm: Sequence[str] = (), fast_exit: bool = False)
     `fast_exit` the process ends without the interpreter's teardown once it is done (see
     `_exit_now`): only for pool workers, whose results are sent before they exit."""
     os.environ["OMP_NUM_THREADS"] = str(threads)  # as `ksmith --threads`; torch reads it at import
-    import torch
+    from ksmith.runtime import keep_freed_memory, pin_float_kernels
 
-    from ksmith.runtime import keep_freed_memory
+    pin_float_kernels()  # inherited from `ksmith` already, unless the process was not its child
+    import torch
 
     os.environ.update(WORKER_ENV)
     keep_freed_memory()

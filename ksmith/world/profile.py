@@ -74,6 +74,13 @@ def _accuracy(probes, judgements, field: str) -> tuple[dict, dict]:
     return {t: acc[t] for t in sorted(acc, key=key)}, {t: n[t] for t in sorted(n, key=key)}
 
 
+# Prompts (and corpus descriptions) the fluency ratio is measured on. A continuation's n-gram
+# entropy varies a lot from prompt to prompt (sd 0.50 on the default world model, against a
+# mean of 4.16): with 64 on each side, resamples of one model's ratio spread from 0.880 to 0.922
+# (5th to 95th percentile, 2026-12-03), wider than the gap to its threshold.
+FLUENCY_PROMPTS = 256
+
+
 def corpus_fluency(descriptions: Sequence[str], tokens: int, n: int, seed: int) -> float | None:
     """Mean n-gram entropy of `n` seeded corpus descriptions, each cut to `tokens` tokens."""
     if not descriptions:
@@ -90,7 +97,7 @@ def capability_profile(
     requests: Sequence[Mapping[str, Any]],
     descriptions: Sequence[str],
     *,
-    fluency_prompts: int = 64,
+    fluency_prompts: int = FLUENCY_PROMPTS,
     fluency_tokens: int = 32,
     seed: int = 0,
 ) -> dict[str, Any]:
