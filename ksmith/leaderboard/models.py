@@ -155,7 +155,7 @@ class ModelResolver(FolderResolver):
         return SpecError(
             f"world-model spec {entry['spec']} regenerates fingerprint {got}, not the one "
             f"listed; weights are reproducible with the same library versions (listed: "
-            f"{listed or 'not recorded'}; here: {have}) on the same kind of CPU",
+            f"{listed or 'not recorded'}; here: {have})",
             file=self._registry_path,
             field=fingerprint,
         )
