@@ -9,10 +9,8 @@ so every pass touches fresh pages and takes a page fault on each: measured on th
 PyTorch's CPU performance guide gets from jemalloc or tcmalloc, done here with glibc's own
 `mallopt`, so nothing is preloaded and nothing is installed.
 
-Float kernels differ by CPU: torch, MKL and oneDNN each pick kernels for the instruction set
-they find, and those round differently. `pin_float_kernels` pins them to AVX2 so that trained
-weights are the same bytes on every x86-64 machine with AVX2 (the world model's determinism,
-docs/world-model.md).
+`pin_float_kernels` pins torch's, MKL's and oneDNN's CPU kernels to AVX2, so that trained
+weights do not depend on the CPU's instruction set (docs/world-model.md, "Determinism").
 """
 
 from __future__ import annotations
@@ -52,13 +50,6 @@ def keep_freed_memory() -> bool:
     return mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and done
 
 
-# Float kernels pinned to one instruction set (`pin_float_kernels`). PyTorch picks its
-# vectorised CPU kernels (softmax, exp, norms, reductions, the optimizer's arithmetic), MKL its
-# sgemm code path and oneDNN its matmul kernels by the CPU they run on, and AVX-512 and AVX2
-# kernels round differently in the last bits: measured here, the default world model's 20,000
-# steps gave a model with fluency 0.943 on an AVX-512 machine and 0.894 (below its threshold)
-# on an AVX2 one, from the same spec, data and library versions. Every x86-64 CPU this project
-# runs on has AVX2, so it is the common level.
 FLOAT_KERNELS_ENV = "KSMITH_FLOAT_KERNELS"  # "avx2" (default) or "native": each library's own pick
 PINNED_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
@@ -79,7 +70,12 @@ def _has_avx2() -> bool:
 
 def pin_float_kernels() -> dict[str, str]:
     """Make torch, MKL and oneDNN use their AVX2 kernels on any x86-64 CPU that has AVX2, so
-    that the same spec trains the same bytes on AVX2 and AVX-512 machines alike. Sets the
+    that the same spec trains the same bytes on AVX2 and AVX-512 machines alike: each library
+    picks kernels (softmax, exp, norms, reductions, the optimizer's arithmetic, sgemm, matmul)
+    by the CPU's instruction set, AVX-512 and AVX2 ones round differently in the last bits,
+    and over the world model's 20,000 steps that gave another model (fluency 0.943 against
+    0.894 from the same spec, data and library versions). AVX2 is the level every x86-64 CPU
+    the project runs on has. Sets the
     libraries' own environment variables (`PINNED_KERNELS`) where they are not set already
     (a value the user set wins); returns those it set. Must run before torch is imported
     (each library reads its variable once, when it first dispatches a kernel): `ksmith`

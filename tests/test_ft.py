@@ -150,3 +150,60 @@ def test_ft_m_sequential_matches_one_by_one():
     assert not all(
         torch.equal(a, b) for a, b in zip(batch.parameters(), seq.parameters(), strict=True)
     )
+
+
+def test_fit_loop_encodes_each_batch_once_and_trains_as_before(monkeypatch):
+    """fit_pairs tokenizes each distinct batch once (every epoch sees the same batches) and
+    trains exactly as encoding every step did: the same epoch losses and weights."""
+    import ksmith.methods.fit as fit
+
+    def run(cached: bool):
+        model, tok = make_model("llama", seed=1), make_tokenizer()
+        prob = problem()
+        calls = []
+
+        def counting(*args, **kwargs):
+            calls.append(1)
+            return encode_pairs(*args, **kwargs)
+
+        monkeypatch.setattr(fit, "encode_pairs", counting)
+        params = list(model.model.layers[1].mlp.parameters())
+        p = fit.FitParams(steps=4, batch_size=3, early_stop_loss=0.0, retain_weight=0.5)
+        minus = [TextPair("karo lives in the", "forest"), TextPair("mesu eats", "seeds")]
+        if cached:
+            losses = fit.fit_pairs(
+                model,
+                tok,
+                list(prob.plus),
+                minus,
+                params,
+                p,
+                lambda m, b: answer_logprobs(m, b, reduction="mean"),
+            )
+        else:  # the loop as it was: encode every step
+            opt = torch.optim.Adam(params, lr=p.lr)
+            retain = fit.cycle_batches(minus, p.batch_size)
+            losses = []
+            for _ in range(p.steps):
+                total, n = 0.0, 0
+                for chunk in fit.chunks(list(prob.plus), p.batch_size):
+                    batch = counting(tok, *fit.pairs_text(chunk))
+                    target = -answer_logprobs(model, batch, reduction="mean").mean()
+                    kept = counting(tok, *fit.pairs_text(next(retain)))
+                    loss = (
+                        target
+                        + p.retain_weight * -answer_logprobs(model, kept, reduction="mean").mean()
+                    )
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    total, n = total + float(target.detach()) * len(chunk), n + len(chunk)
+                losses.append(total / n)
+        return losses, [w.detach().clone() for w in params], len(calls)
+
+    losses, weights, calls = run(cached=True)
+    ref_losses, ref_weights, ref_calls = run(cached=False)
+    assert losses == ref_losses
+    assert all(torch.equal(a, b) for a, b in zip(weights, ref_weights, strict=True))
+    assert ref_calls == 4 * 3 * 2  # 4 epochs x 3 batches, Q+ and retain
+    assert calls == 3 + 2  # 3 Q+ batches; retain batches cycle through [m0, m1] and [m1, m0]

@@ -236,3 +236,24 @@ def test_tokenization_goes_through_transformers_when_direct_would_differ():
     assert HFBackend(make_model("llama"), loud)._encode(["BIRA eats"], special=False) == [
         loud("bira eats")["input_ids"]
     ]
+
+
+def test_stop_criterion_keeps_finished_rows_done_without_decoding_them_again():
+    """A row whose new text holds a stop string is done for good: later calls return it done
+    and decode only the rows still running (generation checks every row at every step)."""
+    from ksmith.evaluate.stopping import StopOnStrings
+
+    decoded: list[list[int]] = []
+
+    def decode(ids: list[int]) -> str:
+        decoded.append(ids)
+        return " ".join("." if i == 9 else "w" for i in ids)
+
+    stop = StopOnStrings(decode, start=2, stop=(".",))
+    step1 = stop(torch.tensor([[1, 1, 9], [1, 1, 5]]), scores=None)
+    assert step1.tolist() == [True, False]
+    decoded.clear()
+    step2 = stop(torch.tensor([[1, 1, 9, 0], [1, 1, 5, 9]]), scores=None)
+    assert step2.tolist() == [True, True]
+    assert decoded == [[5, 9]]  # the finished row was not decoded again
+    assert StopOnStrings(decode, 2, ())(torch.tensor([[1, 1, 9]]), None).tolist() == [False]

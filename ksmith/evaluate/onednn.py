@@ -2,11 +2,13 @@
 
 PyTorch computes a float32 `nn.Linear` on CPU with MKL's sgemm. oneDNN's matmul -- the kernel
 PyTorch's own compiler (inductor) emits for CPU linear layers, reached here through the same
-op, ``torch.ops.mkldnn._linear_pointwise`` -- does the same float32 arithmetic and, on this
-project's machines (AMD EPYC, AVX-512), runs the shapes of batched scoring 1.7 to 2.2 times
-as fast (measured side by side: 330-370 against 185 GFLOPS on 1408 x 128 x 512). End to end,
-scoring 2,000 probes on the world model went from 80 to 63 ms on 2 threads and from 124 to
-88 ms on 1 thread (as pipeline workers run). Results agree with MKL's to float32 rounding
+op, ``torch.ops.mkldnn._linear_pointwise`` -- does the same float32 arithmetic. With its
+AVX-512 kernels (AMD EPYC, before ksmith pinned the float kernels to AVX2) it ran the shapes of
+batched scoring 1.7 to 2.2 times as fast (330-370 against 185 GFLOPS on 1408 x 128 x 512), and
+scoring 2,000 probes on the world model went from 124 to 88 ms on 1 thread. With the AVX2
+kernels ksmith now pins (`ksmith.runtime`; measured side by side on an AVX2 EPYC, 2026-12-03)
+the two are about even on the MLP and attention shapes (0.95-1.07) and oneDNN is 1.33 times
+as fast on the 721-word output layer. Results agree with MKL's to float32 rounding
 (identical on the world model's 128-wide products) and are deterministic. A forward pass over
 one short row gets slower instead (1,160 to 940 probes a second), so only the batched paths
 use it.

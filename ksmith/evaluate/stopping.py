@@ -28,12 +28,15 @@ class StopOnStrings(StoppingCriteria):
         self.decode = decode  # new token ids -> text (cut at EOS)
         self.start = start
         self.stop = tuple(s for s in stop if s)
+        self.done: list[bool] = []  # per row; a row once done stays done (its text only grows)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        if not self.stop:
-            return done
-        for row, ids in enumerate(input_ids[:, self.start :].tolist()):
-            text = self.decode(ids)
-            done[row] = any(s in text for s in self.stop)
-        return done
+        if len(self.done) != input_ids.shape[0]:
+            self.done = [False] * input_ids.shape[0]
+        if self.stop:
+            new = input_ids[:, self.start :]
+            for row, done in enumerate(self.done):
+                if not done:
+                    text = self.decode(new[row].tolist())
+                    self.done[row] = any(s in text for s in self.stop)
+        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)

@@ -63,17 +63,25 @@ def fit_pairs(
     ends training (the runner reports it).
     """
     device = model_device(model)
+    encoded: dict[tuple[TextPair, ...], PairBatch] = {}  # every epoch sees the same batches
+
+    def encode(chunk: list[TextPair]) -> PairBatch:
+        key = tuple(chunk)
+        if key not in encoded:
+            encoded[key] = encode_pairs(tokenizer, *pairs_text(chunk), device=device)
+        return encoded[key]
+
     retain = cycle_batches(minus, p.batch_size) if minus and p.retain_weight > 0 else None
     opt = torch.optim.Adam(list(params), lr=p.lr, weight_decay=p.weight_decay)
     epoch_losses: list[float] = []
     for _ in range(p.steps):
         total, n = 0.0, 0
         for chunk in chunks(plus, p.batch_size):
-            batch = encode_pairs(tokenizer, *pairs_text(chunk), device=device)
+            batch = encode(chunk)
             target = -target_logprobs(model, batch).mean()
             loss = target if penalty is None else target + penalty()
             if retain is not None:
-                kept = encode_pairs(tokenizer, *pairs_text(next(retain)), device=device)
+                kept = encode(next(retain))
                 loss = (
                     loss + p.retain_weight * -answer_logprobs(model, kept, reduction="mean").mean()
                 )
