@@ -146,8 +146,23 @@ def test_dvc_repro_tiny(tmp_path):
     ran = [line for line in again.stdout.splitlines() if line.startswith("Running stage")]
     assert ran == ["Running stage 'code':"], again.stdout
 
-    # A hyper-parameter of one method reruns only that method's stages.
+    # A hyper-parameter of one method reruns the update stage and what follows it, which compute
+    # that method's cells only: the others are copied from the stages' cell stores.
+    updates = proj / "out" / "updates"
+    before = {p: p.read_bytes() for p in sorted(updates.glob("*/*/update.json"))}
     params["overrides"]["ga"] = {"steps": 3}
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = _dvc(proj, "status")
-    assert "update@ga" in status.stdout and "update@ft_m" not in status.stdout
+    assert "update" in status.stdout and "methods" not in status.stdout
+    third = _dvc(proj, "repro")
+    assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
+    said = third.stdout + third.stderr
+    # update: ft_m's and serac's 2 cells each; evaluate: theirs and the baseline's 4
+    assert "update all: 4 of 6 cells already finished under the same key" in said, said[-3000:]
+    assert "evaluate all: 8 of 10 cells already finished under the same key" in said
+    after = {p: p.read_bytes() for p in sorted(updates.glob("*/*/update.json"))}
+    assert after.keys() == before.keys()
+    changed = {p.parts[-3] for p in before if before[p] != after[p]}
+    assert changed == {"ga"}
+    ga = json.loads(next((updates / "ga").glob("*/update.json")).read_text())
+    assert ga["params"]["steps"] == 3

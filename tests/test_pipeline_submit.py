@@ -62,9 +62,39 @@ def test_submit_refuses_results_whose_update_folder_it_cannot_find(tmp_path, cap
 
 
 def test_dvc_submit_stage_reads_model_base_and_parses():
-    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["submit"]["do"]
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["submit"]
     assert "--model-id" not in stage["cmd"]
     assert "model.base" in stage["params"]  # a new base reruns the submissions
-    argv = shlex.split(stage["cmd"].replace("${item}", "rome"))
+    assert "methods" in stage["params"]  # one submission per method
+    argv = shlex.split(stage["cmd"])
     assert argv[:3] == ["ksmith", "pipeline", "submit"]
     build_parser().parse_args(argv[1:])  # every option exists
+
+
+def test_submit_all_writes_a_submission_per_method_and_the_baseline(tmp_path, capsys):
+    """`--method all` (dvc.yaml's submit stage): world-<method> for every method of params and
+    world-none; a method without results is an error naming its folder, and nothing is written."""
+    ds = make_dataset(tmp_path / "dataset")
+    results = tmp_path / "results"
+    for method in ("rome", "memit"):
+        update = make_update(tmp_path / "upd" / method, method)
+        for config in CONFIGS[:2]:
+            make_results(results / method / f"{config}.s0", ds, config, method, update=update)
+    params = tmp_path / "params.yaml"
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params.write_text(yaml.safe_dump({**raw, "methods": ["rome", "memit"]}))
+    out = tmp_path / "submissions"
+    argv = ["pipeline", "submit", "--method", "all", "--params", str(params), "--results",
+            str(results), "--dataset", str(ds), "--out", str(out)]  # fmt: skip
+    assert main(argv) == 2  # no baseline results yet
+    assert f"{results / 'none'}: no evaluated cells" in capsys.readouterr().err
+    assert not out.exists()
+    for config in CONFIGS[:2]:
+        make_results(results / "none" / f"{config}.s0", ds, config, "none")
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
+        "world-memit", "world-none", "world-rome"
+    ]  # fmt: skip
+    for method in ("rome", "memit", "none"):
+        sub = yaml.safe_load((out / f"world-{method}" / "submission.yaml").read_text())
+        assert sub["method"]["name"] == method and len(sub["cells"]) == 2

@@ -197,8 +197,9 @@ seeds: [0]
 
 @pytest.mark.slow
 def test_pipeline_code_fingerprints_follow_the_plugin_code(plugin_path, tmp_path):
-    """`ksmith pipeline code` writes out/code/<method>.json; dvc.yaml's update stage lists it as
-    a dep, so editing a plugin reruns that plugin's stages and no other."""
+    """`ksmith pipeline code` writes out/code/<method>.json; dvc.yaml's update stage lists
+    out/code as a dep and each update cell's key holds its method's record, so editing a plugin
+    reruns the stage, which computes that plugin's cells and no other."""
     (tmp_path / "params.yaml").write_text(PARAMS)
 
     def fingerprints() -> dict[str, dict]:

@@ -6,6 +6,7 @@ scheduling; the pipeline through `dvc repro` is the slow test at the end.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -118,7 +119,7 @@ def test_a_killed_worker_is_retried_and_leaves_no_partial_output(cluster, tmp_pa
     for i in range(3):
         cell = tmp_path / "out" / f"c{i}"
         assert (cell / "part1").read_text() == (cell / "part2").read_text() == f"v{i}"
-    assert not store.cells.exists()  # every cell delivered, no half-written folder left
+    assert _stored(store) == ["c0", "c1", "c2"]  # every cell delivered and kept, none half-written
     log = (store.root / "logs" / "c1.log").read_text()
     assert log.count("== cell c1: started") == 2 and "attempt 2 of v1" in log
 
@@ -153,7 +154,7 @@ def test_a_cells_own_error_fails_once_and_resume_skips_finished_cells(cluster, t
         int(f"c{i}" not in kept) for i in range(3)
     ]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["c0", "c1", "c2"]
-    assert not store.cells.exists()
+    assert _stored(store) == ["c0", "c1", "c2"]
 
 
 def test_a_local_worker_killed_fails_the_stage_and_the_rerun_resumes(tmp_path):
@@ -170,7 +171,7 @@ def test_a_local_worker_killed_fails_the_stage_and_the_rerun_resumes(tmp_path):
         int(f"c{i}" not in kept) for i in range(3)
     ]
     assert (tmp_path / "out" / "c0" / "part2").read_text() == "v0"
-    assert not store.cells.exists()  # the killed attempt's temporary folder is gone too
+    assert _stored(store) == ["c0", "c1", "c2"]  # the killed attempt's temporary folder is gone
 
 
 def test_a_stored_cell_with_another_key_is_computed_again(tmp_path):
@@ -179,7 +180,9 @@ def test_a_stored_cell_with_another_key_is_computed_again(tmp_path):
         run_jobs(_jobs(tmp_path, tmp_path / "out", c2={"fail": True}), store=store)
     run_jobs(_jobs(tmp_path, tmp_path / "out", key="changed"), store=store)
     assert [_attempts(tmp_path, i) for i in range(3)] == [2, 2, 2]
-    assert not store.cells.exists()  # the stale entries were removed
+    assert sorted(p.name for p in store.cells.iterdir()) == [
+        f"c{i}-changed{i}" for i in range(3)
+    ]  # the stale entries were removed
 
 
 def test_cells_all_finished_before_are_only_delivered(tmp_path):
@@ -192,6 +195,28 @@ def test_cells_all_finished_before_are_only_delivered(tmp_path):
     run_jobs(jobs, store=store, ray=RayOptions(address="unused: no cell to run"))
     assert [_attempts(tmp_path, i) for i in range(3)] == [1, 1, 1]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["c0", "c1", "c2"]
+
+
+def test_the_next_run_computes_only_the_cells_whose_key_changed(tmp_path):
+    store = CellStore(tmp_path / "state")
+    out = tmp_path / "out"
+    run_jobs(_jobs(tmp_path, out), store=store)
+    first = {p.name: (p / "part2").read_text() for p in out.iterdir()}
+    shutil.rmtree(out)  # as DVC removes a stage's outputs before running it again
+    run_jobs(_jobs(tmp_path, out), store=store, workers=2)  # no cell to run: no pool started
+    assert [_attempts(tmp_path, i) for i in range(3)] == [1, 1, 1]
+    assert {p.name: (p / "part2").read_text() for p in out.iterdir()} == first
+    jobs = _jobs(tmp_path, out)
+    jobs[1] = dataclasses.replace(jobs[1], key="another")  # c1's inputs changed
+    shutil.rmtree(out)
+    run_jobs(jobs, store=store)
+    assert [_attempts(tmp_path, i) for i in range(3)] == [1, 2, 1]
+    assert sorted(p.name for p in store.cells.iterdir()) == ["c0-k0", "c1-another", "c2-k2"]
+
+
+def _stored(store: CellStore) -> list[str]:
+    """What a store's cells folder holds, by job name (a temporary folder starts with a dot)."""
+    return sorted(p.name.split("-")[0] for p in store.cells.iterdir())
 
 
 def test_store_lives_outside_the_output(tmp_path, monkeypatch):
@@ -296,12 +321,14 @@ def test_dvc_repro_on_ray_equals_local(cluster, tmp_path):
     }  # fmt: skip
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert _run(proj, "dvc", "init", "--no-scm", "-q").returncode == 0
-    stages = ["update@ft_m", "evaluate@ft_m"]  # the two kinds of cell
+    stages = ["update", "evaluate"]  # the two kinds of cell
     local = _run(proj, "dvc", "repro", *stages)
     assert local.returncode == 0, local.stdout[-3000:] + local.stderr[-3000:]
     shutil.copytree(proj / "out", tmp_path / "local")
 
-    # The same stages again on the test's Ray instance (2 CPUs), attached by its address.
+    # The same stages again on the test's Ray instance (2 CPUs), attached by its address; without
+    # the stages' cell stores, which would give every finished cell back.
+    shutil.rmtree(proj / ".ksmith")
     params.update(executor="ray", ray_address=cluster)
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     on_ray = _run(proj, "dvc", "repro", "--force", "--single-item", *stages)
@@ -313,9 +340,9 @@ def test_dvc_repro_on_ray_equals_local(cluster, tmp_path):
         assert set(ours) == set(theirs) and len(ours) >= 9
         for name, path in ours.items():
             assert _masked(path) == _masked(theirs[name]), name
-    logs = proj / ".ksmith" / "out" / "results" / "ft_m" / "logs"
-    assert sorted(p.name for p in logs.iterdir()) == [
-        "biology.edit.leaf.k1.s0.log",
-        "biology.edit.root.k1.s0.log",
-    ]
-    assert not (proj / ".ksmith" / "out" / "results" / "ft_m" / "cells").exists()
+    store = proj / ".ksmith" / "out" / "results"
+    cells = ["biology.edit.leaf.k1.s0", "biology.edit.root.k1.s0"]
+    named = [f"{m}.{c}" for m in ("ft_m", "none") for c in cells]
+    assert sorted(p.name for p in (store / "logs").iterdir()) == [f"{n}.log" for n in named]
+    # the finished cells stay in the store for the next run, under their keys
+    assert sorted(p.name.rsplit("-", 1)[0] for p in (store / "cells").iterdir()) == named

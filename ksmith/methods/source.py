@@ -3,9 +3,11 @@
 DVC reruns a stage when one of its declared deps changes. `dvc.yaml` names ``ksmith/methods``
 for the built-ins, but a plugin's code lives in its own package, outside the repository. So
 ``ksmith pipeline code`` writes one small JSON per method, ``out/code/<method>.json``, holding the
-sha256 of every source file of the method's package (this function); the update stage lists that
-file as a dep, and a changed plugin changes the file, which reruns exactly that method's stages.
-The same record goes into each update folder's ``update.json`` (``code``), for provenance.
+sha256 of every source file of the method's package (this function); the update stage lists
+``out/code`` as a dep, so a changed plugin reruns the stage. The same record goes into each update
+cell's key, so that run computes exactly that method's cells again and reuses the others
+(``ksmith.pipeline.store``), and into each update folder's ``update.json`` (``code``), for
+provenance.
 
 The files: for a built-in, ``ksmith/methods`` (every ``*.py``); for a plugin, the folder of the
 top-level package that defines the class (every ``*.py`` and ``*.yaml``/``*.yml``: code and

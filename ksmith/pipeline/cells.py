@@ -3,9 +3,11 @@ worker process loads once.
 
 Keys. A cell's key hashes everything its folder depends on: the run's settings (method,
 overrides, mode, seed, device, evaluation options, the paths recorded in its outputs), the
-model's and dataset's fingerprints, the update folder it evaluates (its bytes), and the code
-(ksmith's version and source, the method's code, torch's version, the git revision written
-into update.json). A finished cell is reused only under the same key (`store.CellStore`).
+model's fingerprint and the dataset's files, the folders it reads (a trained method's editor,
+the update it evaluates, the retain model's evaluation: their bytes), and the code (ksmith's
+version and source, the method's code, torch's and transformers' versions, the git revision
+written into update.json). A finished cell is reused only under the same key
+(`store.CellStore`), by a resumed stage and by the next run of the stage alike.
 
 Inputs. Each worker process (local or Ray) keeps the base model, pristine on the CPU, and the
 dataset's card, corpus and recently read rows; a cell gets its own copy of each (a deep copy
@@ -21,6 +23,7 @@ import contextlib
 import copy
 import dataclasses
 import hashlib
+import importlib.metadata
 import json
 import os
 from collections import OrderedDict
@@ -84,6 +87,7 @@ def code_fingerprint() -> dict[str, Any]:
         "ksmith": ksmith.__version__,
         "source": h.hexdigest(),
         "torch": torch.__version__,
+        "transformers": importlib.metadata.version("transformers"),
         "git": git_revision(),
     }
 
@@ -94,15 +98,36 @@ def _inputs(model: str, dataset: str | Path) -> dict[str, Any]:
 
     card = read_card(dataset)
     block = card.get("ksmith", card) if isinstance(card, dict) else {}
-    return {"model": model_fingerprint(model), "dataset": block.get("fingerprint")}
+    return {
+        "model": model_fingerprint(model),
+        "dataset": block.get("fingerprint"),
+        "dataset_files": _folder_digest_cached(str(Path(dataset).resolve())),
+    }
 
 
-def update_jobs(cells: Sequence[Cell], template: UpdateRun, out: Path) -> list[Job]:
-    """One job per cell: `template` with the cell's config and seed, written to out/<cell>."""
+@cache
+def _folder_digest_cached(path: str) -> str:
+    """`folder_digest` of an input folder that does not change while this process plans."""
+    return folder_digest(path)
+
+
+def update_jobs(
+    cells: Sequence[Cell],
+    template: UpdateRun,
+    out: Path,
+    *,
+    reads: Sequence[str | Path] = (),
+    prefix: str = "",
+) -> list[Job]:
+    """One job per cell: `template` with the cell's config and seed, written to out/<cell>.
+
+    `reads`: folders the method reads besides the model and dataset (a trained editor), whose
+    bytes go into each key; `prefix` starts each job's name (a stage of several methods)."""
     common = {
         "stage": "update",
         "run": dataclasses.asdict(dataclasses.replace(template, out="")),
         "inputs": _inputs(template.model, template.dataset),
+        "reads": [folder_digest(path) for path in reads],
         "code": code_fingerprint(),
     }
     jobs = []
@@ -110,7 +135,9 @@ def update_jobs(cells: Sequence[Cell], template: UpdateRun, out: Path) -> list[J
         run = dataclasses.replace(template, config=cell.config, seed=cell.seed, out="")
         key = digest({**common, "config": cell.config, "seed": cell.seed})
         target = str(out / cell.cell_id)
-        jobs.append(Job(cell.cell_id, update_cell, (run,), cost=cell.scale, out=target, key=key))
+        jobs.append(
+            Job(prefix + cell.cell_id, update_cell, (run,), cost=cell.scale, out=target, key=key)
+        )
     return jobs
 
 
@@ -124,10 +151,12 @@ def evaluate_jobs(
     out: Path,
     retain: str | None = None,
     retain_seed: int = 0,
+    prefix: str = "",
 ) -> list[Job]:
     """One job per cell: evaluate the model (with the cell's update, if any) on its config.
     With `retain` (the retain stage's folder), an unlearn cell is also compared with the retain
-    model's evaluation of its config, `<retain>/<config>.s<retain_seed>`."""
+    model's evaluation of its config, `<retain>/<config>.s<retain_seed>`. `prefix` starts each
+    job's name (a stage of several methods)."""
     common = {
         "stage": "evaluate",
         "paths": [model, dataset, updates],
@@ -148,8 +177,8 @@ def evaluate_jobs(
         )  # fmt: skip
         kwargs = {"update": update, "options": options, "retain": ref}
         jobs.append(
-            Job(cell.cell_id, evaluate_cell, (model, dataset, cell.config), cost=cell.scale,
-                kwargs=kwargs, out=str(out / cell.cell_id), key=key)
+            Job(prefix + cell.cell_id, evaluate_cell, (model, dataset, cell.config),
+                cost=cell.scale, kwargs=kwargs, out=str(out / cell.cell_id), key=key)
         )  # fmt: skip
     return jobs
 

@@ -19,6 +19,9 @@ from ksmith.errors import KsmithError
 log = logging.getLogger(__name__)
 
 POINTER = "ksmith-model.json"
+ALL = "all"  # --method all: every method of params.yaml in one stage (dvc.yaml)
+BASELINE = "none"
+SUBMISSION_PREFIX = "world-"  # out/submissions/world-<method>: the world model's submissions
 # The leaderboard id of the world model the pretrain stage trains from scratch.
 WORLD_MODEL_ID = "ksmith-world-model"
 
@@ -60,11 +63,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--out", required=True, help="folder for <method>/ editor folders")
     s.set_defaults(func=_editors)
 
-    s = stage("update", "apply one method to every cell of the matrix")
-    s.add_argument("--method", required=True, help="method name (one of params' methods)")
+    s = stage(
+        "update",
+        "apply one method (or, with --method all, every method of params) to every cell of the "
+        "matrix",
+    )
+    s.add_argument(
+        "--method",
+        required=True,
+        help="method name (one of params' methods), or all: every method, each into <out>/<method>",
+    )
     s.add_argument("--dataset", required=True, help="dataset folder (the generate stage's out)")
     s.add_argument("--model", required=True, help="model folder (the pretrain stage's out)")
-    s.add_argument("--out", required=True, help="folder for the method's update folders")
+    s.add_argument(
+        "--out", required=True, help="folder for the method's update folders (all: <method>/ each)"
+    )
     s.add_argument(
         "--editors",
         help="the editors stage's folder: a trained method without an editor_path override "
@@ -72,12 +85,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     s.set_defaults(func=_update)
 
-    s = stage("evaluate", "evaluate one method's cells (or the no-update baseline: --method none)")
-    s.add_argument("--method", required=True, help="method name, or none for the baseline")
+    s = stage(
+        "evaluate",
+        "evaluate one method's cells (the no-update baseline: --method none; every method of "
+        "params and the baseline: --method all)",
+    )
+    s.add_argument(
+        "--method",
+        required=True,
+        help="method name, none for the baseline, or all: every method and the baseline, each "
+        "into <out>/<method> (none: <out>/none)",
+    )
     s.add_argument("--dataset", required=True, help="dataset folder (the generate stage's out)")
     s.add_argument("--model", required=True, help="model folder (the pretrain stage's out)")
-    s.add_argument("--updates", help="the method's update folder (not for --method none)")
-    s.add_argument("--out", required=True, help="folder for the method's result folders")
+    s.add_argument(
+        "--updates",
+        help="the method's update folder (not for --method none; all: the folder of every "
+        "method's, <updates>/<method>)",
+    )
+    s.add_argument(
+        "--out", required=True, help="folder for the method's result folders (all: <method>/ each)"
+    )
     s.add_argument(
         "--retain",
         help="the retain stage's folder: each unlearn cell is also measured against the retain "
@@ -93,9 +121,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "one method's evaluated cells as a leaderboard submission; the model id comes from "
         "params (model.base, else the world model's id)",
     )
-    s.add_argument("--results", required=True, help="one method's results folder (of cells)")
+    s.add_argument(
+        "--results",
+        required=True,
+        help="one method's results folder (of cells); with --method all, the folder of every "
+        "method's (<results>/<method>)",
+    )
     s.add_argument("--dataset", required=True, help="dataset folder (the generate stage's out)")
-    s.add_argument("--out", required=True, help="submission folder to write")
+    s.add_argument(
+        "--out",
+        required=True,
+        help="submission folder to write; with --method all, the folder of every submission, "
+        f"<out>/{SUBMISSION_PREFIX}<method> (the baseline: {SUBMISSION_PREFIX}none)",
+    )
+    s.add_argument(
+        "--method",
+        choices=(ALL,),
+        help="all: a submission for every method of params and for the baseline",
+    )
     s.add_argument(
         "--retain",
         help="the retain stage's folder: unlearn cells measured against the retain model carry "
@@ -295,7 +338,7 @@ def _update(args: argparse.Namespace) -> int:
     from ksmith.pipeline.workers import stage_workers
 
     params = load_params(args.params)
-    _check_method(args, params, args.method)
+    _stage_methods(args, params, args.method)
     warm = _warm(resolve_model(args.model), "ksmith.methods.commands")
     with stage_workers(params, warm) as pool:  # before torch is imported here
         code = _update_cells(args, params, pool)
@@ -303,32 +346,56 @@ def _update(args: argparse.Namespace) -> int:
     return code
 
 
+def _stage_methods(args: argparse.Namespace, params, method: str) -> list[str]:
+    """The methods a stage runs: params' every method for `all`, else the one named."""
+    if method == ALL:
+        if not params.methods:
+            raise KsmithError(f"{args.params}: field 'methods' is empty: nothing to run")
+        return list(params.methods)
+    _check_method(args, params, method)
+    return [method]
+
+
 def _update_cells(args: argparse.Namespace, params, pool) -> int:
     from ksmith.io import atomic_output_dir
+    from ksmith.pipeline.workers import run_stage
+
+    methods = _stage_methods(args, params, args.method)
+    with atomic_output_dir(args.out, kind="pipeline-updates") as tmp:
+        if args.method == ALL:
+            jobs = [
+                job for m in methods
+                for job in _update_jobs(args, params, m, tmp / m, prefix=f"{m}.")
+            ]  # fmt: skip
+        else:
+            jobs = _update_jobs(args, params, args.method, tmp)
+        run_stage(jobs, params, out=args.out, desc=f"update {args.method}", pool=pool)
+    return 0
+
+
+def _update_jobs(args: argparse.Namespace, params, method: str, out: Path, prefix: str = ""):
     from ksmith.methods import get_method
     from ksmith.methods.commands import UpdateRun
     from ksmith.methods.source import method_code
     from ksmith.methods.trained.commands import TRAINED_METHODS
     from ksmith.pipeline.cells import update_jobs
     from ksmith.pipeline.params import as_overrides
-    from ksmith.pipeline.workers import run_stage
 
-    params, cells = _method_cells(args, args.method, params)
-    chosen = dict(params.overrides.get(args.method, {}))
-    if args.method in TRAINED_METHODS and "editor_path" not in chosen and args.editors:
-        chosen["editor_path"] = str(Path(args.editors) / args.method)
+    params, cells = _method_cells(args, method, params)
+    chosen = dict(params.overrides.get(method, {}))
+    if method in TRAINED_METHODS and "editor_path" not in chosen and args.editors:
+        chosen["editor_path"] = str(Path(args.editors) / method)
+    reads = [chosen["editor_path"]] if "editor_path" in chosen else []
     overrides = as_overrides(chosen)
-    code = method_code(get_method(args.method))
+    code = method_code(get_method(method))
     code = {"module": code["module"], "sha256": code["sha256"]}  # recorded in each update.json
     template = UpdateRun(
-        model=resolve_model(args.model), dataset=args.dataset, config="", method=args.method,
+        model=resolve_model(args.model), dataset=args.dataset, config="", method=method,
         out="", overrides=overrides, mode=params.mode, device=params.device, extra={"code": code},
         checkpoints=tuple(params.checkpoints),
     )  # fmt: skip
-    with atomic_output_dir(args.out, kind="pipeline-updates") as tmp:
-        jobs = update_jobs(cells, template, tmp)
-        run_stage(jobs, params, out=args.out, desc=f"update {args.method}", pool=pool)
-    return 0
+    out.mkdir(parents=True, exist_ok=True)
+    return update_jobs(cells, template, out, reads=reads, prefix=prefix)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -336,31 +403,37 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ksmith.pipeline.params import load_params
     from ksmith.pipeline.workers import stage_workers
 
-    method = None if args.method == "none" else args.method
-    if method is not None and not args.updates:
-        raise KsmithError("--updates is required unless --method none")
     params = load_params(args.params)
+    methods = _evaluated(args, params)
+    if any(m != BASELINE for m in methods) and not args.updates:
+        raise KsmithError(f"--updates is required unless --method {BASELINE}")
     if (Path(args.model) / NO_RETAIN).is_file():
-        _method_cells(args, method, params)  # the same checks of params and method
+        for m in methods:
+            _method_cells(args, None if m == BASELINE else m, params)  # the same checks
         # the pretrain stage trained no retain model (model.base): nothing to evaluate
         with atomic_output_dir(args.out, kind="pipeline-results") as tmp:
             (tmp / NO_RETAIN).write_text((Path(args.model) / NO_RETAIN).read_text())
         return 0
-    _check_method(args, params, method)
     warm = _warm(resolve_model(args.model), "ksmith.evaluate.runner")
     with stage_workers(params, warm) as pool:  # before torch is imported here
-        code = _evaluate_cells(args, method, params, pool)
+        code = _evaluate_cells(args, methods, params, pool)
     _done(params)
     return code
 
 
-def _evaluate_cells(args: argparse.Namespace, method: str | None, params, pool) -> int:
+def _evaluated(args: argparse.Namespace, params) -> list[str]:
+    """The methods an evaluate stage runs (`none`: the baseline), in params' order."""
+    if args.method == BASELINE:
+        return [BASELINE]
+    return [*_stage_methods(args, params, args.method), *([BASELINE] * (args.method == ALL))]
+
+
+def _evaluate_cells(args: argparse.Namespace, methods: list[str], params, pool) -> int:
     from ksmith.evaluate.runner import EvalOptions
     from ksmith.io import atomic_output_dir
     from ksmith.pipeline.cells import evaluate_jobs
     from ksmith.pipeline.workers import run_stage
 
-    params, cells = _method_cells(args, method, params)
     retain = args.retain
     if retain is not None and (Path(retain) / NO_RETAIN).is_file():
         log.info("%s: no retain model, so no metrics against it", retain)
@@ -373,11 +446,21 @@ def _evaluate_cells(args: argparse.Namespace, method: str | None, params, pool) 
         lmeval_limit=params.lmeval.limit,
     )
     with atomic_output_dir(args.out, kind="pipeline-results") as tmp:
-        jobs = evaluate_jobs(
-            cells, model=resolve_model(args.model), dataset=args.dataset,
-            updates=None if method is None else args.updates, options=options, out=tmp,
-            retain=retain, retain_seed=params.seeds[0],
-        )  # fmt: skip
+        jobs = []
+        for m in methods:
+            method = None if m == BASELINE else m
+            _, cells = _method_cells(args, method, params)
+            several = args.method == ALL
+            updates = None if method is None else args.updates
+            if several and updates is not None:
+                updates = str(Path(updates) / m)
+            out = tmp / m if several else tmp
+            out.mkdir(exist_ok=True)
+            jobs += evaluate_jobs(
+                cells, model=resolve_model(args.model), dataset=args.dataset, updates=updates,
+                options=options, out=out, retain=retain, retain_seed=params.seeds[0],
+                prefix=f"{m}." if several else "",
+            )  # fmt: skip
         run_stage(jobs, params, out=args.out, desc=f"evaluate {args.method}", pool=pool)
     return 0
 
@@ -387,14 +470,27 @@ def _submit(args: argparse.Namespace) -> int:
     from ksmith.pipeline.params import load_params
 
     params = load_params(args.params)
-    cells = sorted(p.parent for p in Path(args.results).glob("*/metrics.json"))
-    if not cells:
-        raise KsmithError(f"{args.results}: no evaluated cells (*/metrics.json)")
     options = SubmitOptions(
         dataset=args.dataset, model_id=model_id(params.model.base), retain=args.retain
     )
-    write_submission(cells, args.out, options)
+    if args.method != ALL:
+        write_submission(_evaluated_cells(args.results), args.out, options)
+        return 0
+    from ksmith.io import atomic_output_dir
+
+    methods = [*_stage_methods(args, params, ALL), BASELINE]
+    folders = {m: _evaluated_cells(Path(args.results) / m) for m in methods}  # all checked first
+    with atomic_output_dir(args.out, kind="pipeline-submissions") as tmp:
+        for m, cells in folders.items():
+            write_submission(cells, tmp / f"{SUBMISSION_PREFIX}{m}", options)
     return 0
+
+
+def _evaluated_cells(results: str | Path) -> list[Path]:
+    cells = sorted(p.parent for p in Path(results).glob("*/metrics.json"))
+    if not cells:
+        raise KsmithError(f"{results}: no evaluated cells (*/metrics.json)")
+    return cells
 
 
 def _report(args: argparse.Namespace) -> int:

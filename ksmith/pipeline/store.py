@@ -1,10 +1,15 @@
-"""A stage's store of finished cells, so that an interrupted stage resumes.
+"""A stage's store of finished cells, so that a stage resumes and reruns only what changed.
 
 With a `CellStore`, a job that has a `key` (a hash of everything its output depends on,
 `ksmith.pipeline.cells`) writes its folder into the store, named by cell and key, atomically: a
 folder there is a finished cell. A stage that was interrupted (killed, Ctrl-C, one cell's error)
 finds those cells on its next run and does not compute them again; once every cell is done they
-move into the stage's output and the store is emptied (`ksmith.pipeline.workers.run_jobs`).
+are copied into the stage's output (`ksmith.pipeline.workers.run_jobs`) and stay in the store.
+So the next run of the stage, which DVC starts when any of its deps changed (one method's
+hyper-parameters, say), computes only the cells whose key changed and copies the others: a
+stage of every method reruns one method's cells, not all of them. The store keeps the last
+run's cells only: each run drops the entries no job of it wants. Delete the store
+(``.ksmith/<out>``) to compute every cell again.
 """
 
 from __future__ import annotations
@@ -74,11 +79,11 @@ class CellStore:
             shutil.rmtree(path, ignore_errors=True)
 
     def deliver(self, job: Job) -> None:
-        """Move a finished cell to its output folder."""
-        assert job.out is not None
-        os.replace(self.entry(job), job.out)
+        """Copy a finished cell to its output folder (the store keeps it for the next run)."""
+        assert job.out is not None  # inside the stage's atomic output folder: no half copy stays
+        shutil.copytree(self.entry(job), job.out)
 
     def close(self) -> None:
-        """Remove the cells folder once empty (the logs stay)."""
+        """Remove the cells folder when empty (the logs stay)."""
         with contextlib.suppress(OSError):
             self.cells.rmdir()

@@ -12,9 +12,10 @@ without the interpreter's teardown (about 1 s with torch loaded), since it has n
 to write once the pool shuts down. With Ray
 (`ksmith.pipeline.ray_executor`) each cell is one task with declared resources.
 
-Resume. With a `CellStore` (`ksmith.pipeline.store`), a job that has a `key` writes its
-folder into the store, atomically, and a stage that was interrupted does not compute its
-finished cells again.
+Resume and reuse. With a `CellStore` (`ksmith.pipeline.store`), a job that has a `key` writes
+its folder into the store, atomically, and the stage copies it to its output; a stage that was
+interrupted, or that runs again with some of its inputs changed, does not compute the cells it
+finished under the same key again.
 
 Logs. Each cell's records (`logging`, INFO and up, one header per attempt) go to
 `<store>/logs/<cell>.log`, kept after the stage; a failure names that file.
@@ -299,7 +300,10 @@ def run_jobs(
         store.prepare(jobs)
         todo = [j for j in jobs if not store.finished(j)]
         if len(todo) < len(jobs):
-            log.info("%s: %d of %d cells already finished", desc, len(jobs) - len(todo), len(jobs))
+            log.info(
+                "%s: %d of %d cells already finished under the same key (%s), not computed again",
+                desc, len(jobs) - len(todo), len(jobs), store.cells,
+            )  # fmt: skip
         for job in todo:
             store.log(job).unlink(missing_ok=True)
         log.info("%s: cell logs in %s", desc, store.root / "logs")
