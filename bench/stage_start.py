@@ -4,8 +4,9 @@
                                 [--editors out/editors] [--methods ice,ga] [--repeats 3]
 
 Every update and evaluate stage of `dvc repro` is one `ksmith pipeline ...` process that plans
-its cells and runs them in `workers` processes; on the default suite (28 such stages, cells of
-seconds) the processes' start and end are a good part of the run. Two ways, each in fresh
+its cells and runs them in `workers` processes; when the default suite ran one such stage per
+method (28 of them, cells of seconds; until 2026-12-04, see bench/merged_stages.py) the
+processes' start and end were a good part of the run. It measures single-method stages. Two ways, each in fresh
 processes, taking turns within each repeat:
 
 - `after`: as the pipeline did before `stage_workers` (ksmith 00551ea's parent): plan first
@@ -79,7 +80,7 @@ w.LocalWorkers = lambda n, threads, warm=(), here=False: Late(n)
 if kind == "update":
     c._update_cells(args, params, None)
 else:
-    c._evaluate_cells(args, None if method == "none" else method, params, None)
+    c._evaluate_cells(args, [method], params, None)  # method: a name or none
 """
 
 
