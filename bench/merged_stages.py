@@ -29,42 +29,22 @@ Needs a `dvc repro` (or its generate, pretrain, retain and editors stages) for i
 from __future__ import annotations
 
 import argparse
-import filecmp
 import os
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
+from stage_start import (
+    run_timed,
+    same_outputs,
+    stage_args,
+)  # bench/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 WAYS = ("per_method", "all")
-
-
-def _run(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        sys.exit(f"bench/merged_stages.py: {' '.join(cmd[3:8])} ... failed:\n{proc.stderr[-3000:]}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu
-
-
-def _same(a: Path, b: Path) -> bool:
-    """Every file but the JSON records byte-identical, and the same files."""
-    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
-    if files_a != files_b:
-        return False
-    return all(filecmp.cmp(a / p, b / p, shallow=False) for p in files_a if p.suffix != ".json")
 
 
 def _commands(way: str, methods: list[str], a: argparse.Namespace, out: Path) -> list[list[str]]:
@@ -98,22 +78,7 @@ def _commands(way: str, methods: list[str], a: argparse.Namespace, out: Path) ->
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--dataset", default="out/dataset")
-    ap.add_argument("--model", default="out/model")
-    ap.add_argument("--editors", default="out/editors")
-    ap.add_argument("--retain", default="out/retain-results")
-    ap.add_argument("--params", default=str(ROOT / "params.yaml"))
-    ap.add_argument("--methods", default="ft_m,rome,ga,ice")
-    ap.add_argument("--repeats", type=int, default=2)
-    a = ap.parse_args()
-    for name in ("dataset", "model", "editors", "retain"):
-        path = Path(getattr(a, name)).resolve()
-        if not path.is_dir():
-            sys.exit(
-                f"bench/merged_stages.py: --{name} {path}: no such folder (run dvc repro first)"
-            )
-        setattr(a, name, str(path))
+    a = stage_args(__doc__, "ft_m,rome,ga,ice", 2)
     methods = a.methods.split(",")
     params = yaml.safe_load(Path(a.params).read_text())
     params["methods"] = methods
@@ -132,13 +97,13 @@ def main() -> None:
                 out.mkdir()
                 wall = cpu = 0.0
                 for cmd in _commands(way, methods, a, out):
-                    w, c = _run(cmd, env, scratch)
+                    w, c = run_timed(cmd, env, scratch)
                     wall, cpu = wall + w, cpu + c
                 walls[way].append(wall)
                 cpus[way].append(cpu)
                 print(f"repeat {rep}: {way}: {wall:.2f} s, {cpu:.2f} CPU s", flush=True)
             for folder in ("updates", "results"):
-                same = same and _same(scratch / WAYS[0] / folder, scratch / WAYS[1] / folder)
+                same = same and same_outputs(scratch / WAYS[0] / folder, scratch / WAYS[1] / folder)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     wall = {w: statistics.median(walls[w]) for w in WAYS}

@@ -100,19 +100,22 @@ run()
 WAYS = ("after", "prestart", "stage")
 
 
-def _run(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+def run_timed(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> tuple[float, float]:
+    """Run `cmd` (exit on failure, with its error); its wall and CPU seconds (with children)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
-        sys.exit(f"bench/stage_start.py: {' '.join(cmd[:6])} ... failed:\n{proc.stderr[-3000:]}")
+        sys.exit(
+            f"{Path(sys.argv[0]).name}: {' '.join(cmd[:8])} ... failed:\n{proc.stderr[-3000:]}"
+        )
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return wall, cpu
 
 
-def _same(a: Path, b: Path) -> bool:
+def same_outputs(a: Path, b: Path) -> bool:
     """Every file but the JSON records (which hold wall times and paths) byte-identical."""
     files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
@@ -121,20 +124,29 @@ def _same(a: Path, b: Path) -> bool:
     return all(filecmp.cmp(a / p, b / p, shallow=False) for p in files_a if p.suffix != ".json")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def stage_args(doc: str, methods: str, repeats: int) -> argparse.Namespace:
+    """The pipeline stages' inputs (a `dvc repro`'s out/ folders, checked, made absolute),
+    params, methods and repeats, from the command line."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     ap.add_argument("--dataset", default="out/dataset")
     ap.add_argument("--model", default="out/model")
     ap.add_argument("--editors", default="out/editors")
     ap.add_argument("--retain", default="out/retain-results")
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))
-    ap.add_argument("--methods", default="ice,ga")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--methods", default=methods)
+    ap.add_argument("--repeats", type=int, default=repeats)
     a = ap.parse_args()
     for name in ("dataset", "model", "editors", "retain"):
-        if not Path(getattr(a, name)).is_dir():
-            sys.exit(f"bench/stage_start.py: --{name} {getattr(a, name)}: no such folder "
+        path = Path(getattr(a, name)).resolve()
+        if not path.is_dir():
+            sys.exit(f"{Path(sys.argv[0]).name}: --{name} {path}: no such folder "
                      "(run dvc repro first)")  # fmt: skip
+        setattr(a, name, str(path))
+    return a
+
+
+def main() -> None:
+    a = stage_args(__doc__, "ice,ga", 3)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     scratch = Path(tempfile.mkdtemp(prefix="ksmith-stage-start-"))
     walls: dict[tuple[str, str, str], list[float]] = {}
@@ -160,13 +172,13 @@ def main() -> None:
                                    "--dataset", a.dataset, "--model", a.model, "--out", str(out)]  # fmt: skip
                             cmd += (["--editors", a.editors] if kind == "update"
                                     else ["--updates", updates, "--retain", a.retain])  # fmt: skip
-                        wall, cpu = _run(cmd, env)
+                        wall, cpu = run_timed(cmd, env)
                         walls.setdefault((method, kind, way), []).append(wall)
                         cpus.setdefault((method, kind, way), []).append(cpu)
                         outs[way] = out
                         print(f"repeat {rep}: {kind} {method} {way}: {wall:.2f} s, {cpu:.2f} CPU s",
                               flush=True)  # fmt: skip
-                    same = same and all(_same(outs["after"], outs[w]) for w in WAYS[1:])
+                    same = same and all(same_outputs(outs["after"], outs[w]) for w in WAYS[1:])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     total = dict.fromkeys(WAYS, 0.0)
