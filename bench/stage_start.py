@@ -51,7 +51,7 @@ from concurrent.futures import ProcessPoolExecutor
 from types import SimpleNamespace
 
 from ksmith.cli import set_threads
-from ksmith.pipeline import commands as c
+from ksmith.pipeline import cell_stages as c
 from ksmith.pipeline import workers as w
 
 kind, method, dataset, model, editors, updates, retain, out, params_path = sys.argv[1:10]
