@@ -42,6 +42,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ksmith.io import MARKER
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # The previous way, run as a script in a fresh process: plan, then spawn the workers.
@@ -116,9 +118,14 @@ def run_timed(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> t
 
 
 def same_outputs(a: Path, b: Path) -> bool:
-    """Every file but the JSON records (which hold wall times and paths) byte-identical."""
-    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    """Every file but the JSON records (which hold wall times and paths) byte-identical; output
+    markers (`.ksmith-output`: one per stage output, so per method or per stage) not compared."""
+
+    def files(root: Path) -> list[Path]:
+        return sorted(p.relative_to(root) for p in root.rglob("*")
+                      if p.is_file() and p.name != MARKER)  # fmt: skip
+
+    files_a, files_b = files(a), files(b)
     if files_a != files_b:
         return False
     return all(filecmp.cmp(a / p, b / p, shallow=False) for p in files_a if p.suffix != ".json")
