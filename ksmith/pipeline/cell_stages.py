@@ -183,10 +183,10 @@ def _evaluate_cells(args: argparse.Namespace, methods: list[str], params, pool) 
     )
     with atomic_output_dir(args.out, kind="pipeline-results") as tmp:
         jobs = []
+        several = args.method == ALL
         for m in methods:
             method = None if m == BASELINE else m
             _, cells = _method_cells(args, method, params)
-            several = args.method == ALL
             updates = None if method is None else args.updates
             if several and updates is not None:
                 updates = str(Path(updates) / m)
