@@ -257,3 +257,62 @@ def test_stop_criterion_keeps_finished_rows_done_without_decoding_them_again():
     assert step2.tolist() == [True, True]
     assert decoded == [[5, 9]]  # the finished row was not decoded again
     assert StopOnStrings(decode, 2, ())(torch.tensor([[1, 1, 9]]), None).tolist() == [False]
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_generate_words_gives_generates_first_words(arch):
+    """A row limited to its first n words may stop early, but those words are generate's; an
+    unlimited row (None, or the same prompt asked again without a limit) is generate's text."""
+    tok = make_tokenizer()
+    model = make_model(arch, seed=3)
+    backend = HFBackend(model, tok, batch_size=3)
+    prompts = [*PROMPTS, PROMPTS[0]]
+    words = [1, 2, None, 1, None]  # PROMPTS[0] again without a limit: its whole text
+    for stop in [(), (".",)]:
+        full = backend.generate(prompts, max_new_tokens=8, stop=stop)
+        got = backend.generate_words(prompts, 8, words, stop=stop)
+        for text, want, n in zip(got, full, words, strict=True):
+            if n is None:
+                assert text == want
+            else:
+                assert text.split()[:n] == want.split()[:n]
+                assert want.startswith(text)
+    with pytest.raises(KsmithError, match="2 word limits for 4 prompts"):
+        backend.generate_words(PROMPTS, 8, [1, 2])
+
+
+def test_stop_criterion_ends_a_row_once_its_kept_words_are_final():
+    """With a word limit n, a row is done when its new text holds n + 1 words: the first n
+    cannot change any more (a later token only appends to the last word)."""
+    from ksmith.evaluate.stopping import StopOnStrings
+
+    def decode(ids: list[int]) -> str:
+        return "".join({1: " red", 2: ".", 3: " Rile", 9: "\n"}[i] for i in ids)
+
+    stop = StopOnStrings(decode, start=1, stop=("\n",), words=[1, 2, None])
+    assert stop(torch.tensor([[0, 1], [0, 1], [0, 1]]), None).tolist() == [False] * 3
+    assert stop(torch.tensor([[0, 1, 2], [0, 1, 2], [0, 1, 2]]), None).tolist() == [False] * 3
+    step = stop(torch.tensor([[0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 3]]), None)
+    assert step.tolist() == [True, False, False]  # "red. Rile": the first word is final
+    step = stop(torch.tensor([[0, 1, 2, 3, 9], [0, 1, 2, 3, 1], [0, 1, 2, 3, 9]]), None)
+    assert step.tolist() == [True, True, True]  # 3 words > 2; the stop string ends row 3
+
+
+def test_backends_without_early_stopping_generate_whole_texts():
+    """`Backend.generate_words`' default (a plugin backend that does not override it) is
+    `generate`: correct, only not shortened."""
+    from ksmith.evaluate.backend import Backend
+
+    class Echo(Backend):
+        def loglikelihood(self, requests):
+            return [0.0] * len(requests)
+
+        def token_accuracy(self, requests):
+            return [0.0] * len(requests)
+
+        def generate(self, prompts, max_new_tokens, stop=("\n",)):
+            return [f"{p} one two three" for p in prompts]
+
+    assert Echo().generate_words(["a", "b"], 4, [1, None]) == ["a one two three", "b one two three"]
+    with pytest.raises(ValueError, match="1 word limits for 2 prompts"):
+        Echo().generate_words(["a", "b"], 4, [1])

@@ -29,6 +29,21 @@ class Backend(ABC):
     ) -> list[str]:
         """Greedy continuation of each prompt, cut at the first stop string (not included)."""
 
+    def generate_words(
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int,
+        words: Sequence[int | None],
+        stop: Sequence[str] = ("\n",),
+    ) -> list[str]:
+        """`generate`, for a caller that keeps only the first ``words[i]`` whitespace-separated
+        words of continuation i (None: all of it). A backend may stop decoding a row once those
+        words are final, so the returned text may be shorter than `generate`'s, never different
+        in those words. This default generates every continuation whole."""
+        if len(words) != len(prompts):
+            raise ValueError(f"{len(words)} word limits for {len(prompts)} prompts")
+        return self.generate(prompts, max_new_tokens, stop)
+
 
 BACKENDS: Registry[type[Backend]] = Registry("backend", entry_point_group="ksmith.backends")
 BACKENDS.register_lazy("vllm", "ksmith.evaluate.vllm_backend:VLLMBackend")

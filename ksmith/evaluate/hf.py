@@ -11,8 +11,8 @@ distinct model inputs form a prefix trie, each trie node is computed once inside
 sequences under a tree mask (`ksmith.evaluate.packing`), and the vocabulary projection runs only
 at nodes where a continuation token is predicted. Other models use the padded batches.
 
-Besides the three `Backend` methods it offers what drift metrics need: the next-token
-distribution after a prompt (KL) and a block's last-token hidden state (CKA).
+Greedy generation is `ksmith.evaluate.hf_generation`; what drift metrics need (the next-token
+distribution after a prompt, a block's last-token hidden state) `ksmith.evaluate.hf_readouts`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ import torch
 from ksmith.errors import KsmithError
 from ksmith.evaluate.backend import BACKENDS, Backend
 from ksmith.evaluate.continuations import ContinuationScore, continuation_scores
+from ksmith.evaluate.hf_generation import HFGeneration, chunks
+from ksmith.evaluate.hf_readouts import HFReadouts
 from ksmith.evaluate.onednn import onednn_linears
 from ksmith.evaluate.packing import (
     PrefixTrie,
@@ -41,7 +43,6 @@ from ksmith.evaluate.packing import (
     supports_tree_attention,
     tree_forwards,
 )
-from ksmith.evaluate.stopping import StopOnStrings, cut_at_stop
 from ksmith.evaluate.tokenizing import encode_texts
 
 if TYPE_CHECKING:
@@ -50,12 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _chunks(seq: Sequence[int], size: int) -> Iterator[Sequence[int]]:
-    for start in range(0, len(seq), size):
-        yield seq[start : start + size]
-
-
-class HFBackend(Backend):
+class HFBackend(HFGeneration, HFReadouts, Backend):
     """Batched evaluation of a transformers causal LM (CPU or GPU).
 
     `batch_size` is the number of rows of a padded scoring batch. With prefix sharing, a packed
@@ -184,7 +180,7 @@ class HFBackend(Backend):
                 self._score_packed(rows, members, continuations, results)
             else:
                 order = sorted(range(len(rows)), key=lambda r: -len(rows[r]))
-                for batch in _chunks(order, self.batch_size):
+                for batch in chunks(order, self.batch_size):
                     items = [(b, continuations[i]) for b, r in enumerate(batch) for i in members[r]]
                     scores = self._score_batch([rows[r] for r in batch], items)
                     targets = [i for r in batch for i in members[r]]
@@ -264,7 +260,7 @@ class HFBackend(Backend):
         by_tokens = self.batch_size * deepest // width
         by_memory = max(self.batch_size * deepest**2, 2**26) // (width**2 * itemsize)
         per_forward = max(1, min(by_tokens, by_memory))
-        batches = _chunks(seqs, per_forward)
+        batches = chunks(seqs, per_forward)
         return tree_forwards(trie, batches, keep, self.pad_id, mask_dtype, self.device)
 
     def _score_packed(
@@ -329,105 +325,6 @@ class HFBackend(Backend):
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
-
-    # -- generation -------------------------------------------------------------------------
-
-    def generate(
-        self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] = ("\n",)
-    ) -> list[str]:
-        """Greedy continuations, batched with left padding, cut at the first stop string."""
-        from transformers import GenerationConfig, StoppingCriteriaList
-
-        if max_new_tokens < 1:
-            raise KsmithError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        unique = list(dict.fromkeys(prompts))
-        window = self.max_length - max_new_tokens
-        if window < 1:
-            raise KsmithError(f"max_new_tokens={max_new_tokens} fills the model window")
-        encoded = [ids[-window:] for ids in self._encode_contexts(unique)]
-        config = GenerationConfig(
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            num_beams=1,
-            pad_token_id=self.pad_id,
-            eos_token_id=self.eos_id,
-        )
-        texts: list[str] = [""] * len(unique)
-        order = sorted(range(len(unique)), key=lambda i: -len(encoded[i]))
-        with torch.inference_mode():
-            for batch in _chunks(order, self.batch_size):
-                seqs = [encoded[i] for i in batch]
-                width = max(len(s) for s in seqs)
-                ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-                mask = torch.zeros((len(seqs), width), dtype=torch.long)
-                for row, s in enumerate(seqs):
-                    ids[row, width - len(s) :] = torch.tensor(s, dtype=torch.long)
-                    mask[row, width - len(s) :] = 1
-                criteria = StoppingCriteriaList(
-                    [StopOnStrings(self._decode_new, width, tuple(stop))]
-                )
-                out = self.model.generate(
-                    input_ids=ids.to(self.device),
-                    attention_mask=mask.to(self.device),
-                    generation_config=config,
-                    stopping_criteria=criteria,
-                )
-                for row, i in enumerate(batch):
-                    texts[i] = cut_at_stop(self._decode_new(out[row, width:].tolist()), stop)
-        by_prompt = dict(zip(unique, texts, strict=True))
-        return [by_prompt[p] for p in prompts]
-
-    def _decode_new(self, new_ids: list[int]) -> str:
-        if self.eos_id is not None and self.eos_id in new_ids:
-            new_ids = new_ids[: new_ids.index(self.eos_id)]
-        return self.decode(new_ids)
-
-    # -- extras for drift metrics -----------------------------------------------------------
-
-    def _last_token_forward(
-        self, prompts: Sequence[str], hidden: bool
-    ) -> Iterator[tuple[Sequence[int], torch.Tensor, object]]:
-        encoded = [ids[-self.max_length :] for ids in self._encode_contexts(prompts)]
-        order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
-        with torch.inference_mode():
-            for batch in _chunks(order, self.batch_size):
-                seqs = [encoded[i] for i in batch]
-                ids, mask = self._right_padded(seqs)
-                out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=hidden)
-                last = torch.tensor([len(s) - 1 for s in seqs], device=ids.device)  # [B]
-                yield batch, last, out
-
-    def next_token_logprobs(self, prompts: Sequence[str]) -> torch.Tensor:
-        """log p(. | prompt) over the vocabulary for each prompt: float32 [n, vocab], on CPU."""
-        result: torch.Tensor | None = None
-        for batch, last, out in self._last_token_forward(prompts, hidden=False):
-            logits = out.logits  # type: ignore[attr-defined]  # [B, L, V]
-            rows = torch.arange(len(batch), device=logits.device)
-            logp = torch.log_softmax(logits[rows, last].float(), dim=-1).cpu()  # [B, V]
-            if result is None:
-                result = torch.empty((len(prompts), logp.shape[-1]), dtype=torch.float32)
-            result[torch.tensor(list(batch))] = logp
-        return result if result is not None else torch.empty((0, 0))
-
-    def hidden_states(self, prompts: Sequence[str], layer: int) -> torch.Tensor:
-        """The last prompt token's hidden state after block `layer`: float32 [n, hidden], CPU.
-
-        `layer` counts transformer blocks from 0; negative values count from the last block
-        (``-1`` is the model's final hidden state, as transformers returns it).
-        """
-        n_layers = int(getattr(self.model.config, "num_hidden_layers", 0) or 0)
-        if n_layers and not -n_layers <= layer < n_layers:
-            raise KsmithError(f"layer {layer} out of range: the model has {n_layers} layers")
-        index = layer + 1 if layer >= 0 else layer  # hidden_states[0] is the embedding output
-        result: torch.Tensor | None = None
-        for batch, last, out in self._last_token_forward(prompts, hidden=True):
-            h = out.hidden_states[index]  # type: ignore[attr-defined]  # [B, L, H]
-            rows = torch.arange(len(batch), device=h.device)
-            vec = h[rows, last].float().cpu()  # [B, H]
-            if result is None:
-                result = torch.empty((len(prompts), vec.shape[-1]), dtype=torch.float32)
-            result[torch.tensor(list(batch))] = vec
-        return result if result is not None else torch.empty((0, 0))
 
 
 @contextlib.contextmanager

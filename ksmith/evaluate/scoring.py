@@ -127,6 +127,7 @@ def _judge_chunk(
     ll_req: list[tuple[str, str]] = []  # mcq: (prompt, " " + option)
     acc_req: dict[tuple[str, str], int] = {}  # cloze: (prompt, " " + answer) -> index
     gen_req: dict[int, list[int]] = {}  # budget -> probe indices to generate for
+    gen_words: dict[int, int | None] = {}  # probe index -> words kept (cloze); None: all
     for i, (p, prompt) in enumerate(zip(probes, prompts, strict=True)):
         fmt = p["format"]
         if fmt not in MODES_BY_FORMAT:
@@ -143,12 +144,16 @@ def _judge_chunk(
                 acc_req.setdefault((prompt, " " + ans), len(acc_req))
         budget = generation_budget([p["answer_before"], p["answer_after"]])
         gen_req.setdefault(budget, []).append(i)
+        keep = _word_count(p["answer_before"], p["answer_after"]) if fmt == "cloze" else None
+        gen_words[i] = keep
 
     lls = backend.loglikelihood(ll_req) if ll_req else []
     accs = backend.token_accuracy(list(acc_req)) if acc_req else []
     generated: dict[int, str] = {}
     for budget, idx in gen_req.items():
-        texts = backend.generate([prompts[i] for i in idx], max_new_tokens=budget, stop=("\n",))
+        texts = backend.generate_words(
+            [prompts[i] for i in idx], budget, [gen_words[i] for i in idx], stop=("\n",)
+        )
         generated.update(zip(idx, texts, strict=True))
 
     out: list[dict[str, Any]] = []

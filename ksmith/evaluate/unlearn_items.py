@@ -30,7 +30,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ksmith.errors import KsmithError
-from ksmith.evaluate.unlearning import FactItems, ItemScores, fact_items
+from ksmith.evaluate.fact_items import FactItems, fact_items
+from ksmith.evaluate.item_scores import ItemScores
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,8 @@ Every metric here is a pure function of per-item teacher-forced scores (`ItemSco
 log-probability and the argmax hit of each answer token, and the answer text), so an evaluator
 stores those once per (item, model) and every number is recomputed from them (docs/unlearning.md
 lists what to store). `score_items` computes them with a transformers causal LM, scoring
-``prompt + " " + answer`` as evaluation does (docs/contracts.md, section 3).
+``prompt + " " + answer`` as evaluation does (docs/contracts.md, section 3); the scores are
+`ksmith.evaluate.item_scores`, the choice of the facts scored `ksmith.evaluate.fact_items`.
 
 Sources (read, not copied): TOFU (Maini et al. 2024, arXiv 2401.06121), MUSE (Shi et al. 2024,
 arXiv 2407.06460) and open-unlearning (github.com/locuslab/open-unlearning, files named per
@@ -20,159 +21,17 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ksmith.errors import KsmithError
 
+# Re-exported: the metrics' inputs lived here, and callers import them from this module.
+from ksmith.evaluate.fact_items import FactItems, fact_items  # noqa: F401
+from ksmith.evaluate.item_scores import ItemScores, score_items  # noqa: F401
+
 EPS = 1e-10  # open-unlearning's guard against division by zero
-
-
-@dataclass(frozen=True)
-class ItemScores:
-    """Teacher-forced scores of one answer after its prompt.
-
-    `logprobs[t]` = log p(y_t | x, y_<t) for each answer token; `hits[t]` = whether y_t is the
-    argmax of that distribution; `text` = the answer text (zlib attack)."""
-
-    logprobs: tuple[float, ...]
-    hits: tuple[bool, ...]
-    text: str = ""
-
-    def __post_init__(self):
-        if not self.logprobs or len(self.logprobs) != len(self.hits):
-            raise KsmithError(
-                f"ItemScores of {self.text!r}: need one log-prob and one hit per answer token "
-                f"(got {len(self.logprobs)} and {len(self.hits)})"
-            )
-
-    @property
-    def avg_loss(self) -> float:
-        """Mean token negative log-likelihood."""
-        return -float(np.mean(self.logprobs))
-
-    @property
-    def prob(self) -> float:
-        """exp(-avg_loss): the length-normalised probability P(a|q)^(1/|a|)."""
-        return math.exp(-self.avg_loss)
-
-
-def score_items(
-    model, tokenizer, prompts: Sequence[str], answers: Sequence[str], *, batch_size: int = 32
-) -> list[ItemScores]:
-    """`ItemScores` of each (prompt, answer): context and " " + answer tokenized separately and
-    concatenated (the `hf` backend's convention), right-padded batches, one forward pass each."""
-    import torch
-
-    from ksmith.evaluate.tokenizing import encode_texts
-
-    if len(prompts) != len(answers):
-        raise KsmithError(f"score_items: {len(prompts)} prompts but {len(answers)} answers")
-    specials = (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
-    prefix = next((t for t in specials if t is not None), 0)  # stands in for an empty context
-    ctx = [ids or [prefix] for ids in encode_texts(tokenizer, list(prompts), special=True)]
-    cont = encode_texts(tokenizer, [" " + a for a in answers], special=False)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    dev = next(model.parameters()).device
-    out: list[ItemScores] = []
-    with torch.inference_mode():
-        for lo in range(0, len(ctx), batch_size):
-            seqs = [list(c) + list(a) for c, a in zip(ctx[lo:lo + batch_size],
-                                                        cont[lo:lo + batch_size], strict=True)]  # fmt: skip
-            width = max(map(len, seqs))
-            ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(seqs), width), dtype=torch.long)
-            for i, s in enumerate(seqs):
-                ids[i, : len(s)] = torch.tensor(s)
-                mask[i, : len(s)] = 1
-            logp = torch.log_softmax(
-                model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits.float(), -1
-            )  # [B, L, V]
-            for i, s in enumerate(seqs):
-                n_ctx, n = len(ctx[lo + i]), len(cont[lo + i])
-                pos = torch.arange(n_ctx - 1, n_ctx - 1 + n)  # positions predicting the answer
-                target = torch.tensor(s[n_ctx:])
-                lp = logp[i, pos].cpu()  # [n, V]
-                out.append(ItemScores(
-                    tuple(lp.gather(-1, target[:, None]).squeeze(-1).tolist()),
-                    tuple((lp.argmax(-1) == target).tolist()),
-                    answers[lo + i],
-                ))  # fmt: skip
-    return out
-
-
-# -- which probes feed the metrics ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FactItems:
-    """One fact's items for the metrics: the prompts asking it (cloze), its answer, and the
-    wrong objects of the same relation the world offers as perturbations (mcq distractors)."""
-
-    group: int
-    request_id: str
-    fact: tuple[str, str, str]  # subject, relation, object
-    prompts: tuple[str, ...]  # paraphrase cloze prompts (the direct one when none)
-    direct: str  # the direct cloze prompt ("" when the config has none)
-    answer: str
-    wrong: tuple[str, ...]
-
-    def correct_requests(self) -> list[tuple[str, str]]:
-        """(prompt, answer) pairs of the truth ratio's paraphrased-correct side."""
-        return [(p, self.answer) for p in self.prompts]
-
-    def perturbed_requests(self) -> list[tuple[str, str]]:
-        """(prompt, wrong answer) pairs: the truth ratio's perturbed side and the MIA holdout."""
-        return [(p, w) for p in self.prompts for w in self.wrong]
-
-
-def fact_items(
-    probes: Sequence[Mapping[str, Any]],
-    qset: str,
-    removed: frozenset | set = frozenset(),
-    requests: Sequence[Mapping[str, Any]] = (),
-) -> list[FactItems]:
-    """The facts asked by `probes` (contract §3 rows of one config) in `qset`, one `FactItems`
-    per (group, request, asked fact), in probe order. Q+: the facts an unlearn request
-    forgets (its direct and paraphrase probes); their direct cloze prompt is the request's
-    `prompt` (from `requests`, contract §2) when a probe does not give it, and the prompts are
-    the paraphrase cloze prompts, else the direct one. Q-: the contextual facts that must stay,
-    without those in `removed` ((s, r, o) triples the retain model lacks: `forget_set.json`).
-    Distractors come from the fact's mcq probes; the format of each probe is drawn, so a fact
-    with no mcq probe (no distractors) or no prompt is left out."""
-    types = {
-        "Q+": ("direct", "paraphrase", "paraphrase_unseen"),
-        "Q-": ("contextual",),
-    }.get(qset)
-    if types is None:
-        raise KsmithError(f"fact_items: qset '{qset}': expected Q+ or Q-")
-    direct_of = {(r["group"], r["request_id"]): r["prompt"] for r in requests}
-    by: dict[tuple, dict[str, Any]] = {}
-    for p in probes:
-        if p["qset"] != qset or p["type"] not in types:
-            continue
-        fact = (p["subject"], p["relation"], p["object"])
-        if fact in removed or (qset == "Q+" and p.get("expect_after") != "avoid"):
-            continue
-        key = (p["group"], p["request_id"], fact)
-        got = by.setdefault(key, {"para": [], "direct": direct_of.get(key[:2], ""), "wrong": [],
-                                  "answer": p["answer_before"]})  # fmt: skip
-        if p["format"] == "cloze":
-            if p["type"] in ("direct", "contextual"):
-                got["direct"] = got["direct"] or p["prompt"]
-            elif p["type"] == "paraphrase":
-                got["para"].append(p["prompt"])
-        elif p["format"] == "mcq" and not got["wrong"]:
-            got["wrong"] = [o for o in p["options"] if o != p["answer_before"]]
-    out = []
-    for (group, rid, fact), got in by.items():
-        prompts = got["para"] or ([got["direct"]] if got["direct"] else [])
-        if prompts and got["wrong"]:
-            out.append(FactItems(int(group), rid, fact, tuple(dict.fromkeys(prompts)),
-                                 got["direct"], got["answer"], tuple(got["wrong"])))  # fmt: skip
-    return out
 
 
 # -- TOFU: truth ratio, forget quality, model utility ---------------------------------------

@@ -57,10 +57,11 @@ def update_from_dataset(run: UpdateRun) -> dict[str, Any]:
     """
     from ksmith.data import load_corpus, load_requests, read_card
     from ksmith.methods import get_method
+    from ksmith.methods.checkpoints import check_checkpoints
     from ksmith.methods.layers import model_depth
     from ksmith.methods.params import resolve_params
     from ksmith.methods.problem import build_problems, config_kind
-    from ksmith.methods.runner import check_checkpoints, run_update
+    from ksmith.methods.runner import run_update
     from ksmith.models import load_model, model_fingerprint, resolve_device
 
     if run.mode not in ("batch", "sequential"):

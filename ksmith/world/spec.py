@@ -82,6 +82,13 @@ class WorldModelSpec(BaseModel):
     weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay.")
     warmup_steps: int = Field(100, ge=0, description="Linear warm-up steps before cosine decay.")
     grad_clip: float = Field(1.0, gt=0, description="Gradient-norm clip.")
+    train_kernels: Literal["transformers", "fused"] = Field(
+        "transformers",
+        description="How a training step is computed. transformers: the model's own forward "
+        "and PyTorch's default AdamW. fused (arch llama): the same loss with fused "
+        "projections, no padding mask and the vocabulary projection only where a token is "
+        "predicted, and fused AdamW (ksmith.world.fused); a faster step, other bytes.",
+    )
     batch_size: int = Field(32, ge=1, description="Corpus lines per optimizer step.")
     max_steps: int = Field(15000, ge=1, description="Step budget (the cosine schedule's length).")
     curriculum_fraction: float = Field(

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from ksmith.errors import KsmithError
 from ksmith.evaluate.hf import HFBackend
 from ksmith.intervene.sample import derive_seed
+from ksmith.world.fused import fused_loss, fused_optimizer, unsupported
 from ksmith.world.probes import KnowledgeProbes, measure
 from ksmith.world.spec import WorldModelSpec
 
@@ -245,9 +246,19 @@ def train(
     pad = tokenizer.pad_token_id
     generator = torch.Generator().manual_seed(spec.seed)
     torch.manual_seed(spec.seed)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=spec.weight_decay
-    )
+    fused = spec.train_kernels == "fused"
+    if fused:
+        reason = unsupported(model)
+        if reason is not None:
+            raise KsmithError(f"train_kernels: fused needs a plain Llama model: {reason}")
+        fused_step = fused_loss(model)
+        optimizer = fused_optimizer(
+            model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=spec.weight_decay
+        )
+    else:
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=spec.weight_decay
+        )
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: _lr_factor(s, spec.warmup_steps, spec.max_steps)
     )
@@ -267,17 +278,20 @@ def train(
         for row, s in enumerate(seqs):
             ids[row, : len(s)] = torch.tensor(s)
             mask[row, : len(s)] = 1
-        labels = ids.masked_fill(mask == 0, -100)  # loss on every real token, never on padding
-        out = model(
-            input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)
-        )
+        if fused:  # right padding: the lengths say where the real tokens are
+            batch_loss = fused_step(ids.to(device), [len(s) for s in seqs])
+        else:
+            labels = ids.masked_fill(mask == 0, -100)  # loss on every real token, not padding
+            batch_loss = model(
+                input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)
+            ).loss
         optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
+        batch_loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip, foreach=fused or None)
         optimizer.step()
         schedule.step()
         step += 1
-        loss = out.loss.item()
+        loss = batch_loss.item()
         loss_ema = loss if loss_ema is None else 0.95 * loss_ema + 0.05 * loss
         bar.update(1)
         if step % spec.eval_every == 0 or step >= spec.max_steps:

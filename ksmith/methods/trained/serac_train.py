@@ -21,7 +21,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from ksmith.methods.serac import ScopeClassifier, SERACTraining, last_token_features
+from ksmith.methods.serac import SERACTraining
+from ksmith.methods.serac_memory import ScopeClassifier, last_token_features
 from ksmith.methods.trained.split import SplitEdit, TrainingSplit
 
 log = logging.getLogger(__name__)
