@@ -51,7 +51,7 @@ def main() -> int:
     from ksmith.world.pretrain import load_world_data
     from ksmith.world.spec import load_world_spec
     from ksmith.world.tokenizer import train_tokenizer
-    from ksmith.world.training import _stream, build_model, encode_lines
+    from ksmith.world.training import _stream, build_model, encode_lines, step_loss
 
     spec = load_world_spec(args.spec)
     world = load_world_data(args.dataset)
@@ -68,8 +68,8 @@ def main() -> int:
         model = build_model(spec, tokenizer)
         model.train()
         kw = {"lr": spec.lr, "betas": (0.9, 0.98), "weight_decay": spec.weight_decay}
+        loss_fn = fused_loss(model) if fused else None
         if fused:
-            loss_fn = fused_loss(model)
             optimizer = fused_optimizer(model.parameters(), **kw)
         else:
             optimizer = torch.optim.AdamW(model.parameters(), **kw)
@@ -78,17 +78,7 @@ def main() -> int:
         for i in range(20 + steps):
             seqs = [data[j] for j in next(stream)]
             start = time.process_time()
-            width = max(len(s) for s in seqs)
-            ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(seqs), width), dtype=torch.long)
-            for row, s in enumerate(seqs):
-                ids[row, : len(s)] = torch.tensor(s)
-                mask[row, : len(s)] = 1
-            if fused:
-                loss = loss_fn(ids, [len(s) for s in seqs])
-            else:
-                labels = ids.masked_fill(mask == 0, -100)
-                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss = step_loss(model, seqs, pad, loss_fn)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(

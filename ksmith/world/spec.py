@@ -85,9 +85,10 @@ class WorldModelSpec(BaseModel):
     train_kernels: Literal["transformers", "fused"] = Field(
         "transformers",
         description="How a training step is computed. transformers: the model's own forward "
-        "and PyTorch's default AdamW. fused (arch llama): the same loss with fused "
-        "projections, no padding mask and the vocabulary projection only where a token is "
-        "predicted, and fused AdamW (ksmith.world.fused); a faster step, other bytes.",
+        "and PyTorch's default AdamW. fused: PyTorch's fused AdamW and, for a plain Llama "
+        "model (arch llama; ksmith.world.fused.unsupported says why another is not), the same "
+        "loss with fused projections, no padding mask and the vocabulary projection only where "
+        "a token is predicted (ksmith.world.fused); a faster step, other bytes.",
     )
     batch_size: int = Field(32, ge=1, description="Corpus lines per optimizer step.")
     max_steps: int = Field(15000, ge=1, description="Step budget (the cosine schedule's length).")

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from ksmith.errors import KsmithError
 from ksmith.evaluate.hf import HFBackend
 from ksmith.intervene.sample import derive_seed
-from ksmith.world.fused import fused_loss, fused_optimizer, unsupported
+from ksmith.world.fused import LossFn, fused_loss, fused_optimizer, unsupported
 from ksmith.world.probes import KnowledgeProbes, measure
 from ksmith.world.spec import WorldModelSpec
 
@@ -188,6 +188,30 @@ def _stream(lengths: Sequence[int], batch_size: int, generator: torch.Generator,
     yield from _batches(lengths, batch_size, generator)
 
 
+def step_loss(
+    model: PreTrainedModel,
+    seqs: Sequence[Sequence[int]],
+    pad: int,
+    fused_step: LossFn | None = None,
+) -> torch.Tensor:
+    """One batch's training loss: the token sequences `seqs` right-padded with `pad`; with
+    `fused_step` (`ksmith.world.fused.fused_loss`) computed by it from the ids and lengths,
+    else by the model's own forward with labels -100 at the pads (loss on every real token)."""
+    device = next(model.parameters()).device
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, s in enumerate(seqs):
+        ids[row, : len(s)] = torch.tensor(s)
+        mask[row, : len(s)] = 1
+    if fused_step is not None:
+        return fused_step(ids.to(device), [len(s) for s in seqs])
+    labels = ids.masked_fill(mask == 0, -100)
+    return model(
+        input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)
+    ).loss
+
+
 def train(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -240,18 +264,20 @@ def train(
             spec.curriculum_steps, len(focus), len(lines),
             len({subjects[i] for i in focus}),
         )  # fmt: skip
-    device = next(model.parameters()).device
     max_len = HFBackend(model, tokenizer).max_length
     data = encode_lines(tokenizer, lines, max_len)
     pad = tokenizer.pad_token_id
     generator = torch.Generator().manual_seed(spec.seed)
     torch.manual_seed(spec.seed)
-    fused = spec.train_kernels == "fused"
+    fused, fused_step = spec.train_kernels == "fused", None
     if fused:
         reason = unsupported(model)
-        if reason is not None:
-            raise KsmithError(f"train_kernels: fused needs a plain Llama model: {reason}")
-        fused_step = fused_loss(model)
+        if reason is None:
+            fused_step = fused_loss(model)
+        else:  # e.g. arch gpt2 or a --base model: its own forward, still the fused AdamW
+            log.info(
+                "train_kernels fused: %s, so the model's own forward computes the loss", reason
+            )
         optimizer = fused_optimizer(
             model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=spec.weight_decay
         )
@@ -271,20 +297,7 @@ def train(
     batches = _stream([len(x) for x in data], spec.batch_size, generator, focus,
                       spec.curriculum_steps)  # fmt: skip
     for batch in batches:
-        seqs = [data[i] for i in batch]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for row, s in enumerate(seqs):
-            ids[row, : len(s)] = torch.tensor(s)
-            mask[row, : len(s)] = 1
-        if fused:  # right padding: the lengths say where the real tokens are
-            batch_loss = fused_step(ids.to(device), [len(s) for s in seqs])
-        else:
-            labels = ids.masked_fill(mask == 0, -100)  # loss on every real token, not padding
-            batch_loss = model(
-                input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)
-            ).loss
+        batch_loss = step_loss(model, [data[i] for i in batch], pad, fused_step)
         optimizer.zero_grad(set_to_none=True)
         batch_loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip, foreach=fused or None)
