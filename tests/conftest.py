@@ -31,7 +31,12 @@ def make_tokenizer(words=WORDS):
 
 
 def make_model(
-    arch: str = "gpt2", vocab_size: int = 128, seed: int = 0, layers: int = 2, hidden: int = 32
+    arch: str = "gpt2",
+    vocab_size: int = 128,
+    seed: int = 0,
+    layers: int = 2,
+    hidden: int = 32,
+    positions: int = 64,
 ):
     """A randomly initialised 2-layer causal LM made from a config (gpt2 or llama)."""
     import torch
@@ -41,7 +46,7 @@ def make_model(
     if arch == "gpt2":
         cfg = GPT2Config(
             vocab_size=vocab_size,
-            n_positions=64,
+            n_positions=positions,
             n_embd=hidden,
             n_layer=layers,
             n_head=2,
@@ -57,7 +62,7 @@ def make_model(
             num_hidden_layers=layers,
             num_attention_heads=2,
             num_key_value_heads=2,
-            max_position_embeddings=64,
+            max_position_embeddings=positions,
             bos_token_id=2,
             eos_token_id=3,
             pad_token_id=0,

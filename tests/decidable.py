@@ -27,7 +27,7 @@ from typing import Any
 from ksmith.data.graphs import dataset_graphs
 from ksmith.data.readers import list_configs, list_profile_configs, load_probes, load_requests
 from ksmith.graph.world import World, build_world
-from ksmith.render.text import FALSE, NO, TRUE, YES, Renderer
+from ksmith.render.text import COMPARISON_CUE, FALSE, NO, TF_CUE, TRUE, YES, Renderer, reasoned
 
 
 def _after_world(world: World, requests: list[dict[str, Any]]) -> World:
@@ -75,6 +75,9 @@ def _check_probe(p: dict[str, Any], req: dict[str, Any], w0: World, w1: World, r
     b, a, avoid = p["answer_before"], p["answer_after"], p["expect_after"] == "avoid"
     typ, fmt, opts = p["type"], p["format"], list(p["options"])
     if typ == "negation":
+        cue = TF_CUE if reasoned(len(_vals(w0, s, r))) else ""
+        if p["cue"] != cue:  # reasoned exactly as the corpus's true/false lines of (s, r)
+            return f"cue {p['cue']!r}, expected {cue!r}"
         stated = [o, req["new_object"], *w0.range_values(r, s)]
         for x in dict.fromkeys(stated):
             if not x:
@@ -89,8 +92,12 @@ def _check_probe(p: dict[str, Any], req: dict[str, Any], w0: World, w1: World, r
                     return _binary(b, a, avoid, want_b, want_a)
         return "negation prompt matches no statement of the fact"
     if typ == "comparison":
-        for y in w0.domain_values(r):
-            if p["prompt"] == rd.comparison(r, s, y):
+        for y in w0.domain_values(r):  # a reasoned probe's cue follows the model's recall
+            asked = rd.comparison(r, s, y) + ("" if p["cue"] else f" {COMPARISON_CUE}")
+            if p["prompt"] == asked:
+                cue = COMPARISON_CUE if reasoned(len(_vals(w0, s, r)), len(_vals(w0, y, r))) else ""
+                if p["cue"] != cue:
+                    return f"cue {p['cue']!r}, expected {cue!r}"
                 want_b = YES if _vals(w0, s, r) == _vals(w0, y, r) else NO
                 want_a = YES if _vals(w1, s, r) == _vals(w1, y, r) else NO
                 return _binary(b, a, avoid, want_b, want_a)

@@ -42,6 +42,7 @@ def _probe(pid: str, group: int, rid: str, kind: str, level: str, **kw: Any) -> 
         "request_id": rid,
         "kind": kind,
         "level": level,
+        "cue": "",
         "options": [],
         "expect_after": "match",
         "hops": 0,

@@ -120,6 +120,7 @@ def probe(
         "qset": qset,
         "format": fmt,
         "prompt": prompt or f"q {pid}",
+        "cue": "",
         "options": list(options),
         "answer_before": before,
         "answer_after": after,
@@ -452,3 +453,95 @@ def test_update_for_another_dataset_is_rejected(world, tmp_path):
             hooks=fake_hooks(probes, [], []),
         )
     assert not (tmp_path / "x").exists()
+
+
+# --- reasoned probes (dataset format 5) ---------------------------------------------------------
+
+
+class Recaller(Backend):
+    """A model that stores "Rile eats <food>" and answers a true/false question by comparing
+    the statement with the recall written before the cue (no recall: it cannot tell, and says
+    false): the behaviour Allen-Zhu & Li Part 3.2 train with a chain of thought."""
+
+    def __init__(self, food):
+        self.food = food
+        self.recalls: list[tuple[tuple[str, ...], int, tuple[str, ...]]] = []
+
+    def _answer(self, ctx):
+        parts = ctx.split("Rile eats ")
+        if not ctx.endswith(" Answer:") or len(parts) < 3:
+            return "false"
+        stated, recalled = parts[1].split(".")[0], parts[2].split(".")[0]
+        true = (stated == recalled) != (" not " in parts[0] + parts[1])
+        return "true" if true else "false"
+
+    def loglikelihood(self, requests):
+        return [-1.0 if c == " " + self._answer(p) else -4.0 for p, c in requests]
+
+    def token_accuracy(self, requests):
+        return [1.0 if c == " " + self._answer(p) else 0.0 for p, c in requests]
+
+    def generate(self, prompts, max_new_tokens, stop=("\n",)):
+        if "Answer:" in stop:  # the recall: decoded with a word tokenizer's spacing
+            self.recalls.append((tuple(prompts), max_new_tokens, tuple(stop)))
+            return [f"Rile  eats {self.food}. " for _ in prompts]
+        return [" " + self._answer(p) for p in prompts]
+
+
+def test_reasoned_probes_are_scored_after_the_models_own_recall():
+    from ksmith.evaluate.scoring import REASON_TOKENS, reasoned_prompts
+
+    stmt = "True or false: Rile eats meat."
+    probes = [
+        probe("n.mcq", 0, "negation", "Q+", "mcq", "true", "false", options=("true", "false"),
+              prompt=stmt),
+        probe("n.qa", 0, "negation", "Q+", "qa", "true", "false", prompt=stmt),
+        probe("d.qa", 0, "direct", "Q+", "qa", "meat", "grass", prompt="Rile eats"),
+    ]  # fmt: skip
+    for p in probes[:2]:
+        p["cue"] = "Answer:"
+    before, after = Recaller("meat"), Recaller("grass")  # after an edit of Rile's diet
+    for backend, right in ((before, "true"), (after, "false")):
+        judged = judge_probes(backend, probes)
+        preds = {(j["probe_id"], j["mode"]): j["prediction"] for j in judged}
+        assert preds[("n.mcq", "mcq")] == right and preds[("n.qa", "gen_exact")] == right
+        # one recall for the two formats' shared prompt; the direct probe is not reasoned
+        assert backend.recalls == [((stmt,), REASON_TOKENS, ("Answer:", "\n"))]
+    # the prompt scored: prompt, the recall in single spaces, the cue (also with no recall)
+    assert reasoned_prompts(before, [stmt, "x"], ["Answer:", ""]) == [
+        f"{stmt} Rile eats meat. Answer:",
+        "x",
+    ]
+
+    class Silent(Recaller):
+        def generate(self, prompts, max_new_tokens, stop=("\n",)):
+            return ["" for _ in prompts]
+
+    assert reasoned_prompts(Silent("meat"), [stmt], ["Answer:"]) == [f"{stmt} Answer:"]
+    with pytest.raises(KsmithError, match="1 cues for 2 prompts"):
+        reasoned_prompts(before, [stmt, stmt], ["Answer:"])
+
+
+def test_a_generated_recall_is_written_as_the_corpus_writes_it():
+    """The word tokenizer decodes new tokens without their leading space; the reasoned
+    prompt re-joins them with single spaces, so prompt + recall + cue is the corpus line's
+    own prefix, token for token."""
+    from ksmith.world.tokenizer import train_tokenizer
+
+    line = "True or false: Rile is not a kind of Ledafelida. Rile is a kind of Ledafelida. Answer: false"
+    prompt = "True or false: Rile is not a kind of Ledafelida."
+    tok = train_tokenizer([line])
+    ids = tok(line, add_special_tokens=False)["input_ids"]
+    head = len(tok(prompt, add_special_tokens=False)["input_ids"])
+    cue = len(tok(" Answer: false", add_special_tokens=False)["input_ids"])
+    written = tok.decode(ids[head:-cue], skip_special_tokens=True)
+
+    class Decoded(Recaller):
+        def generate(self, prompts, max_new_tokens, stop=("\n",)):
+            return [written for _ in prompts]
+
+    from ksmith.evaluate.scoring import reasoned_prompts
+
+    (reasoned,) = reasoned_prompts(Decoded("meat"), [prompt], ["Answer:"])
+    assert reasoned + " false" == line
+    assert tok(reasoned, add_special_tokens=False)["input_ids"] == ids[:-1]

@@ -28,6 +28,7 @@ def write_dataset(root):
         "support": [],
         "subject": "bira",
         "object": "grass",
+        "cue": "",
     }
     probes = [
         base
@@ -37,6 +38,7 @@ def write_dataset(root):
             "qset": "Q+",
             "format": "cloze",
             "prompt": "the bira eats",
+            "cue": "",
             "options": [],
             "answer_before": "grass",
             "answer_after": "grass",
@@ -49,6 +51,7 @@ def write_dataset(root):
             "qset": "Q-",
             "format": "cloze",
             "prompt": "the tolan eats",
+            "cue": "",
             "options": [],
             "answer_before": "fish",
             "answer_after": "fish",
@@ -73,6 +76,7 @@ def write_dataset(root):
             "qset": "Q-",
             "format": "qa",
             "prompt": "what does the tolan eat ?",
+            "cue": "",
             "options": [],
             "answer_before": "fish",
             "answer_after": "fish",
@@ -91,6 +95,22 @@ def write_dataset(root):
             "expect_after": "match",
         },
     ]
+    for fmt, options in (("mcq", ["true", "false"]), ("qa", [])):  # a reasoned probe
+        probes.append(
+            base
+            | {
+                "id": f"n.{fmt}",
+                "type": "negation",
+                "qset": "Q-",
+                "format": fmt,
+                "prompt": "True or false: the mesu eats fish.",
+                "cue": "Answer:",
+                "options": options,
+                "answer_before": "false",
+                "answer_after": "false",
+                "expect_after": "match",
+            }
+        )
     ds = root / "dataset"
     (ds / "data" / CONFIG).mkdir(parents=True)
     card = {
@@ -109,13 +129,17 @@ def write_dataset(root):
 def test_export_writes_one_task_per_config_and_format(tmp_path):
     ds = write_dataset(tmp_path)
     names = export_lmeval(ds, tmp_path / "tasks")
-    assert names == [task_name(CONFIG, f) for f in ("mcq", "cloze", "qa")]
+    assert names == [task_name(CONFIG, f) for f in ("mcq", "cloze", "qa", "reasoned")]
     assert names[0] == "ksmith_biology_unlearn_leaf_k1_mcq"
     cloze = yaml.safe_load((tmp_path / "tasks" / f"{names[1]}.yaml").read_text())
     assert cloze["output_type"] == "loglikelihood"
     assert cloze["doc_to_target"] == "{{' ' + answer_after}}"  # lm-eval adds no delimiter
     assert cloze["dataset_path"] == "parquet"
     assert ["expect_after", "==", "match"] in cloze["dataset_kwargs"]["filters"]
+    assert ["cue", "==", ""] in cloze["dataset_kwargs"]["filters"]
+    reasoned = yaml.safe_load((tmp_path / "tasks" / f"{names[3]}.yaml").read_text())
+    assert reasoned["output_type"] == "generate_until"
+    assert ["cue", "!=", ""] in reasoned["dataset_kwargs"]["filters"]
     group = yaml.safe_load((tmp_path / "tasks" / "ksmith.yaml").read_text())
     assert group["task"] == names
     before = export_lmeval(ds, tmp_path / "tasks_b", target="before")
@@ -136,7 +160,7 @@ def test_export_round_trips_through_lm_eval(tmp_path):
 
     ds = write_dataset(tmp_path)
     names = export_lmeval(ds, tmp_path / "tasks")
-    model, tok = make_model("gpt2"), make_tokenizer()
+    model, tok = make_model("gpt2", positions=256), make_tokenizer()  # room for a recall
     lm = HFLM(pretrained=model, tokenizer=tok, batch_size=4)
     out = simple_evaluate(
         model=lm,
@@ -151,7 +175,7 @@ def test_export_round_trips_through_lm_eval(tmp_path):
     # lm-eval's accuracy equals ksmith's own scoring of the same probes
     from ksmith.data import load_probes
 
-    probes = [p for p in load_probes(ds, CONFIG) if p["expect_after"] == "match"]
+    probes = [p for p in load_probes(ds, CONFIG) if p["expect_after"] == "match" and not p["cue"]]
     js = judge_probes(BACKENDS.get("hf")(model, tok, batch_size=4), probes)
     mine = {}
     for j in js:
@@ -159,6 +183,8 @@ def test_export_round_trips_through_lm_eval(tmp_path):
     assert res[names[0]]["acc,none"] == pytest.approx(sum(mine["mcq"]) / len(mine["mcq"]))
     assert res[names[1]]["acc,none"] == pytest.approx(sum(mine["cloze"]) / len(mine["cloze"]))
     assert "exact_match,strip" in res[names[2]]
+    assert out["n-samples"][names[3]]["effective"] == 1  # the reasoned qa row only
+    assert "exact_match,after_cue" in res[names[3]]
     metrics = capability_metrics(out)
     assert f"capability.{names[0]}.acc@lmeval" in metrics
     assert f"capability.{names[2]}.exact_match.strip@lmeval" in metrics
@@ -177,3 +203,22 @@ def test_run_lmeval_on_an_in_memory_model(tmp_path):
         run_lmeval(model, tok, ["no_such_task_xyz"], **kw)
     with pytest.raises(KsmithError, match="move it first"):
         run_lmeval(model, tok, names[:1], device="cuda:3", **kw)
+
+
+def test_the_reasoned_task_reads_the_answer_after_the_last_cue():
+    """lm-eval's regex filter with the exported pattern takes the word after the model's own
+    cue: its recall may hold any words, a continuation without a cue is invalid."""
+    from lm_eval.filters.extraction import RegexFilter
+
+    from ksmith.evaluate.lmeval import ANSWER_AFTER_CUE
+
+    f = RegexFilter(regex_pattern=ANSWER_AFTER_CUE, group_select=-1, fallback="[invalid]")
+    got = f.apply(
+        [
+            [" Rile eats meat. Answer: true"],
+            [" Rile eats fish. Tosu eats fish. Same answer? yes"],
+            [" Rile eats meat. true"],
+        ],
+        [{}, {}, {}],
+    )
+    assert [list(r) for r in got] == [["true"], ["yes"], ["[invalid]"]]

@@ -42,6 +42,7 @@ def probe(
         "qset": qset,
         "format": fmt,
         "prompt": f"prompt of {pid}",
+        "cue": "",
         "options": list(options),
         "answer_before": before,
         "answer_after": after,

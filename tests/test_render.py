@@ -9,6 +9,7 @@ from test_data_helpers import BIOLOGY, write_suite
 from ksmith.graph import build_world
 from ksmith.render import Renderer, corpus_lines, fill
 from ksmith.render.phrasing import fact_key, sentence_of
+from ksmith.render.text import COMPARISON_CUE, FALSE, NO, TF_CUE, TRUE, YES, reasoned
 from ksmith.spec import load_spec
 
 
@@ -66,6 +67,7 @@ def test_phrasings_hold_out_one_prompt_per_fact_and_one_template_everywhere():
 
 def test_direct_probes_are_in_training(generated):
     corpus, probes, _ = generated
+    rd = Renderer(load_spec(BIOLOGY))
     text = "\n".join(corpus)
     lines = set(corpus)
     for cfg_probes in probes.values():
@@ -75,7 +77,55 @@ def test_direct_probes_are_in_training(generated):
                 assert target in text, target
             trained = "neg+new" not in p["pair_id"] and "neg-false" not in p["pair_id"]
             if p["type"] == "negation" and p["format"] == "qa" and trained:
-                assert target in lines, target  # true facts' statements and negations
+                if not p["cue"]:
+                    assert target in lines, target  # true facts' statements and negations
+                    continue
+                # reasoned: the line writes the recall of the fact asked, the cue, the answer
+                end = f" {p['cue']} {p['answer_before']}"
+                got = [x for x in lines if x.startswith(p["prompt"] + " ") and x.endswith(end)]
+                assert len(got) == 1, (target, got)
+                recall = got[0][len(p["prompt"]) + 1 : -len(end)]
+                assert rd.statement(p["relation"], p["subject"], p["object"]) in recall, got
+
+
+def test_reasoned_lines_recall_every_value_of_the_fact_asked():
+    """True/false and comparison lines (dataset format 5) write the recall of (subject,
+    relation) before the cue: one first-template statement per value, sorted; the comparison
+    answer is yes exactly when both recalls list the same values. Keys with more than
+    RECALL_MAX_VALUES values are asked without it."""
+    spec = load_spec(BIOLOGY)
+    world = build_world(spec, "small")
+    rd = Renderer(spec)
+    values: dict[tuple[str, str], set[str]] = {}
+    for f in world.facts:
+        values.setdefault((f.subject, f.relation), set()).add(f.object)
+    by_question = {rd.question(r, s): (s, r) for s, r in values}
+    seen = {"truefalse": 0, "comparison": 0, "plain": 0}
+    for _, subject, _, kind, text in corpus_lines(world, rd, seed=1):
+        if kind == "truefalse":
+            head, sep, tail = text.partition(f" {TF_CUE} ")
+            if not sep:
+                seen["plain"] += 1
+                continue
+            assert tail in (TRUE, FALSE)
+            keys = [k for k in values if k[0] == subject and rd.recall(k[1], subject, values[k])
+                    and head.endswith(" " + rd.recall(k[1], subject, values[k]))]  # fmt: skip
+            assert keys, text
+            assert all(reasoned(len(values[k])) for k in keys)
+            seen["truefalse"] += 1
+        elif kind == "comparison":
+            head, sep, tail = text.partition(f" {COMPARISON_CUE} ")
+            assert sep and tail in (YES, NO), text
+            qa, qb, written = (head + " ").split("? ", 2)
+            a, b = by_question[qa + "?"], by_question[qb + "?"]
+            if not written:  # no recall: a key with too many values
+                assert not reasoned(len(values[a]), len(values[b]))
+                continue
+            recall = f"{rd.recall(a[1], a[0], values[a])} {rd.recall(b[1], b[0], values[b])}"
+            assert written.strip() == recall, text
+            assert (tail == YES) == (values[a] == values[b]), text
+            seen["comparison"] += 1
+    assert seen["truefalse"] > 1000 and seen["comparison"] > 500 and seen["plain"] > 0, seen
 
 
 def test_paraphrases_held_out_per_fact_and_unseen_templates_never_trained(generated):

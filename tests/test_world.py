@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import typing
 
 import pytest
@@ -76,6 +77,36 @@ def test_set_overrides_are_type_checked():
         load_world_spec(None, ["layers"])
     with pytest.raises(SpecError, match="not divisible"):
         load_world_spec(None, ["hidden=30", "heads=4"])
+
+
+def test_decay_steps_set_the_cosine_length_and_a_run_stops_inside_it(dataset, tmp_path):
+    """decay_steps (default max_steps) is the cosine decay's length: a run that stops before
+    the decay ends trains with higher rates (other weights), and a decay as long as the run
+    is the default."""
+    from safetensors.torch import load_file
+
+    from ksmith.world.training import _lr_factor
+
+    assert _lr_factor(16000, 100, 24000) == pytest.approx(
+        0.1 + 0.45 * (1 + math.cos(math.pi * 15900 / 23900))
+    )
+    assert _lr_factor(16000, 100, 16000) == pytest.approx(0.1)  # the floor at the decay's end
+    short = [*SHORT, "stop_early=false", "eval_every=1000"]
+    weights = {}
+    for name, extra in {
+        "20 of 40": ["max_steps=20", "decay_steps=40"],
+        "20": ["max_steps=20"],
+        "20 of 20": ["max_steps=20", "decay_steps=20"],
+    }.items():
+        out = tmp_path / name.replace(" ", "_")
+        pretrain(
+            dataset, out, load_world_spec(None, [*short, *extra]), device="cpu", progress=False
+        )
+        weights[name] = load_file(out / "model.safetensors")
+    same = lambda a, b: all(torch.equal(weights[a][k], weights[b][k]) for k in weights[a])  # noqa: E731
+    assert same("20", "20 of 20") and not same("20", "20 of 40")
+    with pytest.raises(SpecError, match="field 'decay_steps'"):
+        load_world_spec(None, ["decay_steps=50", "warmup_steps=100"])
 
 
 def test_spec_file_errors_name_the_file(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 from test_data_helpers import write_suite
 
 from ksmith.evaluate.backend import Backend
-from ksmith.render.text import IN_CONTEXT
+from ksmith.render.text import CUES, IN_CONTEXT
 from ksmith.world.profile import (
     PROFILE_TYPES,
     capability_profile,
@@ -17,6 +17,7 @@ from ksmith.world.profile import (
     summary,
 )
 
+RECALL = " (the recall)"  # what this fake writes before a reasoned probe's cue
 CONTEXT_HEAD = IN_CONTEXT.split("{facts}")[0]  # "New Fact: "
 CONTEXT_TAIL = IN_CONTEXT.split("{facts}")[1]  # "\nPrompt: "
 
@@ -34,6 +35,7 @@ class WorldBackend(Backend):
         self.descriptions = list(descriptions)
 
     def _split(self, ctx: str) -> tuple[str | None, str]:
+        ctx = ctx.split(RECALL)[0]  # a reasoned probe: its prompt, then the recall and the cue
         if ctx.startswith(CONTEXT_HEAD) and CONTEXT_TAIL in ctx:
             head, prompt = ctx[len(CONTEXT_HEAD) :].split(CONTEXT_TAIL, 1)
             return head.rsplit(" ", 1)[1], prompt
@@ -57,6 +59,9 @@ class WorldBackend(Backend):
             if not stop:  # fluency: a continuation of max_new_tokens words
                 text = self.descriptions[i % len(self.descriptions)] if self.fluent else "a a"
                 out.append(" " + " ".join((text.split() * 8)[:max_new_tokens]))
+                continue
+            if any(c in stop for c in CUES.values()):  # a reasoned probe's recall
+                out.append(RECALL)
                 continue
             new, prompt = self._split(ctx)
             ans = new if new is not None and self.follows_context else self.answer.get(prompt)

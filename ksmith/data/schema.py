@@ -18,7 +18,10 @@ import pyarrow as pa
 #    probe's answer decidable; ksmith.intervene.probes); spec fingerprints keep the declared
 #    order of relations and value types (ksmith.spec.canonical); negation probes balanced (a
 #    false statement of each unaffected fact beside its true one).
-FORMAT_VERSION = "4"
+# 5: reasoned negation and comparison (a `cue` column; true/false and comparison lines write
+#    the recall of the facts asked before the answer, Allen-Zhu & Li Part 3.2); comparison
+#    lines in the corpus.
+FORMAT_VERSION = "5"
 
 _S = pa.string()
 _I = pa.int32()
@@ -85,6 +88,13 @@ PROBE_FIELDS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("qset", _S, "`Q+` (must change) or `Q-` (must stay)"),
     ("format", _S, "`mcq`, `cloze` or `qa`"),
     ("prompt", _S, "the model input; the answer continues it after ONE space"),
+    (
+        "cue",
+        _S,
+        "reasoned probes (negation, comparison): the model first continues the prompt greedily "
+        'with its own recall of the facts asked, up to this cue ("Answer:", "Same answer?"), '
+        'and the answer is scored after prompt + recall + " " + cue; "" for the others',
+    ),
     (
         "options",
         _L,

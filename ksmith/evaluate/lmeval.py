@@ -4,7 +4,9 @@
 ``lm_eval --include_path TASKS_DIR --tasks ksmith_<config>_<format>`` scores ANY lm-eval model on
 ksmith probes with ksmith's conventions: ``mcq`` -> ``multiple_choice`` over the options (each
 scored as " " + option), ``cloze`` -> ``loglikelihood`` of " " + answer (``acc`` = every answer
-token greedy, the cloze rule), ``qa`` -> ``generate_until`` "\\n" with normalized exact match.
+token greedy, the cloze rule), ``qa`` -> ``generate_until`` "\\n" with normalized exact match;
+reasoned probes (negation and comparison, a ``cue``) -> one ``..._reasoned`` task per config
+(`REASONED`).
 The YAMLs read the dataset's own parquet files and select rows with pyarrow ``filters``
 (datasets >= 3). ``data_files`` are written relative to the task folder, never absolute, so the
 folder can be shared (or committed) next to the dataset: each task includes
@@ -20,6 +22,7 @@ opposite) or, with ``target="before"``, the before answers (tasks suffixed ``_be
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,8 @@ from typing import Any
 import yaml
 
 from ksmith.errors import KsmithError
+from ksmith.evaluate.scoring import REASON_TOKENS
+from ksmith.render.text import CUES
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +45,12 @@ def task_name(config: str, fmt: str, target: str = "after") -> str:
     return f"ksmith_{config.replace('.', '_')}_{fmt}{suffix}"
 
 
+# Reasoned probes (a `cue`: negation, comparison; ksmith.evaluate.scoring.reasoned_prompts) get
+# a task of their own: the model generates its recall, the cue and the answer in one greedy
+# continuation, and a regex takes the word after the last cue. ksmith's own scoring writes the
+# cue when the model does not; here a continuation without it scores as "[invalid]".
+REASONED = "reasoned"
+ANSWER_AFTER_CUE = "(?:" + "|".join(re.escape(c) for c in sorted(set(CUES.values()))) + r")\s*(\w+)"
 TEMPLATE = "_ksmith_template_yaml"  # no .yaml suffix: lm-eval does not index it as a task
 LOADER = "ksmith_data.py"
 LOADER_SOURCE = '''"""Loads a ksmith task's probes; written by `ksmith export-lmeval`.
@@ -67,7 +78,10 @@ def task_config(
     """One lm-eval task definition (a YAML mapping) for the probes of `config` in `fmt`;
     `data_file` is the probes' parquet, relative to the task folder."""
     answer = f"answer_{target}"
-    filters: list[list[str]] = [["format", "==", fmt]]
+    if fmt == REASONED:  # the qa rows of reasoned probes (mcq rows share their prompts)
+        filters: list[list[str]] = [["format", "==", "qa"], ["cue", "!=", ""]]
+    else:
+        filters = [["format", "==", fmt], ["cue", "==", ""]]
     if target == "after":
         filters.append(["expect_after", "==", "match"])
     task: dict[str, Any] = {
@@ -119,6 +133,39 @@ def task_config(
                 }
             ],
         }
+    elif fmt == REASONED:
+        task |= {
+            "output_type": "generate_until",
+            "doc_to_target": f"{{{{{answer}}}}}",
+            "generation_kwargs": {
+                "until": ["\n"],
+                "do_sample": False,
+                "max_gen_toks": REASON_TOKENS + 32,
+            },
+            "filter_list": [
+                {
+                    "name": "after_cue",
+                    "filter": [
+                        {
+                            "function": "regex",
+                            "regex_pattern": ANSWER_AFTER_CUE,
+                            "group_select": -1,  # the last cue's answer
+                            "fallback": "[invalid]",
+                        },
+                        {"function": "take_first"},
+                    ],
+                }
+            ],
+            "metric_list": [
+                {
+                    "metric": "exact_match",
+                    "aggregation": "mean",
+                    "higher_is_better": True,
+                    "ignore_case": True,
+                    "ignore_punctuation": True,
+                }
+            ],
+        }
     else:
         raise KsmithError(f"no lm-eval task type for probe format {fmt!r}")
     return task
@@ -155,7 +202,10 @@ def export_lmeval(
         for config in chosen:
             probes = load_probes(dataset, config)
             keep = [p for p in probes if target == "before" or p["expect_after"] == "match"]
-            formats = [f for f in ("mcq", "cloze", "qa") if any(p["format"] == f for p in keep)]
+            plain = [p for p in keep if not p.get("cue")]
+            formats = [f for f in ("mcq", "cloze", "qa") if any(p["format"] == f for p in plain)]
+            if any(p.get("cue") and p["format"] == "qa" for p in keep):
+                formats.append(REASONED)
             tasks = []
             for fmt in formats:
                 task = task_config(

@@ -37,6 +37,9 @@ MODES_BY_FORMAT: dict[str, tuple[str, ...]] = {
 }
 PRIMARY_MODE: dict[str, str] = {"mcq": "mcq", "cloze": "cloze", "qa": "gen_exact"}
 MODES: tuple[str, ...] = ("mcq", "cloze", "gen_exact", "gen_contains")
+# New tokens a reasoned probe's recall may take before its cue is written for it: the longest
+# recall of the default worlds (one statement per value of a multi-valued fact) fits.
+REASON_TOKENS = 64
 
 # Columns of predictions.parquet: the contract's, then the two world-membership flags.
 PREDICTION_COLUMNS: tuple[str, ...] = (
@@ -103,27 +106,91 @@ def judge_probes(
     prefixes: Mapping[str, str] | None = None,
     chunk_size: int = 64,
     desc: str = "probes",
+    scored: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Score `probes` with `backend`: one judgement per (probe, mode).
 
     A judgement holds ``probe_id, group, mode, prediction, score_before, score_after,
     match_before, match_after`` (scores and matches against answer_before / answer_after).
-    `prefixes` maps request_id -> text prepended to that request's prompts.
+    `prefixes` maps request_id -> text prepended to that request's prompts. A probe with a
+    ``cue`` is scored after the model's own recall (`reasoned_prompts`). `scored`, when
+    given, are those prompts already computed (`scored_prompts` on the same backend).
     """
-    prefixes = prefixes or {}
+    prompts = (
+        list(scored)
+        if scored is not None
+        else scored_prompts(backend, probes, prefixes, chunk_size=chunk_size, desc=desc)
+    )
+    if len(prompts) != len(probes):
+        raise KsmithError(f"{len(prompts)} scored prompts for {len(probes)} probes")
     out: list[dict[str, Any]] = []
     with tqdm(total=len(probes), desc=desc, unit="probe", leave=False) as bar:
         for start in range(0, len(probes), chunk_size):
             chunk = probes[start : start + chunk_size]
-            out.extend(_judge_chunk(backend, chunk, prefixes))
+            out.extend(_judge_chunk(backend, chunk, prompts[start : start + chunk_size]))
             bar.update(len(chunk))
     return out
 
 
-def _judge_chunk(
-    backend: Backend, probes: Sequence[Mapping[str, Any]], prefixes: Mapping[str, str]
-) -> list[dict[str, Any]]:
+def scored_prompts(
+    backend: Backend,
+    probes: Sequence[Mapping[str, Any]],
+    prefixes: Mapping[str, str] | None = None,
+    *,
+    chunk_size: int = 64,
+    desc: str = "probes",
+) -> list[str]:
+    """The prompt each probe's answer is scored after: its request's prefix (in-context
+    editing) and its prompt, then, for a reasoned probe, the model's recall and the cue."""
+    prefixes = prefixes or {}
     prompts = [with_prefix(p["prompt"], prefixes.get(p["request_id"], "")) for p in probes]
+    cues = [p.get("cue") or "" for p in probes]
+    return reasoned_prompts(backend, prompts, cues, chunk_size=chunk_size, desc=desc)
+
+
+def reasoned_prompts(
+    backend: Backend,
+    prompts: Sequence[str],
+    cues: Sequence[str],
+    *,
+    chunk_size: int = 64,
+    desc: str = "probes",
+) -> list[str]:
+    """Each prompt with a cue (reasoned probes: negation and comparison) extended by the
+    model's own chain of thought: its greedy continuation up to the cue (or a newline, or
+    `REASON_TOKENS` new tokens) with its whitespace as the corpus writes it (one space between
+    words, whatever the tokenizer's decoding), then `` " " + cue``; prompts without a cue
+    unchanged.
+
+    Allen-Zhu & Li, "Physics of Language Models: Part 3.2, Knowledge Manipulation" (arXiv
+    2309.14402, section 4-5): classification and comparison of stored facts are learned and
+    answered only when the model first writes those facts out, in training and at inference.
+    The world model's corpus writes the recall of the facts asked before the cue
+    (`ksmith.render.corpus`); the answer is then scored after what *this* model recalls, so an
+    update that changed a fact changes the recall and, through it, the answer. The cue is
+    written whether or not the model wrote it, so the answer is always asked for."""
+    if len(cues) != len(prompts):
+        raise KsmithError(f"{len(cues)} cues for {len(prompts)} prompts")
+    todo = sorted({(c, p) for p, c in zip(prompts, cues, strict=True) if c})
+    if not todo:
+        return list(prompts)
+    done: dict[tuple[str, str], str] = {}
+    with tqdm(total=len(todo), desc=f"{desc}: recall", unit="prompt", leave=False) as bar:
+        for start in range(0, len(todo), chunk_size):
+            part = todo[start : start + chunk_size]
+            for cue in sorted({c for c, _ in part}):
+                asked = [p for c, p in part if c == cue]
+                texts = backend.generate(asked, REASON_TOKENS, stop=(cue, "\n"))
+                for p, t in zip(asked, texts, strict=True):
+                    written = " ".join(t.split())  # single spaces, as corpus lines are written
+                    done[(cue, p)] = f"{p} {written} {cue}" if written else f"{p} {cue}"
+            bar.update(len(part))
+    return [done[(c, p)] if c else p for p, c in zip(prompts, cues, strict=True)]
+
+
+def _judge_chunk(
+    backend: Backend, probes: Sequence[Mapping[str, Any]], prompts: Sequence[str]
+) -> list[dict[str, Any]]:
     ll_req: list[tuple[str, str]] = []  # mcq: (prompt, " " + option)
     acc_req: dict[tuple[str, str], int] = {}  # cloze: (prompt, " " + answer) -> index
     gen_req: dict[int, list[int]] = {}  # budget -> probe indices to generate for

@@ -11,7 +11,7 @@ from __future__ import annotations
 from ksmith.intervene.columns import random_order
 from ksmith.intervene.sample import PlannedRequest
 from ksmith.intervene.worlds import values_after
-from ksmith.render.text import FALSE, NO, TRUE, YES
+from ksmith.render.text import COMPARISON_CUE, FALSE, NO, TF_CUE, TRUE, YES, reasoned
 
 _BINARY = ("mcq", "qa")  # formats of yes/no and true/false probes
 
@@ -83,11 +83,14 @@ class ProbeTypes:
                 sup |= ix.support_ids(g)
             sup_list = sorted(sup)
             prompt = self.rd.comparison(r, s, y)
+            cue = COMPARISON_CUE if reasoned(len(before_set), len(target)) else ""
+            if not cue:  # as the corpus's comparison lines without the recall
+                prompt = f"{prompt} {COMPARISON_CUE}"
             for fmt in self.formats:
                 if fmt in _BINARY:
                     opts = [YES, NO] if fmt == "mcq" else []
                     self._emit("comparison", "Q+", fmt, prompt, opts, before, after,
-                               (s, r, f.object), 0, "", sup_list)  # fmt: skip
+                               (s, r, f.object), 0, "", sup_list, cue)  # fmt: skip
             made += 1
 
     # -- contextual and retain --------------------------------------------------------------
@@ -180,6 +183,8 @@ class ProbeTypes:
         stmt = self.rd.tf_prompt(self.rd.statement(r, s, o))
         neg = self.rd.tf_prompt(self.rd.negation(r, s, o))
         fact = asked or stated
+        # reasoned as the corpus's true/false lines about (s, r): by its values before
+        cue = TF_CUE if reasoned(len(self.ix.values((s, r)))) else ""
         for fmt in self.formats:
             if fmt not in _BINARY:
                 continue
@@ -190,4 +195,4 @@ class ProbeTypes:
                 (neg, not true_before, not true_after),
             ):
                 self._emit("negation", qset, fmt, prompt, opts, TRUE if holds_b else FALSE,
-                           TRUE if holds_a else FALSE, fact, 0, p, sup)  # fmt: skip
+                           TRUE if holds_a else FALSE, fact, 0, p, sup, cue)  # fmt: skip

@@ -10,9 +10,12 @@ For each request (s, r, o -> o'), with W the world and W' the world after the gr
 | paraphrase_unseen | Q+ | (s, r) in the relation's template no training line uses |
 | reverse | Q+ | the fact from the object's side, with a unique answer (see below) |
 | multi_hop | Q+ | derived facts among W.dependents(fact) that differ in W' |
-| comparison | Q+ | "same answer for s and y?" for a y whose yes/no flips between W and W' |
+| comparison | Q+ | "same answer for s and y?" for a y whose yes/no flips between W and W' (reasoned: cue "Same answer?") |
 | contextual | Q- | unaffected facts: same subject, siblings, parent/children, anywhere |
-| negation | Q+/Q- | "True or false: <statement|negation>" of the fact, and of an unaffected fact with its object and with a value it does not hold (true and false answers balanced) |
+| negation | Q+/Q- | "True or false: <statement|negation>" of the fact, and of an unaffected fact with its object and with a value it does not hold (true and false answers balanced; reasoned: cue "Answer:") |
+
+Reasoned probes (a `cue`; `ksmith.render.text.reasoned`: keys with at most three values) are
+scored after the model's own recall of the facts asked (`ksmith.evaluate.scoring`).
 
 Unlearn Q+ probes keep answer_after = the old answer with expect_after = "avoid" (KnowledgeSmith,
 arXiv 2510.02392: unlearning must stop producing the fact, with no new target). Conflict pairs
@@ -83,7 +86,8 @@ class ProbeBuilder(ProbeTypes):
 
     # -- row assembly -----------------------------------------------------------------------
 
-    def _emit(self, type_, qset, fmt, prompt, options, before, after, fact, hops, pair, support):
+    def _emit(self, type_, qset, fmt, prompt, options, before, after, fact, hops, pair, support,
+              cue=""):  # fmt: skip
         """Add one row's own fields (the request's fields follow in `_end_request`)."""
         req = self._req
         n = self._counts.get((type_, fmt), 0)
@@ -96,6 +100,7 @@ class ProbeBuilder(ProbeTypes):
                 qset,
                 fmt,
                 prompt,
+                cue,
                 options,
                 before,
                 before if unlearn_plus else after,

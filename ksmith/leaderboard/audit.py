@@ -244,16 +244,20 @@ class _Scorer:
         probes: Mapping[str, Mapping[str, Any]],
         prefixes: Mapping[str, str],
     ) -> None:
-        from ksmith.evaluate.scoring import judge_probes, with_prefix
+        from ksmith.evaluate.scoring import judge_probes, scored_prompts
 
         wanted = sorted({r["probe_id"] for r in rows})
+        asked = [probes[p] for p in wanted]
+        # the prompts the answers are scored after (a reasoned probe's: with the model's recall)
+        scored = scored_prompts(backend, asked, prefixes, chunk_size=256, desc="audit")
         judged = judge_probes(
-            backend, [probes[p] for p in wanted], prefixes=prefixes, chunk_size=256, desc="audit"
+            backend, asked, prefixes=prefixes, chunk_size=256, desc="audit", scored=scored
         )
         fresh = {(j["probe_id"], j["mode"]): j for j in judged}
+        prompt_of = dict(zip(wanted, scored, strict=True))
         for r in rows:
             p = probes[r["probe_id"]]
-            prompt = with_prefix(p["prompt"], prefixes.get(p["request_id"], ""))
+            prompt = prompt_of[r["probe_id"]]
             j = fresh[(r["probe_id"], r["mode"])]
             why = _mismatch(r, j, p, prompt, backend, self.options.tolerance)
             if why is not None:

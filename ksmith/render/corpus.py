@@ -10,9 +10,15 @@ question-answer data mixed in. Line kinds (the corpus's ``kind`` column):
 | description | entity x `descriptions` (3) | every fact about the entity, one sentence each, in a seeded order; fact f's sentence in description m uses its m-th trained phrasing (`ksmith.render.phrasing`), so across the descriptions f appears in each of them |
 | question | fact | the training question and its answer (direct qa and mcq probes) |
 | reverse | fact | the relation's first reverse template about the object, then the subject (reverse probes) |
-| truefalse | fact | "True or false: <statement> true", "... <negation> false"; one fact in `wrong_object_every` also a line about a value it does not hold |
-| comparison | (subject, relation), with `comparisons` (off by default) | "<question about s> <question about y> Same answer? yes/no", y seeded, yes and no alike |
+| truefalse | fact | "True or false: <statement or negation> <recall> Answer: true/false": the recall writes every value of (subject, relation) (`Renderer.recall`); per fact one line about its own value (statement or negation, alternating; `reasoned_held_lines`) and one about a value it does not hold (statement or negation, alternating every two facts), so the four cases are equally frequent. Keys with more than `RECALL_MAX_VALUES` values: no recall, both forms of the held value |
+| comparison | (subject, relation), with `comparisons` (on) | "<question about s> <question about y> <recall of s> <recall of y> Same answer? yes/no", y seeded, yes and no alike (no recall when either key has too many values) |
 | in_context | (subject, relation) | `IN_CONTEXT` stating a counterfactual value, then a prompt and the answer the context implies; one line in `in_context_ignore_every` asks about another fact, whose true answer ignores the context |
+
+The recall before a true/false or comparison answer follows Allen-Zhu & Li, "Physics of
+Language Models: Part 3.2, Knowledge Manipulation" (arXiv 2309.14402): a model classifies or
+compares stored facts only when it writes them out first (a chain of thought in training and
+at inference); probes of those kinds carry the cue, and the scorer lets the model write its
+own recall before it (`ksmith.evaluate.scoring.reasoned_prompts`).
 
 Statements live only inside descriptions, so after a fact the model continues with the next
 sentence rather than stopping: generation has text to produce. Held-out phrasings (a fact's own
@@ -30,7 +36,19 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from ksmith.render.phrasing import Phrasings, fact_key
-from ksmith.render.text import FALSE, IN_CONTEXT, NO, TF_PREFIX, TRUE, YES, Renderer, fill
+from ksmith.render.text import (
+    COMPARISON_CUE,
+    FALSE,
+    IN_CONTEXT,
+    NO,
+    TF_CUE,
+    TF_PREFIX,
+    TRUE,
+    YES,
+    Renderer,
+    fill,
+    reasoned,
+)
 
 LINE_KINDS = ("description", "question", "reverse", "truefalse", "comparison", "in_context")
 BLOCK = 1 << 16  # lines per arrow batch: bounds memory, fixed so output never depends on it
@@ -44,10 +62,18 @@ class CorpusRecipe:
     descriptions: int = 3  # description lines per entity (each fact once per description)
     description_sentences: int = 16  # longer descriptions are split into lines of this many
     wrong_object_every: int = 1  # 0: no true/false lines about values a fact does not hold
-    # Comparison lines cost an eighth of the corpus and the 2-layer world model did not learn
-    # comparison from them within its step budget (accuracy at chance either way), while the
-    # corpus without them gave +0.25 direct recall in the same steps: off by default.
-    comparisons: bool = False
+    # Reasoned true/false lines (the recall before the answer): how many of the two forms
+    # (statement, negation) state the value a fact holds (`held_forms`) and a value it does not
+    # hold (`wrong_forms`); 1 alternates the form fact by fact. Measured at 20,000 steps
+    # (docs/world-model.md, "Reasoned probes, measured"): 2 and 1 (the stated value is the
+    # recalled one in two lines of three) learned negation 0.92; 1 and 1 (four cases equally
+    # frequent) and 2 and 2 stayed near chance on negation within the budget.
+    held_forms: int = 2
+    wrong_forms: int = 1
+    # Without the recall before the answer (dataset format 4) comparison lines cost an eighth of
+    # the corpus and the 2-layer world model did not learn comparison from them (at chance);
+    # with it (format 5, Allen-Zhu & Li Part 3.2) see docs/world-model.md.
+    comparisons: bool = True
     in_context: bool = True
     in_context_ignore_every: int = 4  # 0: every in-context line follows its context
 
@@ -176,20 +202,23 @@ def corpus_batches(
         tx = renderer.text(r)
         out.add(s, fid, "question", f"{fill(tx.question[0], s)} {o}")
         out.add(s, fid, "reverse", f"{fill(tx.reverse[0], '', o)} {s}.")
-        out.add(s, fid, "truefalse", f"{TF_PREFIX} {fill(tx.statement[0], s, o)} {TRUE}")
-        out.add(s, fid, "truefalse", f"{TF_PREFIX} {fill(tx.negation[0], s, o)} {FALSE}")
+        held = [facts.obj[j] for j in facts.by_key[(s, r)]]
+        why = f"{renderer.recall(r, s, held)} {TF_CUE}" if reasoned(len(held)) else ""
+        both = not why or recipe.held_forms == 2
+        if both or i % 2 == 0:
+            out.add(s, fid, "truefalse", _tf(fill(tx.statement[0], s, o), why, TRUE))
+        if both or i % 2 == 1:
+            out.add(s, fid, "truefalse", _tf(fill(tx.negation[0], s, o), why, FALSE))
         every = recipe.wrong_object_every
         if every and i % every == 0:
-            held = {facts.obj[j] for j in facts.by_key[(s, r)]}
             free = [v for v in range_values(world, r, s, ranges) if v not in held]
             if free:
                 w = free[rng.randrange(len(free))]
-                if (i // every) % 2:
-                    out.add(s, "", "truefalse", f"{TF_PREFIX} {fill(tx.negation[0], s, w)} {TRUE}")
-                else:
-                    out.add(
-                        s, "", "truefalse", f"{TF_PREFIX} {fill(tx.statement[0], s, w)} {FALSE}"
-                    )
+                turn = (i // (every if both else 2 * every)) % 2
+                if (why and recipe.wrong_forms == 2) or turn:
+                    out.add(s, "", "truefalse", _tf(fill(tx.negation[0], s, w), why, TRUE))
+                if (why and recipe.wrong_forms == 2) or not turn:
+                    out.add(s, "", "truefalse", _tf(fill(tx.statement[0], s, w), why, FALSE))
         if len(out) >= BLOCK:
             yield out.take()
 
@@ -218,19 +247,35 @@ def corpus_batches(
         yield out.take()
 
 
+def _tf(sentence: str, why: str, answer: str) -> str:
+    """A true/false line: the sentence, the recall and its cue (`why`, "" when not reasoned),
+    the answer."""
+    return f"{TF_PREFIX} {sentence} {why} {answer}" if why else f"{TF_PREFIX} {sentence} {answer}"
+
+
 def _comparison(rd: Renderer, sets, s: str, r: str, held: frozenset[str], rng) -> str | None:
     """A yes/no comparison line for (s, r): the partner shares s's value set (yes) or not (no),
-    each with probability 1/2 when both kinds of partner exist."""
+    each with probability 1/2 when both kinds of partner exist; both recalls before the cue."""
+
+    def line(y: str, vs: frozenset[str], answer: str) -> str:
+        why = (
+            f"{rd.recall(r, s, held)} {rd.recall(r, y, vs)} "
+            if reasoned(len(held), len(vs))
+            else ""
+        )
+        return f"{rd.comparison(r, s, y)} {why}{COMPARISON_CUE} {answer}"
+
     same = [y for y in sets.get(held, ()) if y != s]
     others = [vs for vs in sets if vs != held]
     want_yes = rng.random() < 0.5
     if want_yes and same:
-        return f"{rd.comparison(r, s, same[rng.randrange(len(same))])} {YES}"
+        return line(same[rng.randrange(len(same))], held, YES)
     if others:
-        pool = sets[others[rng.randrange(len(others))]]
-        return f"{rd.comparison(r, s, pool[rng.randrange(len(pool))])} {NO}"
+        vs = others[rng.randrange(len(others))]
+        pool = sets[vs]
+        return line(pool[rng.randrange(len(pool))], vs, NO)
     if same:
-        return f"{rd.comparison(r, s, same[rng.randrange(len(same))])} {YES}"
+        return line(same[rng.randrange(len(same))], held, YES)
     return None
 
 

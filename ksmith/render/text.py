@@ -16,6 +16,29 @@ from ksmith.render.phrasing import Phrasings, fact_key
 TRUE, FALSE = "true", "false"
 YES, NO = "yes", "no"
 TF_PREFIX = "True or false:"
+# Reasoned probes (Allen-Zhu & Li, "Physics of Language Models: Part 3.2, Knowledge
+# Manipulation", arXiv 2309.14402): a true/false or same-answer question about stored facts is
+# answered after the model first writes those facts out (`Renderer.recall`), then the cue, then
+# the answer. Their finding: without such a chain of thought even large models do not learn to
+# classify or compare stored knowledge; with it in training and inference, they do. The corpus
+# teaches the form; a probe's `cue` column tells the scorer to let the model write its own
+# recall first (ksmith.evaluate.scoring).
+TF_CUE = "Answer:"
+COMPARISON_CUE = "Same answer?"
+CUES = {"negation": TF_CUE, "comparison": COMPARISON_CUE}  # reasoned probe type -> its cue
+# A (subject, relation) with more values than this is asked without the recall (its lines and
+# probes have no cue): listing a region's many inhabitants is a long enumeration the 2-layer
+# model would have to learn in a fixed order, while a membership question about it asks one
+# stored fact.
+RECALL_MAX_VALUES = 3
+
+
+def reasoned(*value_counts: int) -> bool:
+    """Whether a true/false or comparison question about keys with these many values is asked
+    with the recall before its cue."""
+    return all(0 < n <= RECALL_MAX_VALUES for n in value_counts)
+
+
 # In-context statement of a fact before a prompt: the format of in-context editing (ICE,
 # KnowEdit's zero-demonstration IKE), which the corpus teaches the world model to follow.
 IN_CONTEXT = "New Fact: {facts}\nPrompt: "
@@ -91,8 +114,14 @@ class Renderer:
         return fill(self._rel[relation].negation[0], subject, obj)
 
     def tf_prompt(self, sentence: str) -> str:
-        """A true/false question about a sentence; answered by ``true`` or ``false``."""
+        """A true/false question about a sentence; the model's recall, `TF_CUE`, then ``true``
+        or ``false`` follow it."""
         return f"{TF_PREFIX} {sentence}"
+
+    def recall(self, relation: str, subject: str, values) -> str:
+        """The chain of thought of a reasoned probe about (subject, relation): the first
+        statement template once per value, values in sorted order ("" for none)."""
+        return " ".join(self.statement(relation, subject, v) for v in sorted(values))
 
     # -- evaluation-only forms -----------------------------------------------------------------
 
@@ -113,5 +142,6 @@ class Renderer:
         return fill(self._rel[relation].reverse[0], "", obj)
 
     def comparison(self, relation: str, a: str, b: str) -> str:
-        """A yes/no question: do `a` and `b` have the same answer for `relation`?"""
-        return f"{self.question(relation, a)} {self.question(relation, b)} Same answer?"
+        """Do `a` and `b` have the same answer for `relation`? Both questions; the model's
+        recall of both, `COMPARISON_CUE`, then ``yes`` or ``no`` follow it."""
+        return f"{self.question(relation, a)} {self.question(relation, b)}"

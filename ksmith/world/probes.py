@@ -4,7 +4,8 @@ Recall is the share of `direct` cloze probes answered fully right (docs/contract
 3: every answer token the greedy choice, teacher-forced); MCQ accuracy the share of mcq probes
 whose highest-likelihood option is right. The same two measures, per probe type and for
 in-context use, make the training check of the capability profile (`ksmith.world.profile`):
-scoring only, no generation, so a check costs a fraction of a second.
+scoring only, except that reasoned mcq probes (a `cue`: negation, comparison) are scored
+after the model's own greedy recall, as in the profile (`ksmith.evaluate.scoring`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ksmith.evaluate.backend import Backend
-from ksmith.evaluate.scoring import with_prefix
+from ksmith.evaluate.scoring import reasoned_prompts, with_prefix
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class MCQ:
     prompt: str
     options: tuple[str, ...]
     gold: int  # index of the correct option
+    cue: str = ""  # reasoned probes: the options follow the model's own recall and this cue
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ def collect_probes(
             cloze.add(Cloze(label, prompt, row[answer]))
         elif row["format"] == "mcq" and row[answer] in row["options"]:
             options = tuple(row["options"])
-            mcq.add(MCQ(label, prompt, options, options.index(row[answer])))
+            mcq.add(MCQ(label, prompt, options, options.index(row[answer]), row.get("cue") or ""))
     return KnowledgeProbes(
         cloze=tuple(sorted(cloze, key=lambda c: (c.kind, c.prompt, c.answer))),
         mcq=tuple(sorted(mcq, key=lambda m: (m.kind, m.prompt, m.options))),
@@ -132,7 +134,10 @@ def measure(backend: Backend, probes: KnowledgeProbes) -> dict[str, dict[str, fl
         for c, a in zip(probes.cloze, acc, strict=True):
             hits.setdefault(c.kind, {}).setdefault("cloze", []).append(a == 1.0)
     if probes.mcq:
-        requests = [(m.prompt, " " + o) for m in probes.mcq for o in m.options]
+        prompts = reasoned_prompts(backend, [m.prompt for m in probes.mcq],
+                                   [m.cue for m in probes.mcq], desc="check")  # fmt: skip
+        asked = zip(probes.mcq, prompts, strict=True)
+        requests = [(p, " " + o) for m, p in asked for o in m.options]
         ll = backend.loglikelihood(requests)
         i = 0
         for m in probes.mcq:

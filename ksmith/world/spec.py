@@ -91,7 +91,14 @@ class WorldModelSpec(BaseModel):
         "a token is predicted (ksmith.world.fused); a faster step, other bytes.",
     )
     batch_size: int = Field(32, ge=1, description="Corpus lines per optimizer step.")
-    max_steps: int = Field(15000, ge=1, description="Step budget (the cosine schedule's length).")
+    max_steps: int = Field(15000, ge=1, description="Step budget.")
+    decay_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Length of the cosine decay (warm-up included); None: max_steps. Longer "
+        "than max_steps, training stops before the decay ends, while the learning rate is "
+        "still above its floor (the default spec's: docs/world-model.md).",
+    )
     curriculum_fraction: float = Field(
         0.0,
         ge=0,
@@ -195,6 +202,13 @@ def build_spec(data: Mapping[str, Any], source: str) -> WorldModelSpec:
             "the curriculum off",
             file=source,
             field="curriculum_steps",
+        )
+    if spec.decay_steps is not None and spec.decay_steps <= spec.warmup_steps:
+        raise SpecError(
+            f"decay_steps={spec.decay_steps} must be more than warmup_steps="
+            f"{spec.warmup_steps} (the decay follows the warm-up); null: max_steps",
+            file=source,
+            field="decay_steps",
         )
     if spec.hidden % spec.heads:
         raise SpecError(

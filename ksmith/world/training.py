@@ -286,7 +286,7 @@ def train(
             model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=spec.weight_decay
         )
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: _lr_factor(s, spec.warmup_steps, spec.max_steps)
+        optimizer, lambda s: _lr_factor(s, spec.warmup_steps, spec.decay_steps or spec.max_steps)
     )
     targets = {k: v for k, v in spec.thresholds.items() if k != "fluency"}
     history: list[dict[str, Any]] = []
