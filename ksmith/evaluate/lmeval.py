@@ -111,64 +111,51 @@ def task_config(
             "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
         }
     elif fmt == "qa":
-        task |= {
-            "output_type": "generate_until",
-            "doc_to_target": f"{{{{{answer}}}}}",
-            "generation_kwargs": {"until": ["\n"], "do_sample": False, "max_gen_toks": 32},
-            "filter_list": [
-                {
-                    "name": "strip",
-                    "filter": [{"function": "remove_whitespace"}, {"function": "take_first"}],
-                }
-            ],
-            "metric_list": [
-                {
-                    "metric": "exact_match",
-                    "aggregation": "mean",
-                    "higher_is_better": True,
-                    "ignore_case": True,
-                    "ignore_punctuation": True,
-                    # the normalization of scoring.normalize_answer: no articles, no spaces
-                    "regexes_to_ignore": ["(?i)\\b(?:a|an|the)\\b", "\\s+"],
-                }
-            ],
-        }
+        # the normalization of scoring.normalize_answer: no articles, no spaces
+        ignore = ["(?i)\\b(?:a|an|the)\\b", "\\s+"]
+        strip = [{"function": "remove_whitespace"}, {"function": "take_first"}]
+        task |= _generate_until(answer, 32, "strip", strip, ignore)
     elif fmt == REASONED:
-        task |= {
-            "output_type": "generate_until",
-            "doc_to_target": f"{{{{{answer}}}}}",
-            "generation_kwargs": {
-                "until": ["\n"],
-                "do_sample": False,
-                "max_gen_toks": REASON_TOKENS + 32,
+        after_cue = [
+            {
+                "function": "regex",
+                "regex_pattern": ANSWER_AFTER_CUE,
+                "group_select": -1,  # the last cue's answer
+                "fallback": "[invalid]",
             },
-            "filter_list": [
-                {
-                    "name": "after_cue",
-                    "filter": [
-                        {
-                            "function": "regex",
-                            "regex_pattern": ANSWER_AFTER_CUE,
-                            "group_select": -1,  # the last cue's answer
-                            "fallback": "[invalid]",
-                        },
-                        {"function": "take_first"},
-                    ],
-                }
-            ],
-            "metric_list": [
-                {
-                    "metric": "exact_match",
-                    "aggregation": "mean",
-                    "higher_is_better": True,
-                    "ignore_case": True,
-                    "ignore_punctuation": True,
-                }
-            ],
-        }
+            {"function": "take_first"},
+        ]
+        task |= _generate_until(answer, REASON_TOKENS + 32, "after_cue", after_cue)
     else:
         raise KsmithError(f"no lm-eval task type for probe format {fmt!r}")
     return task
+
+
+def _generate_until(
+    answer: str,
+    max_gen_toks: int,
+    filter_name: str,
+    filters: list[dict[str, Any]],
+    ignore: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The fields of a greedy generation task stopped at a newline, its output passed through
+    `filters` and compared with `answer` by case- and punctuation-blind exact match."""
+    metric: dict[str, Any] = {
+        "metric": "exact_match",
+        "aggregation": "mean",
+        "higher_is_better": True,
+        "ignore_case": True,
+        "ignore_punctuation": True,
+    }
+    if ignore:
+        metric["regexes_to_ignore"] = list(ignore)
+    return {
+        "output_type": "generate_until",
+        "doc_to_target": f"{{{{{answer}}}}}",
+        "generation_kwargs": {"until": ["\n"], "do_sample": False, "max_gen_toks": max_gen_toks},
+        "filter_list": [{"name": filter_name, "filter": filters}],
+        "metric_list": [metric],
+    }
 
 
 def export_lmeval(

@@ -9,6 +9,8 @@ Scoring conventions (docs/contracts.md, section 3):
   the longer of the two expected answers, so "did the answer change" compares answer spans only.
 - ``qa``: greedy generation stopped at "\\n"; two modes, ``gen_exact`` (normalized exact match)
   and ``gen_contains`` (the normalized answer occurs as a word span of the normalized output).
+- a probe with a ``cue`` (reasoned: negation, comparison) is scored in its format after the
+  model's own greedy recall and the cue (`reasoned_prompts`).
 
 Every probe is judged against BOTH expected answers in each stage (``match_before``,
 ``match_after``): that is what makes "which world is this answer in" decidable for conflict
