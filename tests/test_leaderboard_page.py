@@ -268,3 +268,12 @@ def test_the_no_update_baseline_is_a_reference_row(page, driver):
     (row,) = driver.find_elements("css selector", "#t1 tbody tr[data-ref]")
     assert row.find_elements("css selector", "td")[1].text == "world-none"
     assert row.value_of_css_property("font-style") == "italic"
+
+
+def test_reasoned_examples_show_where_the_model_writes_its_recall():
+    from ksmith.leaderboard.examples import shown_prompt
+
+    tf = {"prompt": "True or false: Rile eats meat.", "cue": "Answer:"}
+    assert shown_prompt(tf) == "True or false: Rile eats meat. … Answer:"
+    assert shown_prompt({"prompt": "Rile eats", "cue": ""}) == "Rile eats"
+    assert shown_prompt({"prompt": "Rile eats"}) == "Rile eats"  # format-4 rows have no cue

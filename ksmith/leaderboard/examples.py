@@ -9,6 +9,7 @@ after-update answer counts as correct. Deterministic: the same files give the sa
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,7 @@ def example_rows(
             before, after = stages.get("before", {}), stages.get("after", {})
             out.append({
                 "config": config, "type": ptype, "qset": probe.get("qset", ""), "mode": mode,
-                "prompt": probe["prompt"], "expected_before": probe.get("answer_before") or "",
+                "prompt": shown_prompt(probe), "expected_before": probe.get("answer_before") or "",
                 "expected_after": (
                     f"not {probe.get('answer_after')}"  # unlearning: avoid the old answer
                     if probe.get("expect_after") == "avoid" else probe.get("answer_after") or ""
@@ -70,3 +71,10 @@ def example_rows(
                 "correct": bool(after.get("correct", False)),
             })  # fmt: skip
     return out
+
+
+def shown_prompt(probe: Mapping[str, Any]) -> str:
+    """A probe's prompt as a reader should see it: a reasoned probe's (a `cue`) with an
+    ellipsis for the model's own recall, then the cue."""
+    cue = probe.get("cue") or ""
+    return f"{probe['prompt']} … {cue}" if cue else str(probe["prompt"])
