@@ -513,6 +513,11 @@ def test_reasoned_probes_are_scored_after_the_models_own_recall():
         "x",
     ]
 
+    short = Recaller("meat")
+    short.max_length = 40  # a tiny model's window: half of it for the recall
+    reasoned_prompts(short, [stmt], ["Answer:"])
+    assert short.recalls[0][1] == 20
+
     class Silent(Recaller):
         def generate(self, prompts, max_new_tokens, stop=("\n",)):
             return ["" for _ in prompts]

@@ -230,9 +230,15 @@ def test_evaluation_of_an_out_of_scope_memory_changes_nothing(world, tmp_path):
     before = rows[rows.stage == "before"].set_index(keys).sort_index()
     after = rows[rows.stage == "after"].set_index(keys).sort_index()
     assert len(after) == len(before) > 0 and not after.changed.any()
-    # where the expected answer stays, the score (log-likelihood, token accuracy) must too
+    # where the expected answer stays, the score (log-likelihood, token accuracy) must too, up
+    # to float rounding: the before stage scores both groups' probes in one batch, the after
+    # stage each group's alone, and a reasoned probe's long prompt (with the model's recall)
+    # is packed with other rows then (1e-7 apart, measured)
     same = {
         p["id"] for p in load_probes(dataset, config) if p["answer_before"] == p["answer_after"]
     }
     kept = [i for i in after.index if i[0] in same]
-    assert kept and after.loc[kept].score.tolist() == before.loc[kept].score.tolist()
+    assert kept
+    assert after.loc[kept].score.tolist() == pytest.approx(
+        before.loc[kept].score.tolist(), rel=1e-6, abs=1e-9
+    )

@@ -34,6 +34,7 @@ TINY = [
     "batch_size=16",
     "eval_every=25",
     "max_steps=600",
+    "decay_steps=null",  # the decay ends with the budget (the default's is longer)
     "curriculum_steps=0",  # the default's curriculum is longer than these budgets
     "thresholds={direct: 1.0}",
     "stop_early=true",

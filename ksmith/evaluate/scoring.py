@@ -160,7 +160,7 @@ def reasoned_prompts(
 ) -> list[str]:
     """Each prompt with a cue (reasoned probes: negation and comparison) extended by the
     model's own chain of thought: its greedy continuation up to the cue (or a newline, or
-    `REASON_TOKENS` new tokens) with its whitespace as the corpus writes it (one space between
+    `REASON_TOKENS` new tokens; at most half the window of a backend with a `max_length`) with its whitespace as the corpus writes it (one space between
     words, whatever the tokenizer's decoding), then `` " " + cue``; prompts without a cue
     unchanged.
 
@@ -176,13 +176,16 @@ def reasoned_prompts(
     todo = sorted({(c, p) for p, c in zip(prompts, cues, strict=True) if c})
     if not todo:
         return list(prompts)
+    # a model with a short window (a test's tiny one) keeps half of it for the prompt
+    window = getattr(backend, "max_length", None)
+    budget = REASON_TOKENS if not window else max(1, min(REASON_TOKENS, int(window) // 2))
     done: dict[tuple[str, str], str] = {}
     with tqdm(total=len(todo), desc=f"{desc}: recall", unit="prompt", leave=False) as bar:
         for start in range(0, len(todo), chunk_size):
             part = todo[start : start + chunk_size]
             for cue in sorted({c for c, _ in part}):
                 asked = [p for c, p in part if c == cue]
-                texts = backend.generate(asked, REASON_TOKENS, stop=(cue, "\n"))
+                texts = backend.generate(asked, budget, stop=(cue, "\n"))
                 for p, t in zip(asked, texts, strict=True):
                     written = " ".join(t.split())  # single spaces, as corpus lines are written
                     done[(cue, p)] = f"{p} {written} {cue}" if written else f"{p} {cue}"
