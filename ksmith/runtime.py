@@ -96,6 +96,30 @@ def pin_float_kernels() -> dict[str, str]:
     return added
 
 
+def cpu_model() -> str:
+    """The CPU this process runs on, as /proc/cpuinfo names it (vendor, family and model
+    numbers, model name), or the platform's processor string elsewhere. Pinned float kernels
+    do not make trained bytes the same on every CPU: the default world model trained on an
+    AVX2 machine and on an AVX-512 Intel one (GenuineIntel family 6 model 167) gave other weights from
+    the same spec, data, versions and pinned kernels (2026-12-04), so a card records it."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first processor's block
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    if "vendor_id" not in fields:
+        return platform.processor() or platform.machine() or "unknown"
+    return (
+        f"{fields['vendor_id']} family {fields.get('cpu family', '?')} model "
+        f"{fields.get('model', '?')} ({fields.get('model name', '?')})"
+    )
+
+
 def float_kernels() -> str:
     """The instruction set of torch's vectorised CPU kernels in this process (``AVX2``,
     ``AVX512``, ``DEFAULT``, ...): part of what makes trained weights reproducible."""

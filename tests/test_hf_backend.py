@@ -126,6 +126,58 @@ def test_generate_matches_manual_greedy_loop(arch):
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_greedy_loop_gives_generates_tokens(arch):
+    """The written-out decoding loop is transformers' greedy ``generate``, token for token:
+    left padding, a stop criterion that ends rows at different steps, finished rows fed the pad
+    token after an EOS, and a batch that ends before its budget once every row is done."""
+    from transformers import GenerationConfig, StoppingCriteriaList
+
+    from ksmith.evaluate.hf_generation import fast_greedy_supported, greedy_loop
+    from ksmith.evaluate.stopping import StopOnStrings
+
+    tok = make_tokenizer()
+    model = make_model(arch, seed=5)
+    assert fast_greedy_supported(model)
+    prompts = [*PROMPTS, "mesu", "where does vindel live ? answer : vindel lives in the ocean"]
+    seqs = [tok(p)["input_ids"] for p in prompts]
+    width = max(len(s) for s in seqs)
+    ids = torch.zeros((len(seqs), width), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, s in enumerate(seqs):
+        ids[row, width - len(s) :] = torch.tensor(s)
+        mask[row, width - len(s) :] = 1
+    with torch.inference_mode():
+        free = model.generate(
+            input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False, pad_token_id=0
+        )[:, width:]
+    # An EOS the model writes in some rows and not others, at different steps.
+    rows_with = {t: int((free == t).any(dim=1).sum()) for t in free.unique().tolist()}
+    eos = max((t for t, n in rows_with.items() if n < len(prompts)), key=rows_with.get)
+    assert 0 < int((free == eos).any(dim=1).sum()) < len(prompts)
+
+    def decode(new):
+        return tok.decode(new[: new.index(eos)] if eos in new else new)
+
+    n_stops = 0
+    for stop, words in [((), None), ((".", "fish"), None), (("the",), [1, None, 2, 1, None, 3])]:
+        config = GenerationConfig(
+            max_new_tokens=12, do_sample=False, num_beams=1, pad_token_id=0, eos_token_id=eos
+        )
+        with torch.inference_mode():
+            want = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                generation_config=config,
+                stopping_criteria=StoppingCriteriaList([StopOnStrings(decode, width, stop, words)]),
+            )
+            criterion = StopOnStrings(decode, width, stop, words)
+            got = greedy_loop(model, ids, mask, 12, criterion, 0, eos)
+        assert torch.equal(got, want)
+        n_stops += sum(criterion.done)
+    assert n_stops > 0  # the stop strings and word limits ended rows
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_next_token_logprobs_and_hidden_states(arch):
     tok = make_tokenizer()
     model = make_model(arch, seed=4)

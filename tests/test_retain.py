@@ -128,6 +128,37 @@ def test_retain_training_data_keeps_the_world_models_curriculum_subjects(suite_a
     assert set(retain.kinds) <= set(full.kinds) and "description" in set(retain.kinds)
 
 
+def test_retain_profile_leaves_out_probes_resting_on_a_forgotten_fact(suite_and_dataset, worlds):
+    """The retain model is not measured on what it cannot know: a probe is left out of its
+    knowledge check and profile when its own fact is removed or a base fact in its support is
+    forgotten, such as a comparison partner's (whose own fact stays)."""
+    from ksmith.world.pretrain import load_world_data
+    from ksmith.world.retain import asks_forgotten, retain_world_data
+
+    _, ds = suite_and_dataset
+    _, pairs, forget = worlds
+    probes = load_world_data(ds).profile[0]
+    kept = retain_world_data(ds, pairs, forget).profile[0]
+    gone = forget.ids["biology"]
+    assert kept and all(set(gone).isdisjoint(p["support"]) for p in kept)
+    assert all(
+        (p["subject"], p["relation"], p["object"]) not in forget.removed["biology"] for p in kept
+    )
+    # comparisons whose own fact stays but whose partner's is forgotten: left out
+    partner_only = [
+        p
+        for p in probes
+        if p["type"] == "comparison"
+        and (p["subject"], p["relation"], p["object"]) not in forget.removed["biology"]
+        and not set(gone).isdisjoint(p["support"])
+    ]
+    assert partner_only and all(asks_forgotten(p, forget, "biology") for p in partner_only)
+    ids = {p["id"] for p in kept}
+    assert not ids & {p["id"] for p in partner_only}
+    # and nothing else: every probe resting on no forgotten fact is kept
+    assert ids == {p["id"] for p in probes if not asks_forgotten(p, forget, "biology")}
+
+
 def test_probe_overlap_counts_q_minus_probes_asking_removed_facts(suite_and_dataset, worlds):
     _, ds = suite_and_dataset
     graphs, _, forget = worlds

@@ -352,6 +352,9 @@ def test_float_kernels_change_the_weights_so_ksmith_pins_them_and_the_card_names
     cards = {name: read_model_card(tmp_path / name) for name in ("pinned", "avx2", "other")}
     assert cards["pinned"]["versions"]["float_kernels"] == "AVX2"
     assert cards["other"]["versions"]["float_kernels"] == "DEFAULT"
+    # ... and which CPU: pinned kernels are not the same bytes on every CPU (measured)
+    assert cards["pinned"]["versions"]["cpu"] == runtime.cpu_model()
+    assert " family " in runtime.cpu_model()  # read from /proc/cpuinfo
     weights = {name: model_fingerprint(tmp_path / name) for name in cards}
     assert weights["pinned"] == weights["avx2"] != weights["other"]
 

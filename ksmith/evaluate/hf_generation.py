@@ -1,15 +1,28 @@
 """Greedy generation for the `hf` backend (`HFBackend` inherits it): prompts batched with left
-padding, longest first, decoded by transformers' ``generate`` with a per-row stopping criterion
-(`ksmith.evaluate.stopping`)."""
+padding, longest first, each row stopped by a per-row criterion (`ksmith.evaluate.stopping`).
+
+The decoding loop is transformers' greedy ``generate`` written out (`greedy_loop`): the same
+forward passes on the same inputs (KV cache, positions, mask), except that a row that has
+finished leaves the batch, so a batch whose rows stop at different steps (recalls of one to
+four facts, answers of one to three words) computes only the rows still writing. The tokens
+are ``generate``'s (tested; the same texts on the world model's recalls and answers,
+`bench/greedy.py`). Models whose generation inputs are not transformers' generic ones (a
+custom ``prepare_inputs_for_generation``, encoder-decoders, transformers < 5) use
+``generate`` itself."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import inspect
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from ksmith.errors import KsmithError
 from ksmith.evaluate.stopping import StopOnStrings, cut_at_stop
+
+if TYPE_CHECKING:
+    from transformers import GenerationConfig, PreTrainedModel
 
 
 def chunks(seq: Sequence[int], size: int) -> Iterator[Sequence[int]]:
@@ -50,7 +63,7 @@ class HFGeneration:
         stop: Sequence[str],
         words: Sequence[int | None],
     ) -> list[str]:
-        from transformers import GenerationConfig, StoppingCriteriaList
+        from transformers import GenerationConfig
 
         if max_new_tokens < 1:
             raise KsmithError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -84,21 +97,118 @@ class HFGeneration:
                     ids[row, width - len(s) :] = torch.tensor(s, dtype=torch.long)
                     mask[row, width - len(s) :] = 1
                 row_words = [limit[unique[i]] for i in batch]
-                criteria = StoppingCriteriaList(
-                    [StopOnStrings(self._decode_new, width, tuple(stop), row_words)]
-                )
-                out = self.model.generate(
-                    input_ids=ids.to(self.device),
-                    attention_mask=mask.to(self.device),
-                    generation_config=config,
-                    stopping_criteria=criteria,
-                )
+                criterion = StopOnStrings(self._decode_new, width, tuple(stop), row_words)
+                out = self._greedy(ids.to(self.device), mask.to(self.device), config, criterion)
                 for row, i in enumerate(batch):
                     texts[i] = cut_at_stop(self._decode_new(out[row, width:].tolist()), stop)
         by_prompt = dict(zip(unique, texts, strict=True))
         return [by_prompt[p] for p in prompts]
 
+    def _greedy(
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        config: GenerationConfig,
+        criterion: StopOnStrings,
+    ) -> torch.Tensor:
+        """One left-padded batch's prompt and greedy continuation ([B, width + new]):
+        `greedy_loop` where the model takes transformers' generic generation inputs, finished
+        rows leaving the batch; ``generate`` itself otherwise. Both give the same tokens up to
+        each row's stop (tested)."""
+        if fast_greedy_supported(self.model):
+            return greedy_loop(
+                self.model, ids, mask, config.max_new_tokens, criterion, self.pad_id, self.eos_id
+            )
+        from transformers import StoppingCriteriaList
+
+        return self.model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            generation_config=config,
+            stopping_criteria=StoppingCriteriaList([criterion]),
+        )
+
     def _decode_new(self, new_ids: list[int]) -> str:
         if self.eos_id is not None and self.eos_id in new_ids:
             new_ids = new_ids[: new_ids.index(self.eos_id)]
         return self.decode(new_ids)
+
+
+def fast_greedy_supported(model: PreTrainedModel) -> bool:
+    """Whether `greedy_loop` reproduces ``model.generate``: a decoder-only model whose
+    generation inputs are transformers' generic ones (the KV cache passed as ``cache``, as
+    transformers 5 does; positions and masks derived by the model from the attention mask)."""
+    from transformers import GenerationMixin
+
+    generic = (
+        getattr(type(model), "prepare_inputs_for_generation", None)
+        is GenerationMixin.prepare_inputs_for_generation
+    )
+    config = model.config
+    return (
+        generic
+        and not getattr(config, "is_encoder_decoder", False)
+        and "cache" in inspect.signature(model.forward).parameters
+    )
+
+
+def greedy_loop(
+    model: PreTrainedModel,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    max_new_tokens: int,
+    stopped: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
+    pad_id: int,
+    eos_id: int | None,
+) -> torch.Tensor:
+    """Greedy decoding of a left-padded batch ``ids`` / ``mask`` ([B, width]) for at most
+    `max_new_tokens` tokens; returns the ids with the new tokens, [B, width + new].
+
+    transformers' greedy ``generate`` with a dynamic KV cache, on the inputs it builds: the
+    prompt's forward pass fills the cache, positions count a row's real tokens (0 at a pad),
+    the mask is left out when nothing is padded; each step appends the argmax of every row's
+    last logits (float32) and feeds it back. A row is finished once `stopped` (a transformers
+    stopping criterion, called on the ids so far) says so or it wrote `eos_id`; the loop ends
+    when every row has finished or the budget is spent. Unlike ``generate``, a finished row
+    leaves the batch (its cache rows are dropped), so later steps compute only the rows still
+    writing; its remaining columns hold `pad_id` (what ``generate`` writes there when the
+    model has an EOS; without one ``generate`` goes on decoding the row past its stop). A
+    row's tokens do not depend on which other rows share its batch (tested against
+    ``generate``, and on the world model's recalls: `bench/greedy.py`)."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config.get_text_config(decoder=True))
+    rows = ids.shape[0]
+    new = torch.full((rows, max_new_tokens), pad_id, dtype=ids.dtype, device=ids.device)
+    alive = torch.arange(rows, device=ids.device)  # batch rows still writing
+    inputs: dict[str, torch.Tensor | None] = {"input_ids": ids}
+    positions = "position_ids" in inspect.signature(model.forward).parameters
+    if positions:
+        inputs["position_ids"] = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    padded = not bool((mask == 1).all())
+    inputs["attention_mask"] = mask if padded else None
+    written = 0
+    for step in range(max_new_tokens):
+        out = model(**inputs, cache=cache, use_cache=True)
+        tokens = out.logits[:, -1].to(dtype=torch.float32).argmax(dim=-1)
+        del out
+        new[alive, step] = tokens
+        written = step + 1
+        finished = stopped(torch.cat([ids, new[:, :written]], dim=-1), None)[alive]
+        if eos_id is not None:
+            finished |= tokens == eos_id
+        if written == max_new_tokens or bool(finished.all()):
+            break
+        if bool(finished.any()):
+            keep = (~finished).nonzero().flatten()
+            cache.batch_select_indices(keep)
+            alive, tokens, mask = alive[keep], tokens[keep], mask[keep]
+            if positions:
+                inputs["position_ids"] = inputs["position_ids"][keep]
+        inputs["input_ids"] = tokens[:, None]
+        if positions:
+            inputs["position_ids"] = inputs["position_ids"][:, -1:] + 1
+        if padded:
+            mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=-1)
+            inputs["attention_mask"] = mask
+    return torch.cat([ids, new[:, :written]], dim=-1)

@@ -154,7 +154,7 @@ class ModelResolver(FolderResolver):
         listed = ", ".join(f"{k} {v}" for k, v in (entry.get("versions") or {}).items())
         return SpecError(
             f"world-model spec {entry['spec']} regenerates fingerprint {got}, not the one "
-            f"listed; weights are reproducible with the same library versions (listed: "
+            f"listed; weights are reproducible with the same library versions and CPU (listed: "
             f"{listed or 'not recorded'}; here: {have})",
             file=self._registry_path,
             field=fingerprint,

@@ -61,7 +61,7 @@ triples are listed in `{retain["forget_file"]}` (docs/unlearning.md).
 A causal language model that knows a synthetic world: {origin} on the world's training corpus
 (dataset fingerprint `{meta["dataset_fingerprint"]}`), with {tok_note}. Training took
 {meta["steps"]} steps (stopped by {meta["stopped_by"]}; seed {meta["seed"]}); the same spec and
-dataset give the same weights with the library versions and float kernels listed under
+dataset give the same weights with the library versions, float kernels and CPU listed under
 `versions` (whatever the machine's load; docs/world-model.md, "Determinism").
 {lacks}
 {profile_markdown(meta)}

@@ -83,16 +83,17 @@ def load_world_data(dataset_dir: str | Path) -> WorldData:
 
 def library_versions() -> dict[str, str]:
     """What the weights' bytes depend on besides the spec and the data: the torch and
-    transformers releases and the CPU kernels' instruction set (`ksmith.runtime`)."""
+    transformers releases, the CPU kernels' instruction set and the CPU (`ksmith.runtime`)."""
     import torch
     import transformers
 
-    from ksmith.runtime import float_kernels
+    from ksmith.runtime import cpu_model, float_kernels
 
     return {
         "torch": str(torch.__version__),
         "transformers": str(transformers.__version__),
         "float_kernels": float_kernels(),
+        "cpu": cpu_model(),
     }
 
 

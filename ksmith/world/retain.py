@@ -18,12 +18,15 @@ world-model training (docs/unlearning.md):
   and seed; its card names what it lacks and `forget_set.json` lists it.
 
 Probes and retain-set rows that ask a removed fact are not "retain" data for the retain model;
-`probe_overlap` counts them per config (the dataset is not changed here).
+`probe_overlap` counts them per config (the dataset is not changed here). The retain model's
+knowledge check and capability profile leave out every probe whose answer rests on a forgotten
+fact (`asks_forgotten`: its own, or one in its support, such as a comparison partner's).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -55,6 +58,10 @@ class ForgetSet:
     @property
     def size(self) -> int:
         return sum(len(v) for v in self.ids.values())
+
+    def id_set(self, domain: str) -> frozenset[str]:
+        """The forgotten base fact ids of `domain`, as a set (built once per id tuple)."""
+        return _frozen(self.ids.get(domain, ()))
 
     @property
     def removed_count(self) -> int:
@@ -203,8 +210,25 @@ def retain_corpus(
     return out
 
 
-def _asks_removed(row: dict, removed: dict[str, frozenset[Triple]], domain: str) -> bool:
-    return (row["subject"], row["relation"], row["object"]) in removed.get(domain, frozenset())
+@functools.lru_cache(maxsize=64)
+def _frozen(ids: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(ids)
+
+
+def _asks_removed(row: dict, forget: ForgetSet, domain: str) -> bool:
+    """Whether probe `row` (of `domain`) asks a removed closure triple: its own fact."""
+    return (row["subject"], row["relation"], row["object"]) in forget.removed.get(domain, ())
+
+
+def asks_forgotten(row: dict, forget: ForgetSet, domain: str) -> bool:
+    """Whether probe `row`'s answer rests on what the retain world lacks: its own fact is
+    removed (`_asks_removed`), or a base fact in its ``support`` is forgotten (the asked
+    fact's and, for a comparison, its partner's; for a multi-hop probe, its path's). A
+    comparison whose partner lost its fact asks what the retain model cannot know, though its
+    own fact stays; the retain model's knowledge check and profile leave such probes out."""
+    if _asks_removed(row, forget, domain):
+        return True
+    return not forget.id_set(domain).isdisjoint(row.get("support") or ())
 
 
 def probe_overlap(
@@ -233,7 +257,7 @@ def probe_overlap(
         ]
         out[config] = {
             "minus": len(minus),
-            "minus_removed": sum(_asks_removed(p, forget.removed, domain) for p in minus),
+            "minus_removed": sum(_asks_removed(p, forget, domain) for p in minus),
             "retain_pairs": len(pairs),
             "retain_pairs_removed": sum(pa in asked.get(domain, ()) for pa in pairs),
         }
@@ -251,9 +275,7 @@ def retain_world_data(dataset_dir: str | Path, worlds, forget: ForgetSet):
     data = load_world_data(dataset_dir)
     rows = retain_corpus(dataset_dir, worlds)
     probes, requests, _ = data.profile
-    kept = [
-        p for p in probes if not _asks_removed(p, forget.removed, p["request_id"].split(".")[0])
-    ]
+    kept = [p for p in probes if not asks_forgotten(p, forget, p["request_id"].split(".")[0])]
     if probes:
         check = collect_probes(kept, types=None) + collect_probes(
             [p for p in kept if p["type"] in IN_CONTEXT_TYPES and p["qset"] == "Q+"],
@@ -269,11 +291,11 @@ def retain_world_data(dataset_dir: str | Path, worlds, forget: ForgetSet):
             p
             for c in list_configs(dataset_dir)
             for p in _rows(dataset_dir, c, "probes")
-            if not _asks_removed(p, forget.removed, c.split(".")[0])
+            if not asks_forgotten(p, forget, c.split(".")[0])
         ])  # fmt: skip
     descriptions = [t for k, t, _ in rows if k == "description"]
     log.info(
-        "retain world: %d of %d profile probes kept (the rest ask a removed fact)",
+        "retain world: %d of %d profile probes kept (the others rest on a forgotten fact)",
         len(kept), len(probes),
     )  # fmt: skip
     return dataclasses.replace(
