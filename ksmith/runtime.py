@@ -70,7 +70,7 @@ def _has_avx2() -> bool:
 
 def pin_float_kernels() -> dict[str, str]:
     """Make torch, MKL and oneDNN use their AVX2 kernels on any x86-64 CPU that has AVX2, so
-    that the same spec trains the same bytes on AVX2 and AVX-512 machines alike: each library
+    that the same spec trains closer to the same bytes on AVX2 and AVX-512 machines: each library
     picks kernels (softmax, exp, norms, reductions, the optimizer's arithmetic, sgemm, matmul)
     by the CPU's instruction set, AVX-512 and AVX2 ones round differently in the last bits,
     and over the world model's 20,000 steps that gave another model (fluency 0.943 against
@@ -83,7 +83,9 @@ def pin_float_kernels() -> dict[str, str]:
     ``KSMITH_FLOAT_KERNELS=native``, on other architectures, or on a CPU without AVX2.
 
     MKL honours its branch (``MKL_CBWR``) on Intel CPUs; on AMD CPUs it takes its own
-    dispatch, which does not use AVX-512 there. `float_kernels` says what torch runs."""
+    dispatch, which does not use AVX-512 there. `float_kernels` says what torch runs. The pin
+    is not the whole story: an AVX-512 Intel machine and an AVX2 one trained the default world
+    model to other bytes with it (measured, `cpu_model`), so a card names the CPU too."""
     mode = os.environ.get(FLOAT_KERNELS_ENV, "avx2").strip().lower()
     if mode == "native" or not _has_avx2():
         return {}
