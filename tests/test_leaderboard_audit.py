@@ -26,6 +26,7 @@ from ksmith.leaderboard.audit import (
     audit_sample,
     audit_size,
     audit_submission,
+    recall_prompts,
 )
 from ksmith.leaderboard.models import ModelResolver, one_thread
 from ksmith.leaderboard.records import matching_record
@@ -157,6 +158,39 @@ def _lie(folder: Path, ds: Path, modes: tuple[str, ...] = ("gen_exact", "gen_con
                                              "n": m["n"], "mode": m["mode"]}  # fmt: skip
     (folder / "submission.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     return changed
+
+
+class _BatchSensitive:
+    """A backend whose greedy recall depends on the batch it is generated in (as float
+    rounding can make a real one's, at a near-tie): it writes the batch's size."""
+
+    max_length = None
+
+    def generate(self, prompts, max_new_tokens, stop=("\n",)):
+        return [f"batch of {len(prompts)}" for _ in prompts]
+
+
+def test_audit_recalls_are_generated_in_the_evaluations_batches():
+    """An audited reasoned probe's recall is the one the evaluation generated: among the
+    reasoned prompts scored together with it, not among the audit sample only."""
+    from ksmith.evaluate.scoring import scored_prompts
+
+    probes = [
+        {"id": f"p{i}", "prompt": f"Is {i} true?", "request_id": "r", "cue": "Answer:" if i % 3 else ""}
+        for i in range(12)
+    ]  # fmt: skip
+    evaluated = dict(
+        zip([p["id"] for p in probes], scored_prompts(_BatchSensitive(), probes), strict=True)
+    )
+    wanted = ["p1", "p3", "p5"]
+    got = recall_prompts(_BatchSensitive(), probes, {}, wanted)
+    assert {w: got[w] for w in wanted} == {w: evaluated[w] for w in wanted}
+    assert evaluated["p1"] == "Is 1 true? batch of 8 Answer:" and evaluated["p3"] == "Is 3 true?"
+    # the sample alone would have been another batch, so another recall
+    alone = scored_prompts(_BatchSensitive(), [p for p in probes if p["id"] in wanted])
+    assert alone[0] != evaluated["p1"]
+    with pytest.raises(KsmithError, match="not among"):
+        recall_prompts(_BatchSensitive(), probes[:2], {}, ["p5"])
 
 
 def test_audit_size_catches_one_percent_with_probability_0999():

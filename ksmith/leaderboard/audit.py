@@ -67,6 +67,7 @@ log = logging.getLogger(__name__)
 MISS_RATE = 0.01
 CONFIDENCE = 0.999
 TOLERANCE = 1e-3  # nats; float rounding moves log-probabilities by ~1e-6
+CHUNK_SIZE = 256  # probes per scoring step, as `ksmith.evaluate.runner.EvalOptions.chunk_size`
 
 
 def audit_size(miss_rate: float = MISS_RATE, confidence: float = CONFIDENCE) -> int:
@@ -229,6 +230,32 @@ def _is_tie(row: Mapping[str, Any], fresh: Mapping[str, Any]) -> bool:
     )
 
 
+def recall_prompts(
+    backend: Any,
+    scored_with: Sequence[Mapping[str, Any]],
+    prefixes: Mapping[str, str],
+    wanted: Sequence[str],
+) -> dict[str, str]:
+    """probe id -> the prompt its answer is scored after, for the `wanted` probes, with each
+    reasoned probe's recall generated as the evaluation generated it: among the reasoned
+    prompts of `scored_with` (the probes the evaluation scored together), whose set fixes the
+    batches (`ksmith.evaluate.scoring.reasoned_prompts`). Greedy decoding in other batches is
+    the same up to float rounding, and a recall that a near-tie turns elsewhere (a
+    degenerate model, a side memory's routing at its threshold) asks the answer after another
+    text: measured, 2 of 20 baseline submissions failed their audit so. The probes without a
+    cue that are not wanted are left out (they generate nothing)."""
+    from ksmith.evaluate.scoring import scored_prompts
+
+    wanted_set = set(wanted)
+    context = [p for p in scored_with if p.get("cue") or p["id"] in wanted_set]
+    scored = scored_prompts(backend, context, prefixes, chunk_size=CHUNK_SIZE, desc="audit")
+    prompt_of = {p["id"]: s for p, s in zip(context, scored, strict=True)}
+    missing = wanted_set - set(prompt_of)
+    if missing:
+        raise KsmithError(f"audited probes {sorted(missing)[:3]} are not among those scored")
+    return prompt_of
+
+
 class _Scorer:
     """Scores audited rows on one model state and compares them."""
 
@@ -243,18 +270,23 @@ class _Scorer:
         rows: Sequence[Mapping[str, Any]],
         probes: Mapping[str, Mapping[str, Any]],
         prefixes: Mapping[str, str],
+        scored_with: Sequence[Mapping[str, Any]],
     ) -> None:
-        from ksmith.evaluate.scoring import judge_probes, scored_prompts
+        """Re-score `rows` on `backend`. `scored_with` are the probes the evaluation scored
+        together on this model state (the whole config before any update, one group after):
+        a reasoned probe's recall is generated among the same prompts, in the same batches,
+        as the evaluation's (`recall_prompts`)."""
+        from ksmith.evaluate.scoring import judge_probes
 
         wanted = sorted({r["probe_id"] for r in rows})
         asked = [probes[p] for p in wanted]
         # the prompts the answers are scored after (a reasoned probe's: with the model's recall)
-        scored = scored_prompts(backend, asked, prefixes, chunk_size=256, desc="audit")
+        prompt_of = recall_prompts(backend, scored_with, prefixes, wanted)
+        scored = [prompt_of[p] for p in wanted]
         judged = judge_probes(
-            backend, asked, prefixes=prefixes, chunk_size=256, desc="audit", scored=scored
+            backend, asked, prefixes=prefixes, chunk_size=CHUNK_SIZE, desc="audit", scored=scored
         )
         fresh = {(j["probe_id"], j["mode"]): j for j in judged}
-        prompt_of = dict(zip(wanted, scored, strict=True))
         for r in rows:
             p = probes[r["probe_id"]]
             prompt = prompt_of[r["probe_id"]]
@@ -315,7 +347,12 @@ def audit_submission(
         if source == "re-run" and any(r["stage"] == "after" for r in sample):
             editor = trained_editor(sub, folder, model_dir, dataset, editors, Path(tmp) / "editor")
         for config in tqdm(sorted(by_config), desc=f"audit {sub.id}", unit="config", leave=False):
-            probes = {p["id"]: p for p in load_probes(dataset, config)}
+            # in the evaluation's order: the whole config before any update, one group after
+            listed = sorted(load_probes(dataset, config), key=lambda p: (int(p["group"]), p["id"]))
+            probes = {p["id"]: p for p in listed}
+            of_group: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
+            for p in listed:
+                of_group[int(p["group"])].append(p)
             before = [r for r in by_config[config] if r["stage"] == "before"]
             after: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
             for r in by_config[config]:
@@ -323,13 +360,14 @@ def audit_submission(
                     after[int(r["group"])].append(r)
             if before:
                 scorer.check(
-                    make_backend(base, tokenizer, eval_options), config, before, probes, {}
+                    make_backend(base, tokenizer, eval_options), config, before, probes, {}, listed
                 )
             if not after:
                 continue
             if source == "no-update":
                 same = [r for g in sorted(after) for r in after[g]]
-                scorer.check(make_backend(base, tokenizer, eval_options), config, same, probes, {})
+                backend = make_backend(base, tokenizer, eval_options)
+                scorer.check(backend, config, same, probes, {}, listed)  # after IS before
                 continue
             if source == "artifacts":
                 udir = folder / UPDATES_DIR / config
@@ -343,7 +381,7 @@ def audit_submission(
                     with applied_update(base, udir, g) as (updated, prefixes):
                         check_finite_weights(updated, f"{udir} group {g}")
                         backend = make_backend(updated, tokenizer, eval_options)
-                        scorer.check(backend, config, after[g], probes, prefixes)
+                        scorer.check(backend, config, after[g], probes, prefixes, of_group[g])
                 except SubmissionError:
                     raise
                 except KsmithError as e:  # a damaged artifact
