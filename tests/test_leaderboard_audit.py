@@ -169,6 +169,9 @@ class _BatchSensitive:
     def generate(self, prompts, max_new_tokens, stop=("\n",)):
         return [f"batch of {len(prompts)}" for _ in prompts]
 
+    def generate_words(self, prompts, max_new_tokens, words, stop=("\n",)):
+        return self.generate(prompts, max_new_tokens, stop)
+
 
 def test_audit_recalls_are_generated_in_the_evaluations_batches():
     """An audited reasoned probe's recall is the one the evaluation generated: among the
@@ -191,6 +194,31 @@ def test_audit_recalls_are_generated_in_the_evaluations_batches():
     assert alone[0] != evaluated["p1"]
     with pytest.raises(KsmithError, match="not among"):
         recall_prompts(_BatchSensitive(), probes[:2], {}, ["p5"])
+
+
+def test_a_disagreeing_row_is_rescored_in_its_evaluation_chunk():
+    """A row is re-scored exactly as the evaluation scored it: judged among the probes of its
+    evaluation chunk (`CHUNK_SIZE` of the probes scored together), which fixes the batches."""
+    from ksmith.evaluate.scoring import judge_probes
+    from ksmith.leaderboard.audit import CHUNK_SIZE, in_evaluation_chunk
+
+    probes = [
+        {"id": f"p{i:04d}", "group": 0, "prompt": f"What is {i}?", "request_id": "r", "cue": "",
+         "format": "qa", "answer_before": "x", "answer_after": "y"}
+        for i in range(CHUNK_SIZE + 40)
+    ]  # fmt: skip
+    evaluated = {
+        (j["probe_id"], j["mode"]): j for j in judge_probes(_BatchSensitive(), probes, chunk_size=CHUNK_SIZE)
+    }  # fmt: skip
+    backend = _BatchSensitive()
+    for pid in ("p0003", f"p{CHUNK_SIZE + 5:04d}"):  # in the first chunk, in the second
+        row = {"probe_id": pid, "mode": "gen_exact"}
+        got = in_evaluation_chunk(backend, probes, {}, {}, row)
+        assert got == evaluated[(pid, "gen_exact")]
+    assert evaluated[("p0003", "gen_exact")]["prediction"] == f"batch of {CHUNK_SIZE}"
+    assert evaluated[(f"p{CHUNK_SIZE + 5:04d}", "gen_exact")]["prediction"] == "batch of 40"
+    alone = judge_probes(backend, probes[3:4], chunk_size=CHUNK_SIZE)
+    assert alone[0]["prediction"] == "batch of 1"  # what a sample-only re-score would give
 
 
 def test_audit_size_catches_one_percent_with_probability_0999():

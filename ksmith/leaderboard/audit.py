@@ -256,6 +256,36 @@ def recall_prompts(
     return prompt_of
 
 
+def in_evaluation_chunk(
+    backend: Any,
+    scored_with: Sequence[Mapping[str, Any]],
+    prefixes: Mapping[str, str],
+    prompt_of: Mapping[str, str],
+    row: Mapping[str, Any],
+) -> Mapping[str, Any]:
+    """`row`'s judgement re-computed exactly as the evaluation computed it: its probe judged
+    within the `CHUNK_SIZE` probes of `scored_with` it was judged with
+    (`ksmith.evaluate.scoring.judge_probes` batches each chunk on its own), after the
+    evaluation's recalls (`prompt_of`, from `recall_prompts`). The same model state and code
+    then give the same bits, so a row
+    that a re-execution in the audit's own batches turned at a near-tie (a threshold-routed
+    editor's scope decision, a degenerate continuation) is checked without any tolerance."""
+    from ksmith.evaluate.scoring import judge_probes, with_prefix
+
+    ids = [p["id"] for p in scored_with]
+    at = ids.index(row["probe_id"])
+    start = at - at % CHUNK_SIZE
+    chunk = list(scored_with[start : start + CHUNK_SIZE])
+    scored = [  # a probe without a cue is scored after its prompt (and prefix) alone
+        prompt_of.get(p["id"]) or with_prefix(p["prompt"], prefixes.get(p["request_id"], ""))
+        for p in chunk
+    ]
+    judged = judge_probes(
+        backend, chunk, prefixes=prefixes, chunk_size=CHUNK_SIZE, desc="audit chunk", scored=scored
+    )
+    return next(j for j in judged if j["probe_id"] == row["probe_id"] and j["mode"] == row["mode"])
+
+
 class _Scorer:
     """Scores audited rows on one model state and compares them."""
 
@@ -292,6 +322,9 @@ class _Scorer:
             prompt = prompt_of[r["probe_id"]]
             j = fresh[(r["probe_id"], r["mode"])]
             why = _mismatch(r, j, p, prompt, backend, self.options.tolerance)
+            if why is not None:  # re-score it exactly as the evaluation did, in its chunk
+                j = in_evaluation_chunk(backend, scored_with, prefixes, prompt_of, r)
+                why = _mismatch(r, j, p, prompt, backend, self.options.tolerance)
             if why is not None:
                 where = f"{config} {r['probe_id']} {r['stage']} {r['mode']}"
                 raise SubmissionError(
