@@ -35,6 +35,14 @@ to `tolerance` nats: an mcq option whose log-likelihood is within tolerance of t
 generated text each of whose tokens is within tolerance of the most likely token, a cloze
 score whose token hits differ only at near-ties. A rewritten answer the model did not give is
 far outside any tolerance.
+
+**The evaluation's batches.** Two things float rounding can turn that no token tolerance
+covers: a reasoned probe's recall (the answer is then asked after another text), and an editor
+that routes by a threshold (SERAC's scope classifier, WISE's side memory), whose decision can
+flip. So each audited recall is generated among the reasoned prompts the evaluation scored
+with it (`recall_prompts`), and a row that still disagrees is re-scored exactly as the
+evaluation scored it, within its evaluation chunk (`in_evaluation_chunk`), before it counts
+as a disagreement: the same model state and code give the same bits there.
 """
 
 from __future__ import annotations
