@@ -330,9 +330,14 @@ class _Scorer:
             prompt = prompt_of[r["probe_id"]]
             j = fresh[(r["probe_id"], r["mode"])]
             why = _mismatch(r, j, p, prompt, backend, self.options.tolerance)
-            if why is not None:  # re-score it exactly as the evaluation did, in its chunk
+            rescored = why is not None
+            if rescored:  # re-score it exactly as the evaluation did, in its chunk
                 j = in_evaluation_chunk(backend, scored_with, prefixes, prompt_of, r)
                 why = _mismatch(r, j, p, prompt, backend, self.options.tolerance)
+                log.info(
+                    "audit %s: %s %s %s re-scored in its evaluation chunk: %s", self.sid,
+                    config, r["probe_id"], r["mode"], "agrees" if why is None else "disagrees",
+                )  # fmt: skip
             if why is not None:
                 where = f"{config} {r['probe_id']} {r['stage']} {r['mode']}"
                 raise SubmissionError(
@@ -341,7 +346,7 @@ class _Scorer:
                     file=self.folder / PREDICTIONS_FILE,
                     field="prediction",
                 )
-            self.ties += _is_tie(r, j)
+            self.ties += rescored or _is_tie(r, j)  # decided at a near-tie, either way
 
 
 # -- the audit --------------------------------------------------------------------------------
