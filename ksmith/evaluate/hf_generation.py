@@ -137,7 +137,9 @@ class HFGeneration:
 def fast_greedy_supported(model: PreTrainedModel) -> bool:
     """Whether `greedy_loop` reproduces ``model.generate``: a decoder-only model whose
     generation inputs are transformers' generic ones (the KV cache passed as ``cache``, as
-    transformers 5 does; positions and masks derived by the model from the attention mask)."""
+    transformers 5 does; positions and masks derived by the model from the attention mask),
+    and whose ``generate`` no attachment has replaced (SERAC's memory routes on the whole
+    input, so it generates without a KV cache: `ksmith.methods.serac_memory`)."""
     from transformers import GenerationMixin
 
     generic = (
@@ -147,6 +149,7 @@ def fast_greedy_supported(model: PreTrainedModel) -> bool:
     config = model.config
     return (
         generic
+        and "generate" not in vars(model)  # an attachment's own generation (SERAC: no cache)
         and not getattr(config, "is_encoder_decoder", False)
         and "cache" in inspect.signature(model.forward).parameters
     )

@@ -209,7 +209,7 @@ class SERACMemory(Attachment):
         logits = getattr(out, "logits", None)
         if ids is None or logits is None:
             return None
-        past = kwargs.get("past_key_values")
+        past = kwargs.get("past_key_values", kwargs.get("cache"))  # transformers 4 / 5
         if past is not None and past.get_seq_length() > 0:
             raise KsmithError("serac: routing needs the whole input; run without a KV cache")
         mask, keep = kwargs.get("attention_mask"), kwargs.get("logits_to_keep", 0)
